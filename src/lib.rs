@@ -1,0 +1,2 @@
+//! Kubernetes operator for OpenStack Glance's local image cache.
+pub mod quantity;
