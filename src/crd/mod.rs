@@ -1,0 +1,260 @@
+//! The `Glance` custom resource (glance.openstack.org/v1beta1).
+//!
+//! Field names, defaults and admission rules follow DESIGN.md. Every admission rule is a
+//! constant in [`rules`], so the tests can pin the exact CEL text the API server compiles,
+//! and `validate` in [`crate::operator::validate`] enforces the same rules again in Rust.
+
+pub mod rules;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default `spec.storageRequest`.
+pub const DEFAULT_STORAGE_REQUEST: &str = "10G";
+/// Default `spec.imageCache.prunerSchedule`.
+pub const DEFAULT_PRUNER_SCHEDULE: &str = "*/15 * * * *";
+/// Default `spec.imageCache.cleanerSchedule`.
+pub const DEFAULT_CLEANER_SCHEDULE: &str = "*/30 * * * *";
+/// Default `spec.imageCache.stallTime` (upstream `image_cache_stall_time`).
+pub const DEFAULT_STALL_TIME: i64 = 86400;
+
+/// Desired state of a Glance API with an optional local image cache.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "glance.openstack.org",
+    version = "v1beta1",
+    kind = "Glance",
+    plural = "glances",
+    namespaced,
+    status = "GlanceStatus",
+    derive = "PartialEq",
+    category = "openstack",
+    doc = "Glance runs an OpenStack Image API (glance-api) with an optional local image cache, kept within imageCacheSize by pruner and cleaner CronJobs.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Cache", type_ = "string", json_path = ".spec.imageCacheSize"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new(rules::NAME_LENGTH).message(rules::NAME_LENGTH_MESSAGE),
+    validation = Rule::new(rules::NAME_FORMAT).message(rules::NAME_FORMAT_MESSAGE),
+    cel
+)]
+#[x_kube(validation = Rule::new(rules::REPLICAS_NEED_DATABASE).message(rules::REPLICAS_NEED_DATABASE_MESSAGE))]
+#[x_kube(validation = Rule::new(rules::REPLICAS_NEED_SHARED_CACHE).message(rules::REPLICAS_NEED_SHARED_CACHE_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct GlanceSpec {
+    /// Size of the local image cache, as a Kubernetes quantity (for example 10G or 10Gi).
+    /// It is both the cache PVC's request and glance-api's image_cache_max_size in bytes.
+    /// Absent or "" turns the cache off and removes the cache PVC and CronJobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(rules::CACHE_SIZE).message(rules::CACHE_SIZE_MESSAGE))]
+    pub image_cache_size: Option<Quantity>,
+
+    /// Settings of the image cache and of its pruner and cleaner CronJobs.
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub image_cache: ImageCacheSpec,
+
+    /// StorageClass of the storage and cache PVCs. Absent or "" uses the cluster default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+
+    /// Size of the storage PVC mounted at /var/lib/glance, which holds image files and,
+    /// without a databaseInstance, the SQLite metadata database.
+    #[serde(default = "default_storage_request")]
+    #[x_kube(validation = Rule::new(rules::STORAGE_REQUEST).message(rules::STORAGE_REQUEST_MESSAGE))]
+    pub storage_request: Quantity,
+
+    /// Extra glance-api.conf options in INI form. Rendered verbatim as 01-custom.conf, which
+    /// glance-api reads after the operator's 00-config.conf, so it overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_service_config: Option<String>,
+
+    /// Name of a Secret in this namespace whose key `connection` holds the database URL.
+    /// Absent or "" keeps the metadata in SQLite on the storage PVC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_instance: Option<String>,
+
+    /// The glance-api Deployment.
+    #[serde(default, rename = "glanceAPI")]
+    #[schemars(extend("default" = {}))]
+    pub glance_api: GlanceApiSpec,
+}
+
+/// Image cache settings (upstream glance-api.conf image_cache_* options).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageCacheSpec {
+    /// Cron schedule of the glance-cache-pruner CronJob, which evicts least recently used
+    /// images until the cache fits imageCacheSize.
+    #[serde(default = "default_pruner_schedule")]
+    #[x_kube(validation = Rule::new(rules::SCHEDULE).message(rules::SCHEDULE_MESSAGE))]
+    pub pruner_schedule: String,
+
+    /// Cron schedule of the glance-cache-cleaner CronJob, which removes invalid and stalled
+    /// partial cache files.
+    #[serde(default = "default_cleaner_schedule")]
+    #[x_kube(validation = Rule::new(rules::SCHEDULE).message(rules::SCHEDULE_MESSAGE))]
+    pub cleaner_schedule: String,
+
+    /// Seconds after which an incomplete cache file counts as stalled (image_cache_stall_time).
+    #[serde(default = "default_stall_time")]
+    #[schemars(range(min = 1))]
+    pub stall_time: i64,
+
+    /// Access mode of the cache PVC. ReadWriteMany is required for more than one replica.
+    #[serde(default)]
+    pub access_mode: CacheAccessMode,
+
+    /// Cache metadata driver (image_cache_driver).
+    #[serde(default)]
+    pub driver: CacheDriver,
+}
+
+impl Default for ImageCacheSpec {
+    fn default() -> Self {
+        Self {
+            pruner_schedule: default_pruner_schedule(),
+            cleaner_schedule: default_cleaner_schedule(),
+            stall_time: DEFAULT_STALL_TIME,
+            access_mode: CacheAccessMode::default(),
+            driver: CacheDriver::default(),
+        }
+    }
+}
+
+/// Access mode of the image cache PVC.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CacheAccessMode {
+    /// One node mounts the cache; the CronJobs follow the API pod to that node.
+    #[default]
+    ReadWriteOnce,
+    /// Every node may mount the cache.
+    ReadWriteMany,
+}
+
+impl CacheAccessMode {
+    /// The PVC access mode string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWriteOnce => "ReadWriteOnce",
+            Self::ReadWriteMany => "ReadWriteMany",
+        }
+    }
+}
+
+/// Image cache metadata driver, as upstream's image_cache_driver.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheDriver {
+    /// Metadata in cache.db inside the cache directory.
+    #[default]
+    Sqlite,
+    /// Metadata in extended attributes of the cached files.
+    Xattr,
+}
+
+impl CacheDriver {
+    /// The value of image_cache_driver.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Xattr => "xattr",
+        }
+    }
+}
+
+/// The glance-api Deployment and the pods of the cache CronJobs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GlanceApiSpec {
+    /// Number of glance-api pods. More than one needs a databaseInstance and, with the
+    /// cache on, imageCache.accessMode ReadWriteMany.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Container image of glance-api and the cache CronJobs. Absent or "" uses the image
+    /// the operator was deployed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_image: Option<String>,
+
+    /// Compute resources of the glance-api container and the cache job containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node selector of the glance-api and cache job pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the glance-api and cache job pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+impl Default for GlanceApiSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            container_image: None,
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+        }
+    }
+}
+
+/// Observed state of a Glance.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GlanceStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, plus ConfigReady, StorageReady, CacheReady and DeploymentReady.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// glance-api pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+
+    /// image_cache_max_size in bytes, as rendered into glance-api.conf; absent while the cache is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_cache_max_size: Option<i64>,
+
+    /// In-cluster URL of the Image API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_endpoint: Option<String>,
+}
+
+fn default_storage_request() -> Quantity {
+    Quantity(DEFAULT_STORAGE_REQUEST.to_owned())
+}
+
+fn default_pruner_schedule() -> String {
+    DEFAULT_PRUNER_SCHEDULE.to_owned()
+}
+
+fn default_cleaner_schedule() -> String {
+    DEFAULT_CLEANER_SCHEDULE.to_owned()
+}
+
+fn default_stall_time() -> i64 {
+    DEFAULT_STALL_TIME
+}
+
+fn default_replicas() -> i32 {
+    1
+}

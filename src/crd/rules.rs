@@ -1,0 +1,52 @@
+//! Admission rules of the Glance CRD, as the CEL text the API server compiles.
+//!
+//! The quantity rules keep to the forms a v1.36 API server is known to compile
+//! (`isQuantity(self)`, `quantity(self).isGreaterThan(quantity('0'))`); the method forms
+//! `self.isQuantity()` and `quantity(self).sign()` are rejected there. Regexes escape their
+//! backslashes inside the CEL string.
+
+/// Longest suffix added to metadata.name: `<name>-cache-cleaner`.
+pub const LONGEST_CHILD_SUFFIX: &str = "-cache-cleaner";
+/// Kubernetes limit on CronJob names (the Job controller appends 11 characters).
+pub const CRONJOB_NAME_MAX: usize = 52;
+/// Longest metadata.name that leaves room for every child name.
+pub const NAME_MAX: usize = CRONJOB_NAME_MAX - LONGEST_CHILD_SUFFIX.len();
+
+/// metadata.name leaves room for `<name>-cache-cleaner` within 52 characters.
+pub const NAME_LENGTH: &str = "self.metadata.name.size() <= 38";
+/// Message of [`NAME_LENGTH`].
+pub const NAME_LENGTH_MESSAGE: &str = "metadata.name must be at most 38 characters, so that the CronJob name <name>-cache-cleaner fits in 52";
+
+/// metadata.name is a DNS-1035 label, because it prefixes the `<name>-api` Service.
+pub const NAME_FORMAT: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+/// Message of [`NAME_FORMAT`].
+pub const NAME_FORMAT_MESSAGE: &str = "metadata.name must start with a lowercase letter, end with a letter or digit, and contain only lowercase letters, digits and '-', because it names the <name>-api Service";
+
+/// imageCacheSize is "" (cache off) or a positive quantity.
+pub const CACHE_SIZE: &str =
+    "self == '' || (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))";
+/// Message of [`CACHE_SIZE`].
+pub const CACHE_SIZE_MESSAGE: &str = "imageCacheSize must be a positive Kubernetes quantity such as 10G or 10Gi, or empty to turn the cache off";
+
+/// storageRequest is a positive quantity.
+pub const STORAGE_REQUEST: &str = "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))";
+/// Message of [`STORAGE_REQUEST`].
+pub const STORAGE_REQUEST_MESSAGE: &str =
+    "storageRequest must be a positive Kubernetes quantity such as 10G or 10Gi";
+
+/// A cron schedule: five fields, or one of the @ macros the CronJob controller knows.
+pub const SCHEDULE: &str =
+    r"self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\\S+( +\\S+){4})$')";
+/// Message of [`SCHEDULE`].
+pub const SCHEDULE_MESSAGE: &str =
+    "must be a cron schedule of five fields such as '*/15 * * * *', or a macro such as @hourly";
+
+/// More than one replica needs a shared database.
+pub const REPLICAS_NEED_DATABASE: &str = "!has(self.glanceAPI) || !has(self.glanceAPI.replicas) || self.glanceAPI.replicas <= 1 || (has(self.databaseInstance) && self.databaseInstance != '')";
+/// Message of [`REPLICAS_NEED_DATABASE`].
+pub const REPLICAS_NEED_DATABASE_MESSAGE: &str = "glanceAPI.replicas greater than 1 needs databaseInstance: pods cannot share the SQLite database on the storage volume";
+
+/// More than one replica with the cache on needs a ReadWriteMany cache volume.
+pub const REPLICAS_NEED_SHARED_CACHE: &str = "!has(self.glanceAPI) || !has(self.glanceAPI.replicas) || self.glanceAPI.replicas <= 1 || !has(self.imageCacheSize) || self.imageCacheSize == '' || (has(self.imageCache) && has(self.imageCache.accessMode) && self.imageCache.accessMode == 'ReadWriteMany')";
+/// Message of [`REPLICAS_NEED_SHARED_CACHE`].
+pub const REPLICAS_NEED_SHARED_CACHE_MESSAGE: &str = "glanceAPI.replicas greater than 1 with the image cache on needs imageCache.accessMode ReadWriteMany";

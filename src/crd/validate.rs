@@ -1,0 +1,276 @@
+//! `validate`: the first step of the reconcile pipeline.
+//!
+//! It enforces the same rules as the CRD's CEL (an object may predate a rule, or reach us
+//! from a server that skipped it) and turns the spec into [`ValidGlance`], whose fields are
+//! already parsed, so the builders never see an unchecked value.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use thiserror::Error;
+
+use super::rules::NAME_MAX;
+use super::{CacheAccessMode, CacheDriver, Glance};
+use crate::quantity::{self, QuantityError};
+
+/// A spec that breaks a rule. The message names the field.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InvalidSpec {
+    /// A quantity field does not parse or is not a positive whole number of bytes.
+    #[error("spec.{field}: {source}")]
+    Quantity {
+        /// Path of the field under spec.
+        field: &'static str,
+        /// What is wrong with it.
+        source: QuantityError,
+    },
+    /// A quantity is zero.
+    #[error("spec.{field}: must be greater than zero")]
+    Zero {
+        /// Path of the field under spec.
+        field: &'static str,
+    },
+    /// A byte count does not fit the status field (int64).
+    #[error("spec.{field}: {bytes} bytes is larger than the largest supported size (2^63-1)")]
+    TooLarge {
+        /// Path of the field under spec.
+        field: &'static str,
+        /// The parsed size.
+        bytes: u64,
+    },
+    /// A cron schedule is malformed.
+    #[error(
+        "spec.imageCache.{field}: {value:?} is not a cron schedule of five fields or an @ macro"
+    )]
+    Schedule {
+        /// Field name under spec.imageCache.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// image_cache_stall_time must be positive.
+    #[error("spec.imageCache.stallTime: must be at least 1 second, got {0}")]
+    StallTime(i64),
+    /// Negative replicas.
+    #[error("spec.glanceAPI.replicas: must not be negative, got {0}")]
+    Replicas(i32),
+    /// Several replicas cannot share SQLite.
+    #[error(
+        "spec.databaseInstance: glanceAPI.replicas is {0}, and more than 1 replica needs databaseInstance"
+    )]
+    ReplicasNeedDatabase(i32),
+    /// Several replicas need a shared cache volume.
+    #[error(
+        "spec.imageCache.accessMode: glanceAPI.replicas is {0}, and more than 1 replica with the cache on needs ReadWriteMany"
+    )]
+    ReplicasNeedSharedCache(i32),
+    /// The name does not leave room for the child names.
+    #[error(
+        "metadata.name: {name:?} is {len} characters; at most {NAME_MAX} leave room for <name>-cache-cleaner (CronJob names are at most 52)"
+    )]
+    NameTooLong {
+        /// The name.
+        name: String,
+        /// Its length.
+        len: usize,
+    },
+    /// The name is not a DNS-1035 label.
+    #[error(
+        "metadata.name: {0:?} must start with a lowercase letter, end with a letter or digit, and hold only lowercase letters, digits and '-'"
+    )]
+    NameFormat(String),
+    /// The object has no namespace or uid (it did not come from the API server).
+    #[error("metadata.{0}: missing")]
+    Metadata(&'static str),
+}
+
+/// A size given as a quantity, with its exact byte count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Size {
+    /// The quantity as the user wrote it (used for PVC requests).
+    pub quantity: String,
+    /// Its exact value in bytes.
+    pub bytes: u64,
+}
+
+/// The image cache, when it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// imageCacheSize.
+    pub size: Size,
+    /// Pruner CronJob schedule.
+    pub pruner_schedule: String,
+    /// Cleaner CronJob schedule.
+    pub cleaner_schedule: String,
+    /// image_cache_stall_time in seconds.
+    pub stall_time: i64,
+    /// Cache PVC access mode.
+    pub access_mode: CacheAccessMode,
+    /// image_cache_driver.
+    pub driver: CacheDriver,
+}
+
+/// A Glance whose spec passed every rule, ready for the pure builders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidGlance {
+    /// metadata.name.
+    pub name: String,
+    /// metadata.namespace.
+    pub namespace: String,
+    /// Controller owner reference to the Glance, set on every child.
+    pub owner: OwnerReference,
+    /// Storage PVC size.
+    pub storage: Size,
+    /// StorageClass of both PVCs; None = cluster default.
+    pub storage_class: Option<String>,
+    /// The cache; None = off.
+    pub cache: Option<CacheSettings>,
+    /// Secret holding the database URL; None = SQLite on the storage PVC.
+    pub database_instance: Option<String>,
+    /// 01-custom.conf, verbatim.
+    pub custom_config: String,
+    /// Deployment replicas.
+    pub replicas: i32,
+    /// Image of the API and the CronJobs.
+    pub image: String,
+    /// Container resources.
+    pub resources: Option<ResourceRequirements>,
+    /// Pod node selector.
+    pub node_selector: BTreeMap<String, String>,
+    /// Pod tolerations.
+    pub tolerations: Vec<Toleration>,
+}
+
+/// Checks a Glance and parses its spec. `default_image` is used when
+/// spec.glanceAPI.containerImage is absent or empty.
+pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, InvalidSpec> {
+    let name = glance.name_any();
+    check_name(&name)?;
+    let namespace = glance
+        .namespace()
+        .ok_or(InvalidSpec::Metadata("namespace"))?;
+    let owner = glance
+        .controller_owner_ref(&())
+        .ok_or(InvalidSpec::Metadata("uid"))?;
+    let spec = &glance.spec;
+
+    let storage = positive_size("storageRequest", &spec.storage_request.0)?;
+    let cache = match spec.image_cache_size.as_ref().map(|q| q.0.as_str()) {
+        None | Some("") => None,
+        Some(size) => {
+            let c = &spec.image_cache;
+            check_schedule("prunerSchedule", &c.pruner_schedule)?;
+            check_schedule("cleanerSchedule", &c.cleaner_schedule)?;
+            if c.stall_time < 1 {
+                return Err(InvalidSpec::StallTime(c.stall_time));
+            }
+            Some(CacheSettings {
+                size: positive_size("imageCacheSize", size)?,
+                pruner_schedule: c.pruner_schedule.clone(),
+                cleaner_schedule: c.cleaner_schedule.clone(),
+                stall_time: c.stall_time,
+                access_mode: c.access_mode,
+                driver: c.driver,
+            })
+        }
+    };
+
+    let api = &spec.glance_api;
+    let database_instance = non_empty(&spec.database_instance);
+    if api.replicas < 0 {
+        return Err(InvalidSpec::Replicas(api.replicas));
+    }
+    if api.replicas > 1 {
+        if database_instance.is_none() {
+            return Err(InvalidSpec::ReplicasNeedDatabase(api.replicas));
+        }
+        if cache
+            .as_ref()
+            .is_some_and(|c| c.access_mode != CacheAccessMode::ReadWriteMany)
+        {
+            return Err(InvalidSpec::ReplicasNeedSharedCache(api.replicas));
+        }
+    }
+
+    Ok(ValidGlance {
+        name,
+        namespace,
+        owner,
+        storage,
+        storage_class: non_empty(&spec.storage_class),
+        cache,
+        database_instance,
+        custom_config: spec.custom_service_config.clone().unwrap_or_default(),
+        replicas: api.replicas,
+        image: non_empty(&api.container_image).unwrap_or_else(|| default_image.to_owned()),
+        resources: api.resources.clone(),
+        node_selector: api.node_selector.clone(),
+        tolerations: api.tolerations.clone(),
+    })
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value.as_ref().filter(|v| !v.is_empty()).cloned()
+}
+
+fn positive_size(field: &'static str, value: &str) -> Result<Size, InvalidSpec> {
+    let bytes =
+        quantity::parse_bytes(value).map_err(|source| InvalidSpec::Quantity { field, source })?;
+    if bytes == 0 {
+        return Err(InvalidSpec::Zero { field });
+    }
+    if i64::try_from(bytes).is_err() {
+        return Err(InvalidSpec::TooLarge { field, bytes });
+    }
+    Ok(Size {
+        quantity: value.to_owned(),
+        bytes,
+    })
+}
+
+fn check_name(name: &str) -> Result<(), InvalidSpec> {
+    if name.len() > NAME_MAX {
+        return Err(InvalidSpec::NameTooLong {
+            name: name.to_owned(),
+            len: name.len(),
+        });
+    }
+    let bytes = name.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    let ok = bytes.first().is_some_and(u8::is_ascii_lowercase)
+        && bytes.last().is_some_and(|b| *b != b'-')
+        && bytes.iter().all(allowed);
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidSpec::NameFormat(name.to_owned()))
+    }
+}
+
+const CRON_MACROS: [&str; 7] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
+
+fn check_schedule(field: &'static str, value: &str) -> Result<(), InvalidSpec> {
+    // Same shape as the CEL rule: an @ macro, or five fields separated by spaces.
+    let five_fields = !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.contains(['\t', '\n', '\r'])
+        && value.split(' ').filter(|f| !f.is_empty()).count() == 5;
+    if CRON_MACROS.contains(&value) || five_fields {
+        Ok(())
+    } else {
+        Err(InvalidSpec::Schedule {
+            field,
+            value: value.to_owned(),
+        })
+    }
+}

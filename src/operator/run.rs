@@ -1,0 +1,279 @@
+//! Wires the controller: watches, leader election, metrics server and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::context::Context;
+use super::leader::{LEASE_DURATION, LeaseLock, RENEW_PERIOD};
+use super::metrics::{Metrics, router};
+use super::reconcile::{error_policy, reconcile};
+use crate::crd::Glance;
+use crate::resources::meta::MANAGER;
+
+/// Settings of the operator process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace of the leader Lease (the operator's own namespace).
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    pub lease_name: String,
+    /// This replica's identity in the Lease (its pod name).
+    pub identity: String,
+    /// Default image of glance-api and the CronJobs.
+    pub default_image: String,
+    /// Address of the /metrics and /healthz server.
+    pub metrics_addr: SocketAddr,
+    /// Watch only this namespace; None = every namespace.
+    pub watch_namespace: Option<String>,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// No usable Kubernetes client configuration.
+    #[error("cannot configure a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// The CRD is missing or the API is unreachable.
+    #[error(
+        "cannot list glances.glance.openstack.org (is the CRD installed? kubectl apply -k config/default): {0}"
+    )]
+    Crd(#[source] kube::Error),
+    /// The metrics server could not bind.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Leader election failed against the API server.
+    #[error("leader election on Lease {0}: {1}")]
+    Lease(String, #[source] kube::Error),
+    /// Another replica took the lease, or renewing it failed for longer than its duration.
+    #[error("lost the leader Lease; exiting so that a single replica reconciles")]
+    LostLease,
+}
+
+/// Runs the operator until SIGTERM/SIGINT, or until leadership is lost.
+pub async fn run(settings: Settings) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .map_err(|source| RunError::Metrics {
+            addr: settings.metrics_addr,
+            source,
+        })?;
+    let app = router(metrics.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!(error = %e, "metrics server stopped");
+        }
+    });
+
+    let glances: Api<DeserializeGuard<Glance>> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    glances
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(RunError::Crd)?;
+    metrics.set_healthy(true);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(forward_signals(stop_tx.clone()));
+
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), &settings.lease_namespace);
+    let lock = Arc::new(LeaseLock::new(
+        lease_api,
+        &settings.lease_name,
+        &settings.identity,
+    ));
+    let lease_label = format!("{}/{}", settings.lease_namespace, settings.lease_name);
+    if !wait_for_lease(&lock, stop_rx.clone())
+        .await
+        .map_err(|e| RunError::Lease(lease_label.clone(), e))?
+    {
+        return Ok(());
+    }
+    info!(identity = %settings.identity, lease = %lease_label, "became leader");
+    metrics.leader.set(1);
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let renewer = tokio::spawn(renew_lease(lock.clone(), lost_tx, stop_rx.clone()));
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_owned(),
+            instance: Some(settings.identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        recorder,
+        metrics.clone(),
+        settings.default_image.clone(),
+    ));
+    let children_config =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=glance-operator");
+    let controller = Controller::new(glances, watcher::Config::default());
+    let store = controller.store();
+    let mut stop = stop_rx.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {},
+            _ = lost_rx.wait_for(|l| *l) => {},
+        }
+    };
+    controller
+        .owns(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            children_config.clone(),
+        )
+        .owns(Api::<Service>::all(client.clone()), children_config.clone())
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            children_config.clone(),
+        )
+        .owns(Api::<CronJob>::all(client.clone()), children_config)
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+            move |secret| glances_for_secret(&store, &secret),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => info!(object = %object, "reconciled"),
+                Err(e) => warn!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+
+    renewer.abort();
+    metrics.leader.set(0);
+    let lost = !*stop_rx.borrow();
+    if let Err(e) = lock.release().await {
+        warn!(error = %e, "could not release the leader Lease");
+    }
+    if lost {
+        Err(RunError::LostLease)
+    } else {
+        Ok(())
+    }
+}
+
+/// Glances to reconcile when `secret` changes: its owner (the config Secret) and every
+/// Glance naming it as databaseInstance.
+pub fn glances_for_secret(
+    store: &Store<DeserializeGuard<Glance>>,
+    secret: &Secret,
+) -> Vec<ObjectRef<DeserializeGuard<Glance>>> {
+    let namespace = secret.namespace().unwrap_or_default();
+    let secret_name = secret.name_any();
+    let api_version = Glance::api_version(&());
+    let mut refs: Vec<_> = secret
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "Glance" && o.api_version == api_version)
+        .map(|o| ObjectRef::new(&o.name).within(&namespace))
+        .collect();
+    refs.extend(
+        store
+            .state()
+            .iter()
+            .filter(|g| g.namespace().as_deref() == Some(namespace.as_str()))
+            .filter(|g| match &g.0 {
+                Ok(glance) => {
+                    glance.spec.database_instance.as_deref() == Some(secret_name.as_str())
+                }
+                Err(_) => false,
+            })
+            .map(|g| ObjectRef::new(&g.name_any()).within(&namespace)),
+    );
+    refs
+}
+
+async fn forward_signals(stop: watch::Sender<bool>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    info!("shutting down");
+    let _ = stop.send(true);
+}
+
+/// Waits until this replica holds the lease. Returns false if asked to stop first.
+async fn wait_for_lease(
+    lock: &LeaseLock,
+    mut stop: watch::Receiver<bool>,
+) -> Result<bool, kube::Error> {
+    loop {
+        if lock.try_acquire(Timestamp::now()).await? {
+            return Ok(true);
+        }
+        info!("another replica holds the leader Lease; waiting");
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW_PERIOD) => {},
+            _ = stop.wait_for(|s| *s) => return Ok(false),
+        }
+    }
+}
+
+/// Renews the lease every RENEW_PERIOD; signals `lost` when another replica holds it or
+/// renewal has failed for a whole lease duration.
+async fn renew_lease(lock: Arc<LeaseLock>, lost: watch::Sender<bool>, stop: watch::Receiver<bool>) {
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(RENEW_PERIOD).await;
+        if *stop.borrow() {
+            return;
+        }
+        match lock.try_acquire(Timestamp::now()).await {
+            Ok(true) => last_renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                error!("another replica took the leader Lease");
+                let _ = lost.send(true);
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "renewing the leader Lease failed");
+                if last_renewed.elapsed() >= LEASE_DURATION - Duration::from_secs(1) {
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Status: one check per concern, folded into conditions whose lastTransitionTime moves
+//! only when their status flips, so a steady state produces an identical status.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::apply::{Applied, CacheOutcome, PvcOutcome};
+use super::observe::pvc_request;
+use crate::crd::GlanceStatus;
+use crate::crd::validate::{Size, ValidGlance};
+use crate::resources::service::api_endpoint;
+
+/// Condition types, in the order they appear in status.
+pub const READY: &str = "Ready";
+/// The configuration Secret could be rendered.
+pub const CONFIG_READY: &str = "ConfigReady";
+/// The storage PVC is bound.
+pub const STORAGE_READY: &str = "StorageReady";
+/// The cache PVC is bound and its CronJobs exist, or the cache is off.
+pub const CACHE_READY: &str = "CacheReady";
+/// The Deployment has all replicas ready.
+pub const DEPLOYMENT_READY: &str = "DeploymentReady";
+
+/// The state of one concern, before it becomes a Condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Condition type.
+    pub type_: &'static str,
+    /// True or False.
+    pub ok: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Human readable message.
+    pub message: String,
+    /// Announce a transition into this state as a Warning event.
+    pub warning: bool,
+}
+
+impl Check {
+    fn ok(type_: &'static str, reason: &'static str, message: String) -> Self {
+        Self {
+            type_,
+            ok: true,
+            reason,
+            message,
+            warning: false,
+        }
+    }
+
+    fn waiting(type_: &'static str, reason: &'static str, message: String) -> Self {
+        Self {
+            type_,
+            ok: false,
+            reason,
+            message,
+            warning: false,
+        }
+    }
+
+    fn failed(type_: &'static str, reason: &'static str, message: String) -> Self {
+        Self {
+            type_,
+            ok: false,
+            reason,
+            message,
+            warning: true,
+        }
+    }
+}
+
+/// Checks for a spec that failed validation.
+pub fn invalid_spec_checks(message: String) -> Vec<Check> {
+    with_ready(vec![Check::failed(CONFIG_READY, "InvalidSpec", message)])
+}
+
+/// Checks for a databaseInstance Secret that cannot be used.
+pub fn database_checks(message: String) -> Vec<Check> {
+    with_ready(vec![Check::failed(
+        CONFIG_READY,
+        "DatabaseSecretNotReady",
+        message,
+    )])
+}
+
+/// Checks after every child was applied.
+pub fn applied_checks(glance: &ValidGlance, applied: &Applied) -> Vec<Check> {
+    let config = match &glance.cache {
+        Some(cache) => format!(
+            "rendered with image_cache_max_size = {} bytes",
+            cache.size.bytes
+        ),
+        None => "rendered with the image cache off".to_owned(),
+    };
+    let storage = pvc_check(
+        STORAGE_READY,
+        &glance.storage,
+        "storageRequest",
+        &applied.storage,
+    );
+    let cache = match (&applied.cache, &glance.cache) {
+        (CacheOutcome::On(pvc), Some(cache)) => {
+            pvc_check(CACHE_READY, &cache.size, "imageCacheSize", pvc)
+        }
+        _ => Check::ok(
+            CACHE_READY,
+            "CacheDisabled",
+            "image cache is off".to_owned(),
+        ),
+    };
+    with_ready(vec![
+        Check::ok(CONFIG_READY, "Rendered", config),
+        storage,
+        cache,
+        deployment_check(glance.replicas, &applied.deployment),
+    ])
+}
+
+fn pvc_check(type_: &'static str, desired: &Size, field: &str, outcome: &PvcOutcome) -> Check {
+    let pvc = match outcome {
+        PvcOutcome::Rejected(message) => {
+            return Check::failed(type_, "ResizeRejected", message.clone());
+        }
+        PvcOutcome::Applied(pvc) => pvc,
+    };
+    let name = pvc.name_any();
+    if !is_bound(pvc) {
+        return Check::waiting(type_, "Pending", format!("PVC {name} is not bound yet"));
+    }
+    match pvc_request(pvc) {
+        Some(kept) if kept.bytes > desired.bytes => Check {
+            warning: true,
+            ..Check::ok(
+                type_,
+                "ShrinkIgnored",
+                format!(
+                    "{field} {} is smaller than PVC {name} ({}); a PVC cannot shrink, so it keeps its size{}",
+                    desired.quantity,
+                    kept.quantity,
+                    if type_ == CACHE_READY {
+                        format!(
+                            " and image_cache_max_size is lowered to {} bytes",
+                            desired.bytes
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        },
+        _ => Check::ok(type_, "Bound", format!("PVC {name} is bound")),
+    }
+}
+
+fn is_bound(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+}
+
+fn deployment_check(replicas: i32, deployment: &Deployment) -> Check {
+    let status = deployment.status.as_ref();
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let current = status.and_then(|s| s.observed_generation) >= deployment.metadata.generation;
+    let message = format!("{ready}/{replicas} replicas ready");
+    if current && ready >= replicas && updated >= replicas {
+        Check::ok(DEPLOYMENT_READY, "Available", message)
+    } else {
+        Check::waiting(DEPLOYMENT_READY, "Progressing", message)
+    }
+}
+
+/// Prepends the Ready condition: true when every other check is.
+fn with_ready(mut checks: Vec<Check>) -> Vec<Check> {
+    let ready = match checks.iter().find(|c| !c.ok) {
+        None => Check::ok(READY, "Ready", "glance-api is ready".to_owned()),
+        Some(first) => Check::waiting(
+            READY,
+            first.reason,
+            format!("{}: {}", first.type_, first.message),
+        ),
+    };
+    checks.insert(0, ready);
+    checks
+}
+
+fn status_string(ok: bool) -> String {
+    if ok { "True" } else { "False" }.to_owned()
+}
+
+/// Folds checks into `old` conditions: a condition keeps its lastTransitionTime unless its
+/// status flips; conditions of types not checked now are kept as they are.
+pub fn merge_conditions(
+    old: &[Condition],
+    checks: &[Check],
+    generation: Option<i64>,
+    now: &Timestamp,
+) -> Vec<Condition> {
+    let mut merged: Vec<Condition> = checks
+        .iter()
+        .map(|check| {
+            let status = status_string(check.ok);
+            let previous = old.iter().find(|c| c.type_ == check.type_);
+            let last_transition_time = match previous {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => Time(*now),
+            };
+            Condition {
+                type_: check.type_.to_owned(),
+                status,
+                reason: check.reason.to_owned(),
+                message: check.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect();
+    merged.extend(
+        old.iter()
+            .filter(|c| !checks.iter().any(|k| k.type_ == c.type_))
+            .cloned(),
+    );
+    merged
+}
+
+/// Checks whose state is new compared with `old` and worth an event: every warning, and
+/// every change of a condition that existed before. Ready is left out, it only repeats.
+pub fn transitions<'a>(old: &[Condition], checks: &'a [Check]) -> Vec<&'a Check> {
+    checks
+        .iter()
+        .filter(|check| check.type_ != READY)
+        .filter(|check| {
+            let previous = old.iter().find(|c| c.type_ == check.type_);
+            let changed = previous
+                .is_none_or(|p| p.status != status_string(check.ok) || p.reason != check.reason);
+            changed && (check.warning || previous.is_some())
+        })
+        .collect()
+}
+
+/// The next status of a Glance.
+pub fn next_status(
+    old: &GlanceStatus,
+    glance: Option<&ValidGlance>,
+    applied: Option<&Applied>,
+    checks: &[Check],
+    generation: Option<i64>,
+    now: &Timestamp,
+) -> GlanceStatus {
+    GlanceStatus {
+        observed_generation: generation,
+        conditions: merge_conditions(&old.conditions, checks, generation, now),
+        ready_replicas: match applied {
+            Some(a) => Some(
+                a.deployment
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+            ),
+            None => old.ready_replicas,
+        },
+        image_cache_max_size: match glance {
+            Some(g) => g
+                .cache
+                .as_ref()
+                .and_then(|c| i64::try_from(c.size.bytes).ok()),
+            None => old.image_cache_max_size,
+        },
+        api_endpoint: match glance {
+            Some(g) => Some(api_endpoint(g)),
+            None => old.api_endpoint.clone(),
+        },
+    }
+}

@@ -1,0 +1,106 @@
+//! The configuration Secret: `00-config.conf` rendered from the spec with upstream Glance's
+//! option names, and `01-custom.conf` holding spec.customServiceConfig verbatim.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use sha2::{Digest, Sha256};
+
+use super::meta::{Component, child_meta};
+use crate::crd::validate::ValidGlance;
+
+/// Key of the rendered configuration.
+pub const RENDERED_KEY: &str = "00-config.conf";
+/// Key of spec.customServiceConfig.
+pub const CUSTOM_KEY: &str = "01-custom.conf";
+/// Where the Secret is mounted; glance-api runs with `--config-dir` on it.
+pub const CONFIG_DIR: &str = "/etc/glance/glance.conf.d";
+/// Mount point of the storage PVC.
+pub const STORAGE_DIR: &str = "/var/lib/glance";
+/// image_cache_dir, the mount point of the cache PVC.
+pub const CACHE_DIR: &str = "/var/lib/glance/image-cache";
+/// filesystem_store_datadir.
+pub const IMAGES_DIR: &str = "/var/lib/glance/images";
+/// glance-api's port.
+pub const API_PORT: i32 = 9292;
+/// Name of the file store backend in enabled_backends.
+pub const BACKEND: &str = "default_backend";
+
+/// Database URL used when spec.databaseInstance is empty: SQLite on the storage PVC.
+pub fn sqlite_connection() -> String {
+    format!("sqlite:///{STORAGE_DIR}/glance.sqlite")
+}
+
+/// Renders `00-config.conf`. `database_connection` is the URL read from the
+/// databaseInstance Secret, or None for SQLite on the storage PVC.
+pub fn render_config(glance: &ValidGlance, database_connection: Option<&str>) -> String {
+    let connection = database_connection.map_or_else(sqlite_connection, str::to_owned);
+    let mut lines = vec![
+        "[DEFAULT]".to_owned(),
+        "bind_host = 0.0.0.0".to_owned(),
+        format!("bind_port = {API_PORT}"),
+        format!("enabled_backends = {BACKEND}:file"),
+    ];
+    if let Some(cache) = &glance.cache {
+        lines.extend([
+            format!("image_cache_dir = {CACHE_DIR}"),
+            format!("image_cache_max_size = {}", cache.size.bytes),
+            format!("image_cache_stall_time = {}", cache.stall_time),
+            format!("image_cache_driver = {}", cache.driver.as_str()),
+        ]);
+    }
+    lines.extend([
+        String::new(),
+        "[glance_store]".to_owned(),
+        format!("default_backend = {BACKEND}"),
+        String::new(),
+        format!("[{BACKEND}]"),
+        format!("filesystem_store_datadir = {IMAGES_DIR}"),
+        String::new(),
+        "[database]".to_owned(),
+        format!("connection = {connection}"),
+    ]);
+    if glance.cache.is_some() {
+        lines.extend([
+            String::new(),
+            "[paste_deploy]".to_owned(),
+            "flavor = cachemanagement".to_owned(),
+        ]);
+    }
+    lines.push(String::new());
+    lines.join("\n")
+}
+
+/// The Secret `<name>-config` holding both files.
+pub fn config_secret(glance: &ValidGlance, database_connection: Option<&str>) -> Secret {
+    let data = BTreeMap::from([
+        (
+            RENDERED_KEY.to_owned(),
+            ByteString(render_config(glance, database_connection).into_bytes()),
+        ),
+        (
+            CUSTOM_KEY.to_owned(),
+            ByteString(glance.custom_config.clone().into_bytes()),
+        ),
+    ]);
+    Secret {
+        metadata: child_meta(glance, Component::Config),
+        data: Some(data),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    }
+}
+
+/// SHA-256 over the Secret's keys and values, as hex. A pod template annotated with it
+/// rolls whenever the configuration changes.
+pub fn config_hash(secret: &Secret) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in secret.data.iter().flatten() {
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((value.0.len() as u64).to_be_bytes());
+        hasher.update(&value.0);
+    }
+    hex::encode(hasher.finalize())
+}

@@ -1,0 +1,182 @@
+//! The pod pieces that glance-api and the cache CronJobs share: image, volumes, mounts,
+//! security context and scheduling. One function builds each, so the three workloads
+//! cannot drift apart.
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource,
+    PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::config::{CACHE_DIR, CONFIG_DIR, STORAGE_DIR};
+use super::meta::{Component, selector_labels};
+use crate::crd::CacheAccessMode;
+use crate::crd::validate::ValidGlance;
+
+/// UID and GID of the glance user in upstream Glance images, kept for compatibility with
+/// volumes that an upstream image wrote.
+pub const GLANCE_UID: i64 = 42415;
+
+/// Which volumes a pod mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mounts {
+    /// glance-api: configuration, storage, cache (when on) and /tmp.
+    Api,
+    /// A cache job: configuration, cache and /tmp.
+    CacheJob,
+}
+
+const CONFIG_VOLUME: &str = "config";
+const STORAGE_VOLUME: &str = "storage";
+const CACHE_VOLUME: &str = "image-cache";
+const TMP_VOLUME: &str = "tmp";
+
+fn pvc_volume(name: &str, claim: String) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim,
+            read_only: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// Volumes of a pod, and the container's mounts of them.
+pub fn volumes(glance: &ValidGlance, which: Mounts) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![Volume {
+        name: CONFIG_VOLUME.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(Component::Config.child_name(&glance.name)),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![mount(CONFIG_VOLUME, CONFIG_DIR, true)];
+    if which == Mounts::Api {
+        volumes.push(pvc_volume(
+            STORAGE_VOLUME,
+            Component::Storage.child_name(&glance.name),
+        ));
+        mounts.push(mount(STORAGE_VOLUME, STORAGE_DIR, false));
+    }
+    if glance.cache.is_some() {
+        volumes.push(pvc_volume(
+            CACHE_VOLUME,
+            Component::ImageCache.child_name(&glance.name),
+        ));
+        mounts.push(mount(CACHE_VOLUME, CACHE_DIR, false));
+    }
+    volumes.push(Volume {
+        name: TMP_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    mounts.push(mount(TMP_VOLUME, "/tmp", false));
+    (volumes, mounts)
+}
+
+/// The restricted container security context: non-root, read-only root filesystem,
+/// no privilege escalation, no capabilities, RuntimeDefault seccomp.
+pub fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
+}
+
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(GLANCE_UID),
+        run_as_group: Some(GLANCE_UID),
+        fs_group: Some(GLANCE_UID),
+        fs_group_change_policy: Some("OnRootMismatch".to_owned()),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// A container running one of the image's programs with `--config-dir`.
+pub fn glance_container(
+    glance: &ValidGlance,
+    name: &str,
+    program: &str,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    Container {
+        name: name.to_owned(),
+        image: Some(glance.image.clone()),
+        command: Some(vec![
+            program.to_owned(),
+            "--config-dir".to_owned(),
+            CONFIG_DIR.to_owned(),
+        ]),
+        volume_mounts: Some(mounts),
+        resources: glance.resources.clone(),
+        security_context: Some(container_security_context()),
+        ..Container::default()
+    }
+}
+
+/// A pod spec around one container, with the shared security context and scheduling.
+pub fn pod_spec(glance: &ValidGlance, container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        security_context: Some(pod_security_context()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        node_selector: (!glance.node_selector.is_empty()).then(|| glance.node_selector.clone()),
+        tolerations: (!glance.tolerations.is_empty()).then(|| glance.tolerations.clone()),
+        ..PodSpec::default()
+    }
+}
+
+/// For a ReadWriteOnce cache, a required affinity that puts a cache job on the node
+/// where a glance-api pod (and so the mounted volume) runs.
+pub fn cache_job_affinity(glance: &ValidGlance) -> Option<Affinity> {
+    let rwo = glance
+        .cache
+        .as_ref()
+        .is_some_and(|c| c.access_mode == CacheAccessMode::ReadWriteOnce);
+    rwo.then(|| Affinity {
+        pod_affinity: Some(PodAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(&glance.name, Component::Api)),
+                    match_expressions: None,
+                }),
+                topology_key: "kubernetes.io/hostname".to_owned(),
+                ..PodAffinityTerm::default()
+            }]),
+            preferred_during_scheduling_ignored_during_execution: None,
+        }),
+        ..Affinity::default()
+    })
+}
