@@ -62,7 +62,6 @@ pub struct GlanceSpec {
 
     /// Settings of the image cache and of its pruner and cleaner CronJobs.
     #[serde(default)]
-    #[schemars(extend("default" = {}))]
     pub image_cache: ImageCacheSpec,
 
     /// StorageClass of the storage and cache PVCs. Absent or "" uses the cluster default class.
@@ -87,7 +86,6 @@ pub struct GlanceSpec {
 
     /// The glance-api Deployment.
     #[serde(default, rename = "glanceAPI")]
-    #[schemars(extend("default" = {}))]
     pub glance_api: GlanceApiSpec,
 }
 

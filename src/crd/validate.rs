@@ -151,9 +151,11 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
     let namespace = glance
         .namespace()
         .ok_or(InvalidSpec::Metadata("namespace"))?;
-    let owner = glance
+    let mut owner = glance
         .controller_owner_ref(&())
         .ok_or(InvalidSpec::Metadata("uid"))?;
+    // Foreground deletion of a Glance waits for its children.
+    owner.block_owner_deletion = Some(true);
     let spec = &glance.spec;
 
     let storage = positive_size("storageRequest", &spec.storage_request.0)?;
