@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod mock;
+
 use std::path::{Path, PathBuf};
 
 use glance_operator::crd::Glance;
