@@ -58,6 +58,7 @@ async fn run(
         _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("script timed out"),
     };
     let result = tokio::select! {
+        biased;
         joined = task => joined.expect("reconcile did not panic"),
         extra = handle.next_request() => match extra {
             Some((request, _)) => panic!("unexpected request {} {}", request.method(), request.uri()),

@@ -1,0 +1,55 @@
+//! Which Glances a Secret change wakes: the owner of a config Secret, and every Glance
+//! naming the Secret as its databaseInstance.
+
+mod common;
+
+use common::glance;
+use glance_operator::operator::run::glances_for_secret;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher;
+use serde_json::json;
+
+#[test]
+fn a_secret_wakes_its_owner_and_the_glances_that_read_it() {
+    let (store, mut writer) = reflector::store::<DeserializeGuard<kube_glance::Glance>>();
+    let mut a = glance("seed.yaml"); // databaseInstance: openstack
+    a.metadata.name = Some("a".into());
+    let mut b = glance("cache-off.yaml"); // no databaseInstance
+    b.metadata.name = Some("b".into());
+    let mut elsewhere = glance("seed.yaml");
+    elsewhere.metadata.name = Some("c".into());
+    elsewhere.metadata.namespace = Some("other".into());
+    for g in [a, b, elsewhere] {
+        writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(g))));
+    }
+
+    let db: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "openstack", "namespace": "openstack"}}),
+    )
+    .expect("secret");
+    assert_eq!(
+        glances_for_secret(&store, &db),
+        vec![ObjectRef::new("a").within("openstack")]
+    );
+
+    let config: Secret = serde_json::from_value(json!({"metadata": {
+        "name": "b-config", "namespace": "openstack",
+        "ownerReferences": [{"apiVersion": "glance.openstack.org/v1beta1", "kind": "Glance", "name": "b", "uid": "u"}],
+    }}))
+    .expect("secret");
+    assert_eq!(
+        glances_for_secret(&store, &config),
+        vec![ObjectRef::new("b").within("openstack")]
+    );
+
+    let unrelated: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "x", "namespace": "openstack"}}))
+            .expect("secret");
+    assert!(glances_for_secret(&store, &unrelated).is_empty());
+}
+
+mod kube_glance {
+    pub use glance_operator::crd::Glance;
+}
