@@ -7,6 +7,8 @@ use glance_operator::crd::validate::validate;
 use glance_operator::crd::{CacheAccessMode, Glance};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+type Edit = Box<dyn FnOnce(&mut Glance)>;
+
 fn error(edit: impl FnOnce(&mut Glance)) -> String {
     let mut g = glance("seed.yaml");
     edit(&mut g);
@@ -17,7 +19,7 @@ fn error(edit: impl FnOnce(&mut Glance)) -> String {
 
 #[test]
 fn errors_name_the_field() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Glance)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|g| g.spec.image_cache_size = Some(Quantity("10GB".into()))),
             "spec.imageCacheSize: \"10GB\" is not a Kubernetes quantity: unknown suffix \"GB\"",
