@@ -1,24 +1,14 @@
 //! The generated CRD: freshness of crds/, exact CEL rules, CEL evaluated locally,
 //! defaults, descriptions, and no field the server would prune.
 
+mod common;
+
+use common::schema::{assert_not_pruned, crd_schema as schema};
 use glance_operator::crd::{Glance, rules};
 use kube::CustomResourceExt;
 use kube::core::cel::{Validator, apply_defaults, compile_schema};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-
-fn schema() -> Value {
-    let crd = Glance::crd();
-    let version = &crd.spec.versions[0];
-    serde_json::to_value(
-        version
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .expect("schema"),
-    )
-    .expect("json")
-}
 
 #[test]
 fn crds_directory_is_what_crdgen_prints() {
@@ -270,37 +260,6 @@ fn defaults_fill_an_empty_spec_like_the_rust_types_do() {
     let parsed: Glance = serde_json::from_value(glance("glance", json!({}))).expect("parses");
     let reserialized = serde_json::to_value(&parsed).expect("json");
     assert_eq!(reserialized["spec"], defaulted["spec"]);
-}
-
-/// Asserts that every field of `value` is declared by `schema`, so the server keeps it.
-fn assert_not_pruned(schema: &Value, value: &Value, path: &str) {
-    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true))
-        || schema.get("x-kubernetes-int-or-string") == Some(&json!(true))
-    {
-        return;
-    }
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let sub = schema
-                    .get("properties")
-                    .and_then(|p| p.get(k))
-                    .or_else(|| schema.get("additionalProperties"));
-                match sub {
-                    Some(sub) => assert_not_pruned(sub, v, &format!("{path}.{k}")),
-                    None if path.is_empty()
-                        && ["apiVersion", "kind", "metadata"].contains(&k.as_str()) => {}
-                    None => panic!("{path}.{k} is not in the schema and would be pruned"),
-                }
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                assert_not_pruned(&schema["items"], v, &format!("{path}[{i}]"));
-            }
-        }
-        _ => {}
-    }
 }
 
 #[test]

@@ -89,10 +89,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         }
     });
 
-    let glances: Api<DeserializeGuard<Glance>> = match &settings.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let scope = settings.watch_namespace.as_deref();
+    let glances: Api<DeserializeGuard<Glance>> = watched(&client, scope);
     glances
         .list(&ListParams::default().limit(1))
         .await
@@ -180,6 +178,17 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         Err(RunError::LostLease)
     } else {
         Ok(())
+    }
+}
+
+/// An Api over one namespace, or over all of them.
+fn watched<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
