@@ -42,6 +42,18 @@ async fn try_acquire(calls: Vec<Call>) -> (Result<bool, kube::Error>, Vec<Seen>)
     (result, seen)
 }
 
+/// A PUT of the lease, answered with what was sent; its body is checked by the test.
+fn replace_call() -> Call {
+    let mut call = Call::apply(
+        format!("{LEASES}/glance-operator-leader?"),
+        json!(null),
+        json!({}),
+    );
+    call.method = "PUT";
+    call.body = None;
+    call
+}
+
 fn get(answer: Value) -> Call {
     Call::get(format!("{LEASES}/glance-operator-leader"), 200, answer)
 }
@@ -84,16 +96,9 @@ async fn waits_while_another_replica_holds_a_fresh_lease() {
 
 #[tokio::test]
 async fn takes_over_an_expired_lease_with_the_read_resource_version() {
-    let mut replace = Call::apply(
-        format!("{LEASES}/glance-operator-leader?"),
-        json!(null),
-        json!({}),
-    );
-    replace.method = "PUT";
-    replace.body = None;
     let (result, seen) = try_acquire(vec![
         get(lease("pod-b", "2026-11-23T11:59:40.000000Z", 2)),
-        replace,
+        replace_call(),
     ])
     .await;
     assert!(result.expect("ok"));
@@ -117,16 +122,9 @@ async fn takes_over_an_expired_lease_with_the_read_resource_version() {
 
 #[tokio::test]
 async fn renews_its_own_lease_keeping_acquire_time_and_transitions() {
-    let mut replace = Call::apply(
-        format!("{LEASES}/glance-operator-leader?"),
-        json!(null),
-        json!({}),
-    );
-    replace.method = "PUT";
-    replace.body = None;
     let (result, seen) = try_acquire(vec![
         get(lease("pod-a", "2026-11-23T11:59:55.000000Z", 2)),
-        replace,
+        replace_call(),
     ])
     .await;
     assert!(result.expect("ok"));

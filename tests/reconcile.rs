@@ -223,6 +223,15 @@ fn sent_status(seen: &[Seen]) -> Value {
     status
 }
 
+/// The storage request of the cache PVC as it was applied.
+fn sent_cache_request(seen: &[Seen]) -> Value {
+    let pvc = seen
+        .iter()
+        .find(|s| s.uri.contains("persistentvolumeclaims/glance-image-cache?"))
+        .expect("the cache PVC was applied");
+    pvc.body["spec"]["resources"]["requests"]["storage"].clone()
+}
+
 /// (type, reason, note) of each event sent.
 fn sent_events(seen: &[Seen]) -> Vec<(String, String, String)> {
     seen.iter()
@@ -366,9 +375,10 @@ fn ready_glance(fixture: &str, cache_bytes: Option<i64>, cache_condition: Value)
     object
 }
 
-#[tokio::test]
-async fn steady_state_sends_identical_applies_and_no_status_write_delete_or_event() {
-    let object = ready_glance(
+/// A seed Glance that an earlier reconcile made ready, with bound 10G volumes, now asking
+/// for `cache_size` with the database at `db_url`; and the observe and apply calls it makes.
+fn bound_seed(cache_size: &str, db_url: &str) -> (Glance, Vec<Call>) {
+    let mut object = ready_glance(
         "seed.yaml",
         Some(10_000_000_000),
         condition(
@@ -378,18 +388,25 @@ async fn steady_state_sends_identical_applies_and_no_status_write_delete_or_even
             "PVC glance-image-cache is bound",
         ),
     );
+    object.spec.image_cache_size = Some(Quantity(cache_size.into()));
     let observed = Observed {
-        database_connection: Some(DB_URL.into()),
+        database_connection: Some(db_url.into()),
         storage_request: size("10G", 10_000_000_000),
         cache_request: size("10G", 10_000_000_000),
     };
     let expected = children(&object, &observed);
     let mut calls = observe_calls(
-        Some(DB_URL),
+        Some(db_url),
         Some(pvc_with("glance-storage", "10G")),
         Some(pvc_with("glance-image-cache", "10G")),
     );
     calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
+    (object, calls)
+}
+
+#[tokio::test]
+async fn steady_state_sends_identical_applies_and_no_status_write_delete_or_event() {
+    let (object, calls) = bound_seed("10G", DB_URL);
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     assert_eq!(
         result.expect("reconciled"),
@@ -423,14 +440,7 @@ async fn cache_turned_on_applies_the_cache_pvc_and_cronjobs() {
     calls.push(event_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     result.expect("reconciled");
-    let pvc = seen
-        .iter()
-        .find(|s| s.uri.contains("glance-image-cache?"))
-        .expect("cache PVC applied");
-    assert_eq!(
-        pvc.body["spec"]["resources"]["requests"]["storage"],
-        json!("10Gi")
-    );
+    assert_eq!(sent_cache_request(&seen), json!("10Gi"));
     assert_eq!(
         sent_status(&seen)["status"]["imageCacheMaxSize"],
         json!(10_737_418_240i64)
@@ -540,40 +550,11 @@ async fn cache_off_steady_state_deletes_nothing() {
 
 #[tokio::test]
 async fn growing_image_cache_size_expands_the_pvc() {
-    let mut object = ready_glance(
-        "seed.yaml",
-        Some(10_000_000_000),
-        condition(
-            "CacheReady",
-            "True",
-            "Bound",
-            "PVC glance-image-cache is bound",
-        ),
-    );
-    object.spec.image_cache_size = Some(Quantity("20G".into()));
-    let observed = Observed {
-        database_connection: Some(DB_URL.into()),
-        storage_request: size("10G", 10_000_000_000),
-        cache_request: size("10G", 10_000_000_000),
-    };
-    let expected = children(&object, &observed);
-    let mut calls = observe_calls(
-        Some(DB_URL),
-        Some(pvc_with("glance-storage", "10G")),
-        Some(pvc_with("glance-image-cache", "10G")),
-    );
-    calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
+    let (object, mut calls) = bound_seed("20G", DB_URL);
     calls.push(status_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     result.expect("reconciled");
-    let pvc = seen
-        .iter()
-        .find(|s| s.uri.contains("persistentvolumeclaims/glance-image-cache?"))
-        .expect("applied");
-    assert_eq!(
-        pvc.body["spec"]["resources"]["requests"]["storage"],
-        json!("20G")
-    );
+    assert_eq!(sent_cache_request(&seen), json!("20G"));
     assert_eq!(
         sent_status(&seen)["status"]["imageCacheMaxSize"],
         json!(20_000_000_000i64)
@@ -583,29 +564,7 @@ async fn growing_image_cache_size_expands_the_pvc() {
 
 #[tokio::test]
 async fn shrinking_lowers_the_limit_keeps_the_pvc_and_warns_once() {
-    let mut object = ready_glance(
-        "seed.yaml",
-        Some(10_000_000_000),
-        condition(
-            "CacheReady",
-            "True",
-            "Bound",
-            "PVC glance-image-cache is bound",
-        ),
-    );
-    object.spec.image_cache_size = Some(Quantity("5G".into()));
-    let observed = Observed {
-        database_connection: Some(DB_URL.into()),
-        storage_request: size("10G", 10_000_000_000),
-        cache_request: size("10G", 10_000_000_000),
-    };
-    let expected = children(&object, &observed);
-    let mut calls = observe_calls(
-        Some(DB_URL),
-        Some(pvc_with("glance-storage", "10G")),
-        Some(pvc_with("glance-image-cache", "10G")),
-    );
-    calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
+    let (object, mut calls) = bound_seed("5G", DB_URL);
     calls.push(status_call());
     calls.push(event_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
@@ -613,14 +572,7 @@ async fn shrinking_lowers_the_limit_keeps_the_pvc_and_warns_once() {
         result.expect("no error loop"),
         Action::requeue(Duration::from_secs(300))
     );
-    let pvc = seen
-        .iter()
-        .find(|s| s.uri.contains("persistentvolumeclaims/glance-image-cache?"))
-        .expect("applied");
-    assert_eq!(
-        pvc.body["spec"]["resources"]["requests"]["storage"],
-        json!("10G")
-    );
+    assert_eq!(sent_cache_request(&seen), json!("10G"));
     let conf = base64_decode(
         seen[3].body["data"]["00-config.conf"]
             .as_str()
@@ -648,38 +600,16 @@ async fn shrinking_lowers_the_limit_keeps_the_pvc_and_warns_once() {
 
 #[tokio::test]
 async fn a_refused_resize_is_reported_not_retried_in_a_loop() {
-    let mut object = ready_glance(
-        "seed.yaml",
-        Some(10_000_000_000),
-        condition(
-            "CacheReady",
-            "True",
-            "Bound",
-            "PVC glance-image-cache is bound",
-        ),
-    );
-    object.spec.image_cache_size = Some(Quantity("20G".into()));
-    let observed = Observed {
-        database_connection: Some(DB_URL.into()),
-        storage_request: size("10G", 10_000_000_000),
-        cache_request: size("10G", 10_000_000_000),
-    };
-    let expected = children(&object, &observed);
-    let mut calls = observe_calls(
-        Some(DB_URL),
-        Some(pvc_with("glance-storage", "10G")),
-        Some(pvc_with("glance-image-cache", "10G")),
-    );
-    let mut applies = apply_calls(&expected, bound(), deployment_ready(1));
+    let (object, mut calls) = bound_seed("20G", DB_URL);
     let refusal = "persistentvolumeclaims \"glance-image-cache\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize";
-    applies[2] = Call::fail(
+    // The cache PVC's apply, after the three reads and the config and storage applies.
+    calls[5] = Call::fail(
         "PATCH",
         format!("{NS}/persistentvolumeclaims/glance-image-cache{APPLY}"),
         403,
         "Forbidden",
         refusal,
     );
-    calls.extend(applies);
     calls.push(status_call());
     calls.push(event_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
@@ -812,28 +742,7 @@ async fn a_database_secret_without_connection_key_is_named_too() {
 async fn a_changed_database_secret_rerenders_the_config_and_rolls_the_pods() {
     let mut hashes = Vec::new();
     for url in [DB_URL, "mysql+pymysql://glance:rotated@db/glance"] {
-        let object = ready_glance(
-            "seed.yaml",
-            Some(10_000_000_000),
-            condition(
-                "CacheReady",
-                "True",
-                "Bound",
-                "PVC glance-image-cache is bound",
-            ),
-        );
-        let observed = Observed {
-            database_connection: Some(url.into()),
-            storage_request: size("10G", 10_000_000_000),
-            cache_request: size("10G", 10_000_000_000),
-        };
-        let expected = children(&object, &observed);
-        let mut calls = observe_calls(
-            Some(url),
-            Some(pvc_with("glance-storage", "10G")),
-            Some(pvc_with("glance-image-cache", "10G")),
-        );
-        calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
+        let (object, calls) = bound_seed("10G", url);
         let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
         result.expect("reconciled");
         let conf = base64_decode(
