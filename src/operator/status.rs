@@ -274,3 +274,67 @@ pub fn next_status(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn check(ok: bool, reason: &'static str, warning: bool) -> Check {
+        Check {
+            type_: CACHE_READY,
+            ok,
+            reason,
+            message: format!("{reason} message"),
+            warning,
+        }
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let t0 = at("2026-11-01T00:00:00Z");
+        let t1 = at("2026-11-02T00:00:00Z");
+        let first = merge_conditions(&[], &[check(true, "Bound", false)], Some(1), &t0);
+        assert_eq!(first[0].last_transition_time, Time(t0));
+        // Same status, new reason and generation: the time stays.
+        let same = merge_conditions(&first, &[check(true, "ShrinkIgnored", true)], Some(2), &t1);
+        assert_eq!(same[0].last_transition_time, Time(t0));
+        assert_eq!(same[0].reason, "ShrinkIgnored");
+        assert_eq!(same[0].observed_generation, Some(2));
+        // A flip moves it.
+        let flipped =
+            merge_conditions(&same, &[check(false, "ResizeRejected", true)], Some(2), &t1);
+        assert_eq!(flipped[0].last_transition_time, Time(t1));
+        assert_eq!(flipped[0].status, "False");
+    }
+
+    #[test]
+    fn unchecked_conditions_are_kept() {
+        let t0 = at("2026-11-01T00:00:00Z");
+        let old = merge_conditions(&[], &[check(true, "Bound", false)], Some(1), &t0);
+        let merged = merge_conditions(&old, &database_checks("gone".into()), Some(1), &t0);
+        let types: Vec<&str> = merged.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, vec![READY, CONFIG_READY, CACHE_READY]);
+    }
+
+    #[test]
+    fn events_for_warnings_and_for_changes_of_known_conditions() {
+        let t0 = at("2026-11-01T00:00:00Z");
+        // First appearance: only warnings are announced.
+        let fresh = [check(false, "Pending", false)];
+        assert!(transitions(&[], &fresh).is_empty());
+        let warn = [check(false, "ResizeRejected", true)];
+        assert_eq!(transitions(&[], &warn).len(), 1);
+        // A known condition changing reason is announced; staying put is not.
+        let old = merge_conditions(&[], &fresh, Some(1), &t0);
+        assert!(transitions(&old, &fresh).is_empty());
+        let bound = [check(true, "Bound", false)];
+        assert_eq!(transitions(&old, &bound).len(), 1);
+        // Ready is never announced on its own.
+        let with_ready_only = with_ready(vec![]);
+        assert!(transitions(&[], &with_ready_only).is_empty());
+    }
+}
