@@ -1,0 +1,125 @@
+//! Prune (evict least recently used images until the cache fits) and clean (remove failed
+//! and stalled writes).
+
+use std::fs::File;
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use super::layout::{list, remove};
+use super::writer::lock;
+use super::{Cache, CacheError};
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PruneReport {
+    /// Images evicted.
+    pub files: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Size of the cache afterwards.
+    pub remaining: u64,
+}
+
+/// What a clean removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CleanReport {
+    /// Files removed from invalid/.
+    pub invalid: usize,
+    /// Stalled files removed from incomplete/.
+    pub stalled: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+impl Cache {
+    /// Evicts least recently accessed images until the cache is at most `max_size` bytes.
+    /// It works on one snapshot of the entries, so it always terminates; when partial
+    /// writes alone exceed `max_size` it stops after evicting every finished image.
+    pub fn prune(&self, max_size: u64) -> Result<PruneReport, CacheError> {
+        let mut total = self.total_size()?;
+        if total <= max_size {
+            return Ok(PruneReport {
+                remaining: total,
+                ..PruneReport::default()
+            });
+        }
+        let mut entries = self.cached()?;
+        entries.sort_by(|a, b| {
+            a.last_accessed
+                .total_cmp(&b.last_accessed)
+                .then_with(|| a.image_id.cmp(&b.image_id))
+        });
+        let mut victims = Vec::new();
+        let mut bytes = 0u64;
+        for entry in entries {
+            if total <= max_size {
+                break;
+            }
+            total = total.saturating_sub(entry.size);
+            bytes = bytes.saturating_add(entry.size);
+            victims.push(entry.image_id);
+        }
+        let files = self.delete_many(&victims)?;
+        info!(
+            files,
+            bytes,
+            remaining = total,
+            max_size,
+            "pruned the image cache"
+        );
+        Ok(PruneReport {
+            files,
+            bytes,
+            remaining: total,
+        })
+    }
+
+    /// Removes every file in invalid/, and the files in incomplete/ last written more than
+    /// `stall_time` ago whose writer is gone (a live writer holds a lock on its file).
+    pub fn clean(&self, stall_time: Duration) -> Result<CleanReport, CacheError> {
+        let mut report = CleanReport::default();
+        let invalid_dir = self.layout.invalid_dir();
+        for found in list(&invalid_dir).map_err(CacheError::io("listing", &invalid_dir))? {
+            let path = self.layout.invalid(&found.id);
+            if remove(&path).map_err(CacheError::io("removing", &path))? {
+                report.invalid += 1;
+                report.bytes = report.bytes.saturating_add(found.size);
+            }
+        }
+        let cutoff = SystemTime::now()
+            .checked_sub(stall_time)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let incomplete_dir = self.layout.incomplete_dir();
+        for found in list(&incomplete_dir).map_err(CacheError::io("listing", &incomplete_dir))? {
+            if found.modified > cutoff {
+                continue;
+            }
+            let path = self.layout.incomplete(&found.id);
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            match lock(&file, false) {
+                Ok(true) => {
+                    if remove(&path).map_err(CacheError::io("removing", &path))? {
+                        report.stalled += 1;
+                        report.bytes = report.bytes.saturating_add(found.size);
+                    }
+                }
+                Ok(false) => {
+                    info!(image = %found.id, "skipping a stalled-looking write whose writer is still running")
+                }
+                Err(e) => {
+                    warn!(image = %found.id, error = %e, "cannot lock an incomplete file; leaving it")
+                }
+            }
+        }
+        info!(
+            invalid = report.invalid,
+            stalled = report.stalled,
+            bytes = report.bytes,
+            "cleaned the image cache"
+        );
+        Ok(report)
+    }
+}

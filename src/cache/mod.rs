@@ -1,0 +1,370 @@
+//! The local image cache, compatible with upstream Glance's `glance/image_cache/` on disk.
+//!
+//! Where upstream is weak this engine does better:
+//! - one writer per image: `incomplete/<id>` is created exclusively and locked (`flock`)
+//!   while the writer lives, so a crashed writer is told apart from a slow one;
+//! - a file is fsynced, checked against the image's MD5, and renamed into place inside the
+//!   SQLite write transaction that records it, so a reader never sees a file without its
+//!   row (and a crash between the two leaves a file that the next listing adopts);
+//! - prune works on a snapshot and always terminates; incomplete and invalid bytes count
+//!   toward the size;
+//! - no lock files in the cache directory.
+
+pub mod image_id;
+pub mod layout;
+mod maintenance;
+pub mod sqlite;
+mod writer;
+pub mod xattr_meta;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use thiserror::Error;
+use tracing::debug;
+
+pub use image_id::{ImageId, InvalidImageId};
+pub use maintenance::{CleanReport, PruneReport};
+pub use writer::CacheWriter;
+
+use layout::{Found, Layout, epoch_seconds, list, remove};
+use sqlite::{Row, Sqlite};
+
+/// How metadata is kept (upstream's image_cache_driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// `cache.db` in the cache directory.
+    Sqlite,
+    /// Extended attributes of the cached files.
+    Xattr,
+}
+
+/// What can go wrong in the cache.
+#[derive(Debug, Error)]
+pub enum CacheError {
+    /// A filesystem operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The metadata database failed.
+    #[error("cache database {path}: {source}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The xattr driver was chosen on a filesystem without user extended attributes.
+    #[error(
+        "image_cache_driver = xattr, but the filesystem of {path} does not store user extended attributes ({source}); use image_cache_driver = sqlite"
+    )]
+    XattrUnsupported {
+        /// The cache directory.
+        path: PathBuf,
+        /// The error from setting a probe attribute.
+        source: io::Error,
+    },
+    /// The data written does not match the image's checksum; it went to invalid/.
+    #[error(
+        "image {id}: checksum mismatch (expected {expected}, got {actual}); discarded to invalid/"
+    )]
+    ChecksumMismatch {
+        /// The image.
+        id: ImageId,
+        /// MD5 the image should have.
+        expected: String,
+        /// MD5 of what was written.
+        actual: String,
+    },
+}
+
+impl CacheError {
+    fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
+        move |source| Self::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// One cached image, as `glance-cache-manage list-cached` and `GET /v2/cache` show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The image.
+    pub image_id: ImageId,
+    /// Reads served from the cache.
+    pub hits: u64,
+    /// Seconds since the epoch of the last read (0 when never read).
+    pub last_accessed: f64,
+    /// Seconds since the epoch of the write.
+    pub last_modified: f64,
+    /// Size in bytes.
+    pub size: u64,
+    /// MD5 of the image, hex, when known.
+    pub checksum: Option<String>,
+}
+
+enum Metadata {
+    Sqlite(Sqlite),
+    Xattr,
+}
+
+/// An image cache directory.
+pub struct Cache {
+    layout: Layout,
+    metadata: Metadata,
+}
+
+impl Cache {
+    /// Opens the cache at `dir`, creating its directories (and `db_name` for the sqlite
+    /// driver) if needed.
+    pub fn open(dir: &Path, driver: DriverKind, db_name: &str) -> Result<Self, CacheError> {
+        let layout = Layout::new(dir);
+        layout
+            .create()
+            .map_err(CacheError::io("creating cache directories in", dir))?;
+        let db_path = dir.join(db_name);
+        let metadata = match driver {
+            DriverKind::Sqlite => Metadata::Sqlite(Sqlite::open(&db_path)?),
+            DriverKind::Xattr => {
+                xattr_meta::check_supported(dir).map_err(|source| {
+                    CacheError::XattrUnsupported {
+                        path: dir.to_owned(),
+                        source,
+                    }
+                })?;
+                Metadata::Xattr
+            }
+        };
+        Ok(Self { layout, metadata })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        self.layout.base()
+    }
+
+    /// True when the finished image is in the cache.
+    pub fn is_cached(&self, id: &ImageId) -> bool {
+        self.layout.cached(id).is_file()
+    }
+
+    /// True while a writer (live or crashed and not yet cleaned) has `incomplete/<id>`.
+    pub fn is_being_cached(&self, id: &ImageId) -> bool {
+        self.layout.incomplete(id).exists()
+    }
+
+    /// True when the image is queued for prefetching.
+    pub fn is_queued(&self, id: &ImageId) -> bool {
+        self.layout.queued(id).exists()
+    }
+
+    /// Queues an image for prefetching. False, as upstream, when it is already cached,
+    /// being cached or queued.
+    pub fn queue(&self, id: &ImageId) -> Result<bool, CacheError> {
+        if self.is_cached(id) || self.is_being_cached(id) {
+            return Ok(false);
+        }
+        let path = self.layout.queued(id);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(CacheError::io("queueing", &path)(e)),
+        }
+    }
+
+    /// Queued images, oldest first.
+    pub fn queued(&self) -> Result<Vec<ImageId>, CacheError> {
+        let dir = self.layout.queue_dir();
+        let mut found = list(&dir).map_err(CacheError::io("listing", &dir))?;
+        found.sort_by(|a, b| a.modified.cmp(&b.modified).then_with(|| a.id.cmp(&b.id)));
+        Ok(found.into_iter().map(|f| f.id).collect())
+    }
+
+    /// Removes an image from the queue; true if it was queued.
+    pub fn dequeue(&self, id: &ImageId) -> Result<bool, CacheError> {
+        let path = self.layout.queued(id);
+        remove(&path).map_err(CacheError::io("dequeueing", &path))
+    }
+
+    /// Empties the queue; returns how many were queued.
+    pub fn delete_all_queued(&self) -> Result<usize, CacheError> {
+        let mut removed = 0;
+        for id in self.queued()? {
+            removed += usize::from(self.dequeue(&id)?);
+        }
+        Ok(removed)
+    }
+
+    /// Every cached image, by image ID. Listing also reconciles: a file without a row gets
+    /// one (from the file's times), a row without a file is dropped.
+    pub fn cached(&self) -> Result<Vec<Entry>, CacheError> {
+        let base = self.layout.base();
+        let mut entries = match &self.metadata {
+            Metadata::Sqlite(db) => db.write(|locked| {
+                // Under the write lock no image is between rename and commit.
+                let files = list(base).map_err(CacheError::io("listing", base))?;
+                let mut rows = locked.rows()?;
+                let mut entries = Vec::with_capacity(files.len());
+                for file in files {
+                    let row = match rows.remove(&file.id) {
+                        Some(row) => row,
+                        None => {
+                            let row = adopted_row(&file);
+                            debug!(image = %file.id, "adopting a cache file without a row");
+                            locked.insert(&file.id, &row)?;
+                            row
+                        }
+                    };
+                    entries.push(entry(file, row));
+                }
+                for orphan in rows.keys() {
+                    debug!(image = %orphan, "dropping a row without a cache file");
+                    locked.delete(orphan)?;
+                }
+                Ok(entries)
+            })?,
+            Metadata::Xattr => {
+                let files = list(base).map_err(CacheError::io("listing", base))?;
+                let mut entries = Vec::with_capacity(files.len());
+                for file in files {
+                    let path = self.layout.cached(&file.id);
+                    let hits = xattr_meta::hits(&path)
+                        .map_err(CacheError::io("reading hits of", &path))?;
+                    let row = Row {
+                        last_accessed: epoch_seconds(file.accessed),
+                        last_modified: epoch_seconds(file.modified),
+                        size: file.size,
+                        hits,
+                        checksum: None,
+                    };
+                    entries.push(entry(file, row));
+                }
+                entries
+            }
+        };
+        entries.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+        Ok(entries)
+    }
+
+    /// Opens a cached image for reading and counts the hit. None when not cached.
+    pub fn open_for_read(&self, id: &ImageId) -> Result<Option<(File, u64)>, CacheError> {
+        let path = self.layout.cached(id);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CacheError::io("opening", &path)(e)),
+        };
+        let size = file
+            .metadata()
+            .map_err(CacheError::io("reading size of", &path))?
+            .len();
+        match &self.metadata {
+            Metadata::Sqlite(db) => db.hit(id, epoch_seconds(SystemTime::now()), size)?,
+            Metadata::Xattr => {
+                xattr_meta::hit(&file, &path).map_err(CacheError::io("counting a hit on", &path))?
+            }
+        }
+        Ok(Some((file, size)))
+    }
+
+    /// Deletes a cached image and its metadata; true if it was cached.
+    pub fn delete(&self, id: &ImageId) -> Result<bool, CacheError> {
+        let path = self.layout.cached(id);
+        match &self.metadata {
+            Metadata::Sqlite(db) => db.write(|locked| {
+                let existed = remove(&path).map_err(CacheError::io("deleting", &path))?;
+                let had_row = locked.delete(id)?;
+                Ok(existed || had_row)
+            }),
+            Metadata::Xattr => remove(&path).map_err(CacheError::io("deleting", &path)),
+        }
+    }
+
+    /// Deletes every cached image; returns how many there were.
+    pub fn delete_all_cached(&self) -> Result<usize, CacheError> {
+        let ids: Vec<ImageId> = self.cached()?.into_iter().map(|e| e.image_id).collect();
+        self.delete_many(&ids)
+    }
+
+    /// Deletes `ids` in one metadata transaction; returns how many files were removed.
+    fn delete_many(&self, ids: &[ImageId]) -> Result<usize, CacheError> {
+        let unlink = |id: &ImageId| {
+            let path = self.layout.cached(id);
+            remove(&path).map_err(CacheError::io("deleting", &path))
+        };
+        match &self.metadata {
+            Metadata::Sqlite(db) => db.write(|locked| {
+                let mut removed = 0;
+                for id in ids {
+                    removed += usize::from(unlink(id)?);
+                    locked.delete(id)?;
+                }
+                Ok(removed)
+            }),
+            Metadata::Xattr => ids
+                .iter()
+                .try_fold(0, |n, id| Ok(n + usize::from(unlink(id)?))),
+        }
+    }
+
+    /// Bytes the cache occupies: finished images plus partial writes in incomplete/ and
+    /// failed ones in invalid/ (upstream counts only what sits at the top level).
+    pub fn total_size(&self) -> Result<u64, CacheError> {
+        let mut total = 0u64;
+        for dir in [
+            self.layout.base().to_owned(),
+            self.layout.incomplete_dir(),
+            self.layout.invalid_dir(),
+        ] {
+            let files = list(&dir).map_err(CacheError::io("listing", &dir))?;
+            total = files.iter().fold(total, |t, f| t.saturating_add(f.size));
+        }
+        Ok(total)
+    }
+
+    /// Starts writing an image: `incomplete/<id>`, created exclusively and locked. None when
+    /// the image is already cached or another writer has it. `expected_md5` (hex), when
+    /// given, is checked before the image becomes visible.
+    pub fn open_for_write(
+        &self,
+        id: &ImageId,
+        expected_md5: Option<&str>,
+    ) -> Result<Option<CacheWriter<'_>>, CacheError> {
+        if self.is_cached(id) {
+            return Ok(None);
+        }
+        CacheWriter::create(self, id, expected_md5)
+    }
+}
+
+fn adopted_row(file: &Found) -> Row {
+    Row {
+        last_accessed: epoch_seconds(file.accessed),
+        last_modified: epoch_seconds(file.modified),
+        size: file.size,
+        hits: 0,
+        checksum: None,
+    }
+}
+
+fn entry(file: Found, row: Row) -> Entry {
+    Entry {
+        image_id: file.id,
+        hits: row.hits,
+        last_accessed: row.last_accessed,
+        last_modified: row.last_modified,
+        // The file is the truth about its size.
+        size: file.size,
+        checksum: row.checksum,
+    }
+}
