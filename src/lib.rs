@@ -1,6 +1,9 @@
 //! Kubernetes operator for OpenStack Glance's local image cache.
+pub mod api;
 pub mod cache;
+pub mod conf;
 pub mod crd;
 pub mod operator;
 pub mod quantity;
 pub mod resources;
+pub mod tools;

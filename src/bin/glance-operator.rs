@@ -1,6 +1,7 @@
 //! The Glance operator: reconciles Glance custom resources into glance-api Deployments,
 //! their configuration, volumes and image cache CronJobs.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -50,7 +51,10 @@ async fn main() -> ExitCode {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stdout().is_terminal())
+            .init();
     }
     let settings = Settings {
         lease_namespace: args.lease_namespace,

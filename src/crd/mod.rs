@@ -2,7 +2,7 @@
 //!
 //! Field names, defaults and admission rules follow DESIGN.md. Every admission rule is a
 //! constant in [`rules`], so the tests can pin the exact CEL text the API server compiles,
-//! and `validate` in [`crate::operator::validate`] enforces the same rules again in Rust.
+//! and `validate` in [`crate::crd::validate`] enforces the same rules again in Rust.
 
 pub mod rules;
 pub mod validate;

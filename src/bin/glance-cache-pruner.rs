@@ -1,0 +1,31 @@
+//! glance-cache-pruner: evicts least recently used images until the cache fits
+//! image_cache_max_size.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use glance_operator::tools::{ConfigArgs, ToolError, exit};
+
+/// Command line of glance-cache-pruner.
+#[derive(Debug, Parser)]
+#[command(
+    name = "glance-cache-pruner",
+    version,
+    about = "Prune the image cache down to image_cache_max_size"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.config.init_logging();
+    exit("glance-cache-pruner", run(&cli.config))
+}
+
+fn run(args: &ConfigArgs) -> Result<(), ToolError> {
+    let tool = args.open_cache()?;
+    tool.cache.prune(tool.options.image_cache_max_size)?;
+    Ok(())
+}
