@@ -174,9 +174,12 @@ fn configuration_errors_are_clear_and_fail() {
     assert!(!ok && log.contains("/nonexistent/glance.conf.d"), "{log}");
 }
 
+/// Image ID -> (status, data, checksum).
+type Catalog = HashMap<ImageId, (&'static str, Vec<u8>, String)>;
+
 #[derive(Clone)]
 struct Images {
-    images: Arc<HashMap<ImageId, (&'static str, Vec<u8>, String)>>,
+    images: Arc<Catalog>,
     in_flight: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
 }
