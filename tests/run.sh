@@ -51,7 +51,7 @@ kustomize_renders() {
 }
 
 shell_lint() {
-  .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh
+  .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/setup.sh
 }
 
 step "install tools" install_tools

@@ -122,6 +122,46 @@ pub fn list(dir: &Path) -> io::Result<Vec<Found>> {
     Ok(found)
 }
 
+/// IDs of the regular files named by an image ID in `dir`, from the directory listing
+/// alone (no stat per file).
+pub fn names(dir: &Path) -> io::Result<Vec<ImageId>> {
+    let mut ids = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ids),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| ImageId::parse(n).ok())
+        else {
+            continue;
+        };
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The size and times of one file, if it is still there.
+pub fn stat(path: &Path, id: &ImageId) -> io::Result<Option<Found>> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(Some(Found {
+            id: id.clone(),
+            size: meta.len(),
+            modified: meta.modified()?,
+            accessed: meta.accessed()?,
+        })),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes a file; true if it existed.
 pub fn remove(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {

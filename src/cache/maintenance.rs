@@ -37,14 +37,16 @@ impl Cache {
     /// It works on one snapshot of the entries, so it always terminates; when partial
     /// writes alone exceed `max_size` it stops after evicting every finished image.
     pub fn prune(&self, max_size: u64) -> Result<PruneReport, CacheError> {
-        let mut total = self.total_size()?;
+        // One listing gives both the entries and the size of the finished images.
+        let mut entries = self.cached()?;
+        let finished = entries.iter().fold(0u64, |t, e| t.saturating_add(e.size));
+        let mut total = finished.saturating_add(self.partial_size()?);
         if total <= max_size {
             return Ok(PruneReport {
                 remaining: total,
                 ..PruneReport::default()
             });
         }
-        let mut entries = self.cached()?;
         entries.sort_by(|a, b| {
             a.last_accessed
                 .total_cmp(&b.last_accessed)

@@ -29,7 +29,7 @@ pub use image_id::{ImageId, InvalidImageId};
 pub use maintenance::{CleanReport, PruneReport};
 pub use writer::CacheWriter;
 
-use layout::{Found, Layout, epoch_seconds, list, remove};
+use layout::{Found, Layout, epoch_seconds, list, names, remove, stat};
 use sqlite::{Row, Sqlite};
 
 /// How metadata is kept (upstream's image_cache_driver).
@@ -211,21 +211,29 @@ impl Cache {
         let base = self.layout.base();
         let mut entries = match &self.metadata {
             Metadata::Sqlite(db) => db.write(|locked| {
-                // Under the write lock no image is between rename and commit.
-                let files = list(base).map_err(CacheError::io("listing", base))?;
+                // Under the write lock no image is between rename and commit, so every
+                // row's file exists unless it was removed behind our back. Sizes come
+                // from the rows (written at commit); only files without a row are stat'ed.
+                let ids = names(base).map_err(CacheError::io("listing", base))?;
                 let mut rows = locked.rows()?;
-                let mut entries = Vec::with_capacity(files.len());
-                for file in files {
-                    let row = match rows.remove(&file.id) {
+                let mut entries = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let row = match rows.remove(&id) {
                         Some(row) => row,
                         None => {
+                            let path = self.layout.cached(&id);
+                            let Some(file) =
+                                stat(&path, &id).map_err(CacheError::io("reading", &path))?
+                            else {
+                                continue;
+                            };
+                            debug!(image = %id, "adopting a cache file without a row");
                             let row = adopted_row(&file);
-                            debug!(image = %file.id, "adopting a cache file without a row");
-                            locked.insert(&file.id, &row)?;
+                            locked.insert(&id, &row)?;
                             row
                         }
                     };
-                    entries.push(entry(file, row));
+                    entries.push(entry(id, row));
                 }
                 for orphan in rows.keys() {
                     debug!(image = %orphan, "dropping a row without a cache file");
@@ -247,7 +255,7 @@ impl Cache {
                         hits,
                         checksum: None,
                     };
-                    entries.push(entry(file, row));
+                    entries.push(entry(file.id, row));
                 }
                 entries
             }
@@ -320,16 +328,19 @@ impl Cache {
     /// Bytes the cache occupies: finished images plus partial writes in incomplete/ and
     /// failed ones in invalid/ (upstream counts only what sits at the top level).
     pub fn total_size(&self) -> Result<u64, CacheError> {
-        let mut total = 0u64;
-        for dir in [
-            self.layout.base().to_owned(),
-            self.layout.incomplete_dir(),
-            self.layout.invalid_dir(),
-        ] {
-            let files = list(&dir).map_err(CacheError::io("listing", &dir))?;
-            total = files.iter().fold(total, |t, f| t.saturating_add(f.size));
-        }
-        Ok(total)
+        let finished = self.dir_size(self.layout.base())?;
+        Ok(finished.saturating_add(self.partial_size()?))
+    }
+
+    /// Bytes in incomplete/ and invalid/.
+    fn partial_size(&self) -> Result<u64, CacheError> {
+        let incomplete = self.dir_size(&self.layout.incomplete_dir())?;
+        Ok(incomplete.saturating_add(self.dir_size(&self.layout.invalid_dir())?))
+    }
+
+    fn dir_size(&self, dir: &Path) -> Result<u64, CacheError> {
+        let files = list(dir).map_err(CacheError::io("listing", dir))?;
+        Ok(files.iter().fold(0u64, |t, f| t.saturating_add(f.size)))
     }
 
     /// Starts writing an image: `incomplete/<id>`, created exclusively and locked. None when
@@ -357,14 +368,13 @@ fn adopted_row(file: &Found) -> Row {
     }
 }
 
-fn entry(file: Found, row: Row) -> Entry {
+fn entry(image_id: ImageId, row: Row) -> Entry {
     Entry {
-        image_id: file.id,
+        image_id,
         hits: row.hits,
         last_accessed: row.last_accessed,
         last_modified: row.last_modified,
-        // The file is the truth about its size.
-        size: file.size,
+        size: row.size,
         checksum: row.checksum,
     }
 }

@@ -158,18 +158,19 @@ impl Locked<'_> {
 
     /// Inserts or replaces a row.
     pub fn insert(&self, id: &ImageId, row: &Row) -> Result<(), CacheError> {
-        self.tx.execute(
+        self.tx
+            .prepare_cached(
             "INSERT OR REPLACE INTO cached_images (image_id, last_accessed, last_modified, size, hits, checksum)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            )
+            .and_then(|mut stmt| stmt.execute(params![
                 id.as_str(),
                 row.last_accessed,
                 row.last_modified,
                 i64::try_from(row.size).unwrap_or(i64::MAX),
                 i64::try_from(row.hits).unwrap_or(i64::MAX),
                 row.checksum
-            ],
-        )
+            ]))
         .map(|_| ())
         .map_err(db_error(self.path))
     }
