@@ -36,6 +36,7 @@ async fn serve(dir: &Path) -> SocketAddr {
         max_size: 10,
         stall_time: Duration::from_secs(3600),
         catalog: Arc::new(catalog),
+        queued: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

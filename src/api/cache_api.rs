@@ -29,6 +29,8 @@ pub struct CacheApi {
     pub stall_time: std::time::Duration,
     /// Where images are looked up.
     pub catalog: Arc<dyn ImageCatalog>,
+    /// Woken when an image is queued, so a background worker can prefetch it.
+    pub queued: Arc<tokio::sync::Notify>,
 }
 
 type Shared = Arc<CacheApi>;
@@ -112,7 +114,9 @@ fn queue_active(api: &CacheApi, id: &ImageId) -> Result<(), ApiError> {
             "Only images with status active can be targeted for queueing; image {id} is {status}"
         )));
     }
-    api.cache.queue(id)?;
+    if api.cache.queue(id)? {
+        api.queued.notify_one();
+    }
     Ok(())
 }
 

@@ -1,4 +1,11 @@
-//! glance-api's HTTP surface.
+//! glance-api: the OpenStack Image API v2 subset that python-glanceclient and openstacksdk
+//! use, with the transparent local image cache and its management API.
 
 pub mod cache_api;
+pub mod data;
+pub mod discovery;
 pub mod error;
+pub mod images;
+pub mod server;
+pub mod settings;
+pub mod state;

@@ -45,7 +45,12 @@ fn run(cli: &Cli) -> Result<(), ToolError> {
         ),
     };
     let client = ApiClient::new(&url, cli.token.clone());
-    let report = prefetch(&tool.cache, &client, usize::from(cli.workers))?;
+    let report = prefetch(
+        &tool.cache,
+        &client,
+        usize::from(cli.workers),
+        tool.options.image_cache_max_size,
+    )?;
     info!(
         fetched = report.fetched,
         skipped = report.skipped,

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::layout::{list, remove};
 use super::writer::lock;
-use super::{Cache, CacheError};
+use super::{Cache, CacheError, CacheWriter, Entry};
 
 /// What a prune removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +75,14 @@ impl Cache {
             bytes,
             remaining: total,
         })
+    }
+
+    /// Publishes a finished write after evicting least recently used images, so that the
+    /// cache, this image included, stays within `max_size` instead of waiting for the pruner.
+    pub fn admit(&self, writer: CacheWriter<'_>, max_size: u64) -> Result<Entry, CacheError> {
+        // The writer's bytes sit in incomplete/ and count toward the size prune sees.
+        self.prune(max_size)?;
+        writer.commit()
     }
 
     /// Removes every file in invalid/, and the files in incomplete/ last written more than

@@ -1,8 +1,9 @@
-//! glance-cache-prefetcher: fetches every queued image from a glance-api into the cache,
-//! several at a time, streaming (an image is never held in memory).
+//! Prefetching: fetch every queued image into the cache, several at a time, streaming (an
+//! image is never held in memory). glance-cache-prefetcher fetches over HTTP from a
+//! glance-api; glance-api's own prefetch worker reads its local store.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Read};
 use std::sync::Mutex;
 
 use tracing::{info, warn};
@@ -10,12 +11,51 @@ use tracing::{info, warn};
 use super::client::{ApiClient, ClientError};
 use crate::cache::{Cache, CacheError, ImageId};
 
+/// What a source knows of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// No such image.
+    Missing,
+    /// The image, with its status and MD5.
+    Found {
+        /// queued, active, ...
+        status: String,
+        /// MD5, hex.
+        checksum: Option<String>,
+    },
+}
+
+/// Where image data comes from.
+pub trait ImageSource: Sync {
+    /// Looks an image up.
+    fn lookup(&self, id: &ImageId) -> Result<Lookup, String>;
+    /// Opens its data as a stream.
+    fn open(&self, id: &ImageId) -> Result<Box<dyn Read + '_>, String>;
+}
+
+impl ImageSource for ApiClient {
+    fn lookup(&self, id: &ImageId) -> Result<Lookup, String> {
+        match self.image(id) {
+            Ok(image) => Ok(Lookup::Found {
+                status: image.status,
+                checksum: image.checksum,
+            }),
+            Err(ClientError::Status { status: 404, .. }) => Ok(Lookup::Missing),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn open(&self, id: &ImageId) -> Result<Box<dyn Read + '_>, String> {
+        Ok(Box::new(self.download(id).map_err(|e| e.to_string())?))
+    }
+}
+
 /// What happened to one queued image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Fetched and cached; bytes written.
     Fetched(u64),
-    /// Already cached, or another writer has it; dequeued or left alone.
+    /// Already cached, gone, or another writer has it.
     Skipped(&'static str),
     /// The image is not active yet; it stays queued.
     Deferred(String),
@@ -36,11 +76,13 @@ pub struct PrefetchReport {
     pub failed: usize,
 }
 
-/// Fetches every queued image with at most `workers` downloads at once.
+/// Fetches every queued image with at most `workers` at once, keeping the cache within
+/// `max_size`.
 pub fn prefetch(
     cache: &Cache,
-    client: &ApiClient,
+    source: &dyn ImageSource,
     workers: usize,
+    max_size: u64,
 ) -> Result<PrefetchReport, CacheError> {
     let queue = Mutex::new(cache.queued()?.into_iter().collect::<VecDeque<_>>());
     let report = Mutex::new(PrefetchReport::default());
@@ -49,7 +91,7 @@ pub fn prefetch(
         for _ in 0..workers.max(1) {
             scope.spawn(|| {
                 while let Some(id) = next() {
-                    let outcome = fetch_one(cache, client, &id);
+                    let outcome = fetch_one(cache, source, &id, max_size);
                     let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
                     match &outcome {
                         Outcome::Fetched(bytes) => {
@@ -77,39 +119,43 @@ pub fn prefetch(
 }
 
 /// Fetches one image into the cache.
-pub fn fetch_one(cache: &Cache, client: &ApiClient, id: &ImageId) -> Outcome {
-    match try_fetch(cache, client, id) {
+pub fn fetch_one(cache: &Cache, source: &dyn ImageSource, id: &ImageId, max_size: u64) -> Outcome {
+    match try_fetch(cache, source, id, max_size) {
         Ok(outcome) => outcome,
         Err(why) => Outcome::Failed(why),
     }
 }
 
-fn try_fetch(cache: &Cache, client: &ApiClient, id: &ImageId) -> Result<Outcome, String> {
+fn try_fetch(
+    cache: &Cache,
+    source: &dyn ImageSource,
+    id: &ImageId,
+    max_size: u64,
+) -> Result<Outcome, String> {
     let dequeue = || cache.dequeue(id).map_err(|e| e.to_string());
     if cache.is_cached(id) {
         dequeue()?;
         return Ok(Outcome::Skipped("already cached"));
     }
-    let image = match client.image(id) {
-        Ok(image) => image,
-        Err(ClientError::Status { status: 404, .. }) => {
+    let checksum = match source.lookup(id)? {
+        Lookup::Missing => {
             dequeue()?;
             return Ok(Outcome::Skipped("image no longer exists"));
         }
-        Err(e) => return Err(e.to_string()),
+        Lookup::Found { status, .. } if status != "active" => {
+            return Ok(Outcome::Deferred(format!("image is {status}")));
+        }
+        Lookup::Found { checksum, .. } => checksum,
     };
-    if image.status != "active" {
-        return Ok(Outcome::Deferred(format!("image is {}", image.status)));
-    }
     let Some(mut writer) = cache
-        .open_for_write(id, image.checksum.as_deref())
+        .open_for_write(id, checksum.as_deref())
         .map_err(|e| e.to_string())?
     else {
         return Ok(Outcome::Skipped("another writer is caching it"));
     };
-    let mut body = client.download(id).map_err(|e| e.to_string())?;
-    io::copy(&mut body, &mut writer).map_err(|e| format!("downloading: {e}"))?;
-    let entry = writer.commit().map_err(|e| e.to_string())?;
+    let mut data = source.open(id)?;
+    io::copy(&mut data, &mut writer).map_err(|e| format!("reading the image: {e}"))?;
+    let entry = cache.admit(writer, max_size).map_err(|e| e.to_string())?;
     dequeue()?;
     Ok(Outcome::Fetched(entry.size))
 }

@@ -1,0 +1,123 @@
+//! The versions document, /healthcheck, and the image schemas.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::images::{CONTAINER_FORMATS, DISK_FORMATS};
+use super::state::AppState;
+
+/// Image API versions advertised: the cache API needs 2.14 or later.
+fn versions(state: &AppState, headers: &HeaderMap) -> Value {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost:9292");
+    let href = format!("http://{host}/v2/");
+    let cache = state.cache.is_some();
+    let mut list =
+        vec![json!({"id": "v2.18", "status": "CURRENT", "links": [{"rel": "self", "href": href}]})];
+    for minor in (0..=17).rev() {
+        if (14..=17).contains(&minor) && !cache {
+            continue;
+        }
+        list.push(json!({"id": format!("v2.{minor}"), "status": "SUPPORTED", "links": [{"rel": "self", "href": href}]}));
+    }
+    json!({"versions": list})
+}
+
+/// GET / (300 Multiple Choices)
+pub async fn root(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    (
+        StatusCode::MULTIPLE_CHOICES,
+        Json(versions(&state, &headers)),
+    )
+        .into_response()
+}
+
+/// GET /versions
+pub async fn list_versions(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Json<Value> {
+    Json(versions(&state, &headers))
+}
+
+/// GET /healthcheck: OK while the database answers.
+pub async fn healthcheck(State(state): State<Arc<AppState>>) -> Response {
+    let db = state.db.clone();
+    let probe = tokio::task::spawn_blocking(move || db.get(&crate::cache::ImageId::random())).await;
+    match probe {
+        Ok(Ok(_)) => (StatusCode::OK, "OK").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response(),
+    }
+}
+
+/// The image schema, as upstream publishes it (python-glanceclient validates with it).
+pub fn image_schema() -> Value {
+    let nullable_enum = |values: &[&str]| {
+        let mut e: Vec<Value> = vec![Value::Null];
+        e.extend(values.iter().map(|v| json!(v)));
+        e
+    };
+    json!({
+        "name": "image",
+        "properties": {
+            "id": {"type": "string", "description": "An identifier for the image",
+                   "pattern": "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"},
+            "name": {"type": ["null", "string"], "description": "Descriptive name for the image", "maxLength": 255},
+            "status": {"type": "string", "readOnly": true, "description": "Status of the image",
+                       "enum": ["queued", "saving", "active", "killed", "deleted", "uploading", "importing", "pending_delete", "deactivated"]},
+            "visibility": {"type": "string", "description": "Scope of image accessibility", "enum": ["community", "public", "private", "shared"]},
+            "protected": {"type": "boolean", "description": "If true, image will not be deletable."},
+            "os_hidden": {"type": "boolean", "description": "If true, image will not appear in default image list response."},
+            "checksum": {"type": ["null", "string"], "readOnly": true, "description": "md5 hash of image contents.", "maxLength": 32},
+            "os_hash_algo": {"type": ["null", "string"], "readOnly": true, "description": "Algorithm to calculate the os_hash_value", "maxLength": 64},
+            "os_hash_value": {"type": ["null", "string"], "readOnly": true, "description": "Hexdigest of the image contents using the algorithm specified by the os_hash_algo", "maxLength": 128},
+            "owner": {"type": ["null", "string"], "description": "Owner of the image", "maxLength": 255},
+            "size": {"type": ["null", "integer"], "readOnly": true, "description": "Size of image file in bytes"},
+            "virtual_size": {"type": ["null", "integer"], "readOnly": true, "description": "Virtual size of image in bytes"},
+            "container_format": {"type": ["null", "string"], "description": "Format of the container", "enum": nullable_enum(CONTAINER_FORMATS)},
+            "disk_format": {"type": ["null", "string"], "description": "Format of the disk", "enum": nullable_enum(DISK_FORMATS)},
+            "created_at": {"type": "string", "readOnly": true, "description": "Date and time of image registration"},
+            "updated_at": {"type": "string", "readOnly": true, "description": "Date and time of the last image modification"},
+            "tags": {"type": "array", "description": "List of strings related to the image", "items": {"type": "string", "maxLength": 255}},
+            "self": {"type": "string", "readOnly": true, "description": "An image self url"},
+            "file": {"type": "string", "readOnly": true, "description": "An image file url"},
+            "schema": {"type": "string", "readOnly": true, "description": "An image schema url"},
+            "stores": {"type": "string", "readOnly": true, "description": "Store in which image data resides."},
+            "min_ram": {"type": "integer", "description": "Amount of ram (in MB) required to boot image."},
+            "min_disk": {"type": "integer", "description": "Amount of disk space (in GB) required to boot image."},
+        },
+        "additionalProperties": {"type": "string"},
+        "links": [
+            {"rel": "self", "href": "{self}"},
+            {"rel": "enclosure", "href": "{file}"},
+            {"rel": "describedby", "href": "{schema}"},
+        ],
+    })
+}
+
+/// GET /v2/schemas/image
+pub async fn schema_image() -> Json<Value> {
+    Json(image_schema())
+}
+
+/// GET /v2/schemas/images
+pub async fn schema_images() -> Json<Value> {
+    Json(json!({
+        "name": "images",
+        "properties": {
+            "images": {"type": "array", "items": image_schema()},
+            "schema": {"type": "string"},
+            "first": {"type": "string"},
+            "next": {"type": "string"},
+        },
+        "links": [
+            {"rel": "first", "href": "{first}"},
+            {"rel": "next", "href": "{next}"},
+            {"rel": "describedby", "href": "{schema}"},
+        ],
+    }))
+}

@@ -1,0 +1,590 @@
+//! Image metadata: create, list, show, update (JSON patch), delete, tags.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use super::error::ApiError;
+use super::state::{AppState, blocking};
+use crate::cache::ImageId;
+use crate::db::{DbError, Image, ListQuery, SortDir, SortKey, now};
+
+type Shared = Arc<AppState>;
+
+/// disk_format values Glance accepts.
+pub const DISK_FORMATS: &[&str] = &[
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
+/// container_format values Glance accepts.
+pub const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
+const VISIBILITIES: &[&str] = &["public", "private", "shared", "community"];
+const READ_ONLY: &[&str] = &[
+    "status",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "size",
+    "virtual_size",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "direct_url",
+    "locations",
+    "stores",
+];
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// An image as the API shows it.
+pub fn image_json(image: &Image) -> Value {
+    let id = image.id.as_str();
+    let mut v = json!({
+        "id": id,
+        "name": image.name,
+        "status": image.status,
+        "visibility": image.visibility,
+        "protected": image.protected,
+        "os_hidden": image.os_hidden,
+        "checksum": image.checksum,
+        "os_hash_algo": image.os_hash_algo,
+        "os_hash_value": image.os_hash_value,
+        "owner": image.owner,
+        "size": image.size,
+        "virtual_size": image.virtual_size,
+        "min_disk": image.min_disk,
+        "min_ram": image.min_ram,
+        "disk_format": image.disk_format,
+        "container_format": image.container_format,
+        "tags": image.tags,
+        "created_at": image.created_at,
+        "updated_at": image.updated_at,
+        "self": format!("/v2/images/{id}"),
+        "file": format!("/v2/images/{id}/file"),
+        "schema": "/v2/schemas/image",
+    });
+    if let Value::Object(map) = &mut v {
+        if image.status == "active" {
+            map.insert("stores".to_owned(), json!("default_backend"));
+        }
+        for (k, val) in &image.properties {
+            map.entry(k.clone()).or_insert_with(|| json!(val));
+        }
+    }
+    v
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("No image found with ID {id}"))
+}
+
+/// Parses an ID from the URL; anything that is not a UUID is an unknown image.
+pub fn path_id(raw: &str) -> Result<ImageId, ApiError> {
+    ImageId::parse(raw).map_err(|_| not_found(raw))
+}
+
+fn forbidden(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        message,
+    }
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::CONFLICT,
+        message,
+    }
+}
+
+fn string_or_null(key: &str, v: &Value) -> Result<Option<String>, ApiError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(ApiError::bad_request(format!(
+            "{key}: expected a string or null"
+        ))),
+    }
+}
+
+fn one_of(key: &str, v: &Value, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+    let value = string_or_null(key, v)?;
+    match &value {
+        Some(s) if !allowed.contains(&s.as_str()) => Err(ApiError::bad_request(format!(
+            "Invalid value '{s}' for {key}: expected one of {}",
+            allowed.join(", ")
+        ))),
+        _ => Ok(value),
+    }
+}
+
+/// Sets one attribute from the API's JSON; `removing` clears it.
+fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<(), ApiError> {
+    if READ_ONLY.contains(&key) {
+        return Err(forbidden(format!("Attribute '{key}' is read-only.")));
+    }
+    let null = Value::Null;
+    let v = value.unwrap_or(&null);
+    let int = |v: &Value| {
+        v.as_i64()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_request(format!("{key}: expected a non-negative integer")))
+    };
+    let boolean = |v: &Value| {
+        v.as_bool()
+            .ok_or_else(|| ApiError::bad_request(format!("{key}: expected true or false")))
+    };
+    match key {
+        "id" => return Err(forbidden("Attribute 'id' is read-only.".to_owned())),
+        "name" => {
+            let name = string_or_null(key, v)?;
+            if name.as_ref().is_some_and(|n| n.chars().count() > 255) {
+                return Err(ApiError::bad_request("name: at most 255 characters"));
+            }
+            image.name = name;
+        }
+        "visibility" => {
+            image.visibility = one_of(key, v, VISIBILITIES)?
+                .ok_or_else(|| ApiError::bad_request("visibility cannot be null"))?;
+        }
+        "protected" => image.protected = boolean(v)?,
+        "os_hidden" => image.os_hidden = boolean(v)?,
+        "disk_format" => image.disk_format = one_of(key, v, DISK_FORMATS)?,
+        "container_format" => image.container_format = one_of(key, v, CONTAINER_FORMATS)?,
+        "min_disk" => image.min_disk = int(v)?,
+        "min_ram" => image.min_ram = int(v)?,
+        "owner" => image.owner = string_or_null(key, v)?,
+        "tags" => {
+            let tags = v
+                .as_array()
+                .ok_or_else(|| ApiError::bad_request("tags: expected a list of strings"))?;
+            image.tags = tags
+                .iter()
+                .map(|t| {
+                    t.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| ApiError::bad_request("tags: expected a list of strings"))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        _ => match value {
+            None => {
+                if image.properties.remove(key).is_none() {
+                    return Err(conflict(format!("Property {key} does not exist.")));
+                }
+            }
+            Some(Value::String(s)) => {
+                image.properties.insert(key.to_owned(), s.clone());
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "{key}: extra properties must be strings"
+                )));
+            }
+        },
+    }
+    Ok(())
+}
+
+/// POST /v2/images
+pub async fn create(
+    State(state): State<Shared>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let fields: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("The request body must be a JSON object: {e}"))
+    })?;
+    let id = match fields.get("id") {
+        Some(Value::String(s)) => {
+            ImageId::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        Some(_) => return Err(ApiError::bad_request("id: expected a UUID string")),
+        None => ImageId::random(),
+    };
+    let mut image = Image::new(id, &now());
+    for (key, value) in &fields {
+        if key != "id" {
+            set_attribute(&mut image, key, Some(value))?;
+        }
+    }
+    let db = state.db.clone();
+    blocking(move || {
+        if db.get(&image.id)?.is_some() {
+            return Err(conflict(format!(
+                "Image with identifier {} already exists!",
+                image.id
+            )));
+        }
+        db.insert(&image)?;
+        Ok((StatusCode::CREATED, Json(image_json(&image))))
+    })
+    .await
+}
+
+/// GET /v2/images/{id}
+pub async fn show(
+    State(state): State<Shared>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&raw)?;
+    let db = state.db.clone();
+    blocking(move || {
+        db.get(&id)?
+            .map(|i| Json(image_json(&i)))
+            .ok_or_else(|| not_found(&raw))
+    })
+    .await
+}
+
+/// PATCH /v2/images/{id} (application/openstack-images-v2.1-json-patch)
+pub async fn update(
+    State(state): State<Shared>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&raw)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/openstack-images-v2.1-json-patch")
+        && !content_type.starts_with("application/openstack-images-v2.0-json-patch")
+    {
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "Unsupported Content-Type {content_type:?}: use application/openstack-images-v2.1-json-patch"
+            ),
+        });
+    }
+    let ops: Vec<Map<String, Value>> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("A JSON patch is a list of operations: {e}")))?;
+    let db = state.db.clone();
+    blocking(move || {
+        let mut image = db.get(&id)?.ok_or_else(|| not_found(&raw))?;
+        for op in &ops {
+            let name = op.get("op").and_then(Value::as_str).unwrap_or("");
+            let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+            let key = path
+                .strip_prefix('/')
+                .filter(|k| !k.is_empty() && !k.contains('/'))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Invalid JSON pointer for this resource: '{path}'"
+                    ))
+                })?;
+            let key = key.replace("~1", "/").replace("~0", "~");
+            match name {
+                "add" | "replace" => {
+                    let value = op.get("value").ok_or_else(|| {
+                        ApiError::bad_request(format!("Operation {name} needs a value"))
+                    })?;
+                    if name == "replace" && !is_core(&key) && !image.properties.contains_key(&key) {
+                        return Err(conflict(format!("Property {key} does not exist.")));
+                    }
+                    set_attribute(&mut image, &key, Some(value))?;
+                }
+                "remove" => {
+                    if is_core(&key) {
+                        return Err(forbidden(format!("Attribute '{key}' cannot be removed.")));
+                    }
+                    set_attribute(&mut image, &key, None)?;
+                }
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "Operation {other:?} is not supported: use add, replace or remove"
+                    )));
+                }
+            }
+        }
+        image.updated_at = now();
+        if !db.update(&image)? {
+            return Err(not_found(&raw));
+        }
+        Ok(Json(image_json(&image)))
+    })
+    .await
+}
+
+fn is_core(key: &str) -> bool {
+    matches!(
+        key,
+        "id" | "name"
+            | "visibility"
+            | "protected"
+            | "os_hidden"
+            | "disk_format"
+            | "container_format"
+            | "min_disk"
+            | "min_ram"
+            | "owner"
+            | "tags"
+    ) || READ_ONLY.contains(&key)
+}
+
+/// DELETE /v2/images/{id}: the record, its data, and its cached copy.
+pub async fn delete(
+    State(state): State<Shared>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(&raw)?;
+    let state = state.clone();
+    blocking(move || {
+        let image = state.db.get(&id)?.ok_or_else(|| not_found(&raw))?;
+        if image.protected {
+            return Err(forbidden(format!(
+                "Image {id} is protected and cannot be deleted."
+            )));
+        }
+        state.db.delete(&id)?;
+        state.store.delete(&id).map_err(ApiError::internal)?;
+        if let Some(cache) = &state.cache {
+            cache.cache.delete(&id)?;
+            cache.cache.dequeue(&id)?;
+        }
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// PUT /v2/images/{id}/tags/{tag}
+pub async fn add_tag(
+    State(state): State<Shared>,
+    Path((raw, tag)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    edit_tags(state, raw, move |tags| {
+        tags.insert(tag);
+        Ok(())
+    })
+    .await
+}
+
+/// DELETE /v2/images/{id}/tags/{tag}
+pub async fn remove_tag(
+    State(state): State<Shared>,
+    Path((raw, tag)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    edit_tags(state, raw, move |tags| {
+        if tags.remove(&tag) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("Tag {tag} not found")))
+        }
+    })
+    .await
+}
+
+async fn edit_tags(
+    state: Shared,
+    raw: String,
+    edit: impl FnOnce(&mut std::collections::BTreeSet<String>) -> Result<(), ApiError> + Send + 'static,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(&raw)?;
+    blocking(move || {
+        let mut image = state.db.get(&id)?.ok_or_else(|| not_found(&raw))?;
+        edit(&mut image.tags)?;
+        image.updated_at = now();
+        state.db.update(&image)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+const FILTER_COLUMNS: &[(&str, &str)] = &[
+    ("name", "name"),
+    ("status", "status"),
+    ("visibility", "visibility"),
+    ("disk_format", "disk_format"),
+    ("container_format", "container_format"),
+    ("owner", "owner"),
+    ("id", "id"),
+];
+const NOT_PROPERTY_FILTERS: &[&str] = &[
+    "limit",
+    "marker",
+    "sort_key",
+    "sort_dir",
+    "sort",
+    "tag",
+    "size_min",
+    "size_max",
+    "os_hidden",
+    "member_status",
+    "protected",
+];
+
+/// GET /v2/images
+pub async fn list(
+    State(state): State<Shared>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut query = ListQuery::new(state.settings.limit_default);
+    let mut first: HashMap<&str, &str> = HashMap::new();
+    for (k, v) in &params {
+        first.entry(k.as_str()).or_insert(v.as_str());
+    }
+    if let Some(limit) = first.get("limit") {
+        let limit: usize = limit.parse().map_err(|_| {
+            ApiError::bad_request(format!("limit: {limit:?} is not a non-negative integer"))
+        })?;
+        query.limit = limit.min(state.settings.limit_max);
+    }
+    query.sort = parse_sort(&params)?;
+    for (k, v) in &params {
+        match k.as_str() {
+            "tag" => query.tags.push(v.clone()),
+            "size_min" | "size_max" => {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("{k}: {v:?} is not an integer")))?;
+                if k == "size_min" {
+                    query.size_min = Some(n)
+                } else {
+                    query.size_max = Some(n)
+                }
+            }
+            "os_hidden" => query.include_hidden = v == "true",
+            "protected" => query
+                .columns
+                .push(("protected", if v == "true" { "1" } else { "0" }.to_owned())),
+            key => {
+                if let Some((_, column)) = FILTER_COLUMNS.iter().find(|(name, _)| *name == key) {
+                    query.columns.push((column, v.clone()));
+                } else if !NOT_PROPERTY_FILTERS.contains(&key) {
+                    query.properties.push((key.to_owned(), v.clone()));
+                }
+            }
+        }
+    }
+    if query.include_hidden && first.get("os_hidden") == Some(&"true") {
+        query.columns.push(("os_hidden", "1".to_owned()));
+    }
+    let marker = first.get("marker").map(|m| (*m).to_owned());
+    let db = state.db.clone();
+    let limit = query.limit;
+    let next_params: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "marker")
+        .cloned()
+        .collect();
+    blocking(move || {
+        if let Some(marker) = &marker {
+            let id = ImageId::parse(marker)
+                .map_err(|_| ApiError::bad_request(format!("marker {marker} not found")))?;
+            query.offset = db
+                .offset_after(&query, &id)?
+                .ok_or_else(|| ApiError::bad_request(format!("marker {marker} not found")))?;
+        }
+        let (images, more) = db.list(&query)?;
+        let mut body = json!({
+            "images": images.iter().map(image_json).collect::<Vec<_>>(),
+            "schema": "/v2/schemas/images",
+            "first": "/v2/images",
+        });
+        if more && let Some(last) = images.last() {
+            let mut q = url_query(&next_params);
+            if !next_params.iter().any(|(k, _)| k == "limit") {
+                q.push_str(&format!(
+                    "{}limit={limit}",
+                    if q.is_empty() { "" } else { "&" }
+                ));
+            }
+            body["next"] = json!(format!(
+                "/v2/images?{q}{}marker={}",
+                if q.is_empty() { "" } else { "&" },
+                last.id
+            ));
+        }
+        Ok(Json(body))
+    })
+    .await
+}
+
+fn url_query(params: &[(String, String)]) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `sort=key:dir,key2` or `sort_key=..&sort_dir=..` (repeatable), default created_at desc.
+fn parse_sort(params: &[(String, String)]) -> Result<Vec<(SortKey, SortDir)>, ApiError> {
+    let key = |k: &str| {
+        SortKey::parse(k).ok_or_else(|| ApiError::bad_request(format!("Unsupported sort key: {k}")))
+    };
+    let dir = |d: &str| {
+        SortDir::parse(d)
+            .ok_or_else(|| ApiError::bad_request(format!("Unsupported sort direction: {d}")))
+    };
+    if let Some((_, sort)) = params.iter().find(|(k, _)| k == "sort") {
+        return sort
+            .split(',')
+            .map(|part| match part.split_once(':') {
+                Some((k, d)) => Ok((key(k.trim())?, dir(d.trim())?)),
+                None => Ok((key(part.trim())?, SortDir::Desc)),
+            })
+            .collect();
+    }
+    let keys: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "sort_key")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let dirs: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "sort_dir")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if keys.is_empty() {
+        let d = dirs
+            .first()
+            .map(|d| dir(d))
+            .transpose()?
+            .unwrap_or(SortDir::Desc);
+        return Ok(vec![(SortKey::CreatedAt, d)]);
+    }
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let d = dirs
+                .get(i)
+                .or(dirs.last())
+                .map(|d| dir(d))
+                .transpose()?
+                .unwrap_or(SortDir::Desc);
+            Ok((key(k)?, d))
+        })
+        .collect()
+}

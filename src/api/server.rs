@@ -1,0 +1,219 @@
+//! glance-api: state, routes, the background prefetch worker, and graceful shutdown.
+
+use std::future::Future;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::cache_api::{self, CacheApi};
+use super::error::ApiError;
+use super::settings::ApiSettings;
+use super::state::{AppState, DbCatalog};
+use super::{data, discovery, images};
+use crate::cache::{Cache, CacheError, ImageId};
+use crate::db::{Db, DbError};
+use crate::store::FileStore;
+use crate::tools::prefetch::{ImageSource, Lookup, prefetch};
+
+/// Why glance-api could not start or stopped.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The cache.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The store directory or the listening socket.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the database, the store and the cache named by `settings`.
+pub fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeError> {
+    let db = Arc::new(Db::open(&settings.database_url)?);
+    let store = FileStore::open(&settings.store_dir).map_err(|source| ServeError::Io {
+        action: format!("opening the image store {}", settings.store_dir.display()),
+        source,
+    })?;
+    let cache = match &settings.cache {
+        Some(options) => {
+            let dir = options.image_cache_dir.clone().unwrap_or_default();
+            let cache = Cache::open(
+                &dir,
+                options.image_cache_driver,
+                &options.image_cache_sqlite_db,
+            )?;
+            Some(Arc::new(CacheApi {
+                cache,
+                max_size: options.image_cache_max_size,
+                stall_time: Duration::from_secs(options.image_cache_stall_time),
+                catalog: Arc::new(DbCatalog(db.clone())),
+                queued: Arc::default(),
+            }))
+        }
+        None => None,
+    };
+    Ok(Arc::new(AppState {
+        db,
+        store,
+        cache,
+        settings,
+    }))
+}
+
+/// Every route of the Image API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route("/", get(discovery::root))
+        .route("/versions", get(discovery::list_versions))
+        .route("/healthcheck", get(discovery::healthcheck))
+        .route("/v2/schemas/image", get(discovery::schema_image))
+        .route("/v2/schemas/images", get(discovery::schema_images))
+        .route("/v2/images", get(images::list).post(images::create))
+        .route(
+            "/v2/images/{id}",
+            get(images::show)
+                .patch(images::update)
+                .delete(images::delete),
+        )
+        .route(
+            "/v2/images/{id}/file",
+            get(data::download).put(data::upload),
+        )
+        .route(
+            "/v2/images/{id}/tags/{tag}",
+            put(images::add_tag).delete(images::remove_tag),
+        )
+        .with_state(state.clone());
+    if state.settings.cache_management
+        && let Some(cache) = &state.cache
+    {
+        router = router.merge(cache_api::router(cache.clone()));
+    }
+    router.fallback(|| async {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: "The resource could not be found.".to_owned(),
+        }
+    })
+}
+
+/// The local store as a prefetch source.
+struct LocalImages<'a>(&'a AppState);
+
+impl ImageSource for LocalImages<'_> {
+    fn lookup(&self, id: &ImageId) -> Result<Lookup, String> {
+        Ok(match self.0.db.get(id).map_err(|e| e.to_string())? {
+            Some(image) => Lookup::Found {
+                status: image.status,
+                checksum: image.checksum,
+            },
+            None => Lookup::Missing,
+        })
+    }
+
+    fn open(&self, id: &ImageId) -> Result<Box<dyn Read + '_>, String> {
+        Ok(Box::new(
+            self.0.store.open_data(id).map_err(|e| e.to_string())?,
+        ))
+    }
+}
+
+/// Prefetches queued images in the background, one image at a time, whenever one is
+/// queued (and once at start for what an earlier run left queued).
+async fn prefetch_worker(state: Arc<AppState>, cache: Arc<CacheApi>) {
+    loop {
+        let run_state = state.clone();
+        let run_cache = cache.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            prefetch(
+                &run_cache.cache,
+                &LocalImages(&run_state),
+                1,
+                run_cache.max_size,
+            )
+        })
+        .await;
+        match result {
+            Ok(Ok(report)) if report.fetched + report.failed > 0 => {
+                info!(?report, "background prefetch")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "background prefetch failed"),
+            Err(e) => warn!(error = %e, "background prefetch panicked"),
+        }
+        cache.queued.notified().await;
+    }
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let bind = state.settings.bind;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|source| ServeError::Io {
+            action: format!("listening on {bind}"),
+            source,
+        })?;
+    serve_on(listener, state, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let worker = state
+        .cache
+        .clone()
+        .filter(|_| state.settings.cache_management)
+        .map(|cache| tokio::spawn(prefetch_worker(state.clone(), cache)));
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        action: "reading the bound address".to_owned(),
+        source,
+    })?;
+    info!(%addr, cache = state.cache.is_some(), "glance-api listening");
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    if let Some(worker) = worker {
+        worker.abort();
+    }
+    result.map_err(|source| ServeError::Io {
+        action: "serving".to_owned(),
+        source,
+    })
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    info!("shutting down: finishing requests in flight");
+}

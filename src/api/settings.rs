@@ -1,0 +1,136 @@
+//! glance-api's settings, read from glance-api.conf with upstream option names.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::conf::{CacheOptions, ConfError, Config, DEFAULT_SECTION};
+
+/// Configuration used when glance-api is started without --config-file/--config-dir:
+/// everything under ./glance-data, the cache on, listening on localhost.
+pub const EMBEDDED_DEFAULTS: &str = "\
+[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = 9292
+enabled_backends = default_backend:file
+image_cache_dir = glance-data/image-cache
+image_cache_max_size = 10737418240
+
+[glance_store]
+default_backend = default_backend
+
+[default_backend]
+filesystem_store_datadir = glance-data/images
+
+[database]
+connection = sqlite:///glance-data/glance.sqlite
+
+[paste_deploy]
+flavor = cachemanagement
+";
+
+/// Settings that make glance-api refuse to start.
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    /// A malformed option.
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// bind_host is not an IP address.
+    #[error("[DEFAULT] bind_host = {0:?} is not an IP address")]
+    BindHost(String),
+    /// bind_port out of range.
+    #[error("[DEFAULT] bind_port = {0} is not a TCP port")]
+    BindPort(u64),
+    /// A Keystone flavor was asked for.
+    #[error(
+        "[paste_deploy] flavor = {0:?} needs Keystone authentication, which this glance-api does not provide; refusing to start rather than serve without authentication (use flavor = cachemanagement, caching or none on a trusted network)"
+    )]
+    Keystone(String),
+    /// An unknown flavor.
+    #[error(
+        "[paste_deploy] flavor = {0:?} is unknown (use cachemanagement, caching, or leave it empty)"
+    )]
+    Flavor(String),
+}
+
+/// What glance-api runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// `[database] connection`.
+    pub database_url: String,
+    /// filesystem_store_datadir of the default backend.
+    pub store_dir: PathBuf,
+    /// The transparent cache, when image_cache_dir is set and the flavor caches.
+    pub cache: Option<CacheOptions>,
+    /// Serve the cache management API (flavor cachemanagement).
+    pub cache_management: bool,
+    /// Default page size of image lists (limit_param_default).
+    pub limit_default: usize,
+    /// Largest page size (api_limit_max).
+    pub limit_max: usize,
+}
+
+impl ApiSettings {
+    /// Reads the settings from `config`.
+    pub fn from_config(config: &Config) -> Result<Self, SettingsError> {
+        let host = config.get_str(DEFAULT_SECTION, "bind_host", "0.0.0.0");
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| SettingsError::BindHost(host.to_owned()))?;
+        let port = config.get_u64(DEFAULT_SECTION, "bind_port", 9292)?;
+        let port = u16::try_from(port).map_err(|_| SettingsError::BindPort(port))?;
+
+        let flavor = config
+            .get_str("paste_deploy", "flavor", "")
+            .trim()
+            .to_owned();
+        let (caching, cache_management) = match flavor.as_str() {
+            "" => (false, false),
+            "caching" => (true, false),
+            "cachemanagement" => (true, true),
+            f if f.contains("keystone") => return Err(SettingsError::Keystone(flavor)),
+            _ => return Err(SettingsError::Flavor(flavor)),
+        };
+        let cache_options = CacheOptions::from_config(config)?;
+        let cache = (caching && cache_options.image_cache_dir.is_some()).then_some(cache_options);
+
+        Ok(Self {
+            bind: SocketAddr::new(ip, port),
+            database_url: config
+                .get_str(
+                    "database",
+                    "connection",
+                    "sqlite:////var/lib/glance/glance.sqlite",
+                )
+                .to_owned(),
+            store_dir: store_dir(config),
+            cache_management: cache_management && cache.is_some(),
+            cache,
+            limit_default: usize::try_from(config.get_u64(
+                DEFAULT_SECTION,
+                "limit_param_default",
+                25,
+            )?)
+            .unwrap_or(25)
+            .max(1),
+            limit_max: usize::try_from(config.get_u64(DEFAULT_SECTION, "api_limit_max", 1000)?)
+                .unwrap_or(1000)
+                .max(1),
+        })
+    }
+}
+
+/// filesystem_store_datadir of the default backend (multi-store), else of [glance_store].
+fn store_dir(config: &Config) -> PathBuf {
+    let backend = config
+        .get("glance_store", "default_backend")
+        .filter(|_| config.get(DEFAULT_SECTION, "enabled_backends").is_some());
+    let dir = backend
+        .and_then(|b| config.get(b, "filesystem_store_datadir"))
+        .or_else(|| config.get("glance_store", "filesystem_store_datadir"))
+        .unwrap_or("/var/lib/glance/images/");
+    PathBuf::from(dir)
+}

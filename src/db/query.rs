@@ -1,0 +1,235 @@
+//! `GET /v2/images` as SQL: filters, multi-key sort, and marker paging.
+
+use std::fmt;
+
+/// A sortable image attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// name
+    Name,
+    /// status
+    Status,
+    /// container_format
+    ContainerFormat,
+    /// disk_format
+    DiskFormat,
+    /// size
+    Size,
+    /// id
+    Id,
+    /// created_at
+    CreatedAt,
+    /// updated_at
+    UpdatedAt,
+    /// visibility
+    Visibility,
+    /// owner
+    Owner,
+    /// min_disk
+    MinDisk,
+    /// min_ram
+    MinRam,
+}
+
+impl SortKey {
+    /// Parses an API sort key.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "name" => Self::Name,
+            "status" => Self::Status,
+            "container_format" => Self::ContainerFormat,
+            "disk_format" => Self::DiskFormat,
+            "size" => Self::Size,
+            "id" => Self::Id,
+            "created_at" => Self::CreatedAt,
+            "updated_at" => Self::UpdatedAt,
+            "visibility" => Self::Visibility,
+            "owner" => Self::Owner,
+            "min_disk" => Self::MinDisk,
+            "min_ram" => Self::MinRam,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Status => "status",
+            Self::ContainerFormat => "container_format",
+            Self::DiskFormat => "disk_format",
+            Self::Size => "size",
+            Self::Id => "id",
+            Self::CreatedAt => "created_at",
+            Self::UpdatedAt => "updated_at",
+            Self::Visibility => "visibility",
+            Self::Owner => "owner",
+            Self::MinDisk => "min_disk",
+            Self::MinRam => "min_ram",
+        }
+    }
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortDir {
+    /// Ascending.
+    Asc,
+    /// Descending.
+    Desc,
+}
+
+impl SortDir {
+    /// Parses `asc` or `desc`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "asc" => Some(Self::Asc),
+            "desc" => Some(Self::Desc),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SortDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Asc => "ASC",
+            Self::Desc => "DESC",
+        })
+    }
+}
+
+/// A listing request. Filters are exact matches; `properties` match extra properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    /// Exact-match filters on columns: (column, value).
+    pub columns: Vec<(&'static str, String)>,
+    /// Every tag must be present.
+    pub tags: Vec<String>,
+    /// Extra property filters: (name, value).
+    pub properties: Vec<(String, String)>,
+    /// Minimum size in bytes.
+    pub size_min: Option<i64>,
+    /// Maximum size in bytes.
+    pub size_max: Option<i64>,
+    /// Include images with os_hidden = true.
+    pub include_hidden: bool,
+    /// Sort keys in order; `id` is always appended so the order is total.
+    pub sort: Vec<(SortKey, SortDir)>,
+    /// Page size.
+    pub limit: usize,
+    /// Rows to skip (from the marker).
+    pub offset: usize,
+}
+
+/// A bound SQL value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Text.
+    Text(String),
+    /// Integer.
+    Int(i64),
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Self::Text(s) => s.to_sql(),
+            Self::Int(i) => i.to_sql(),
+        }
+    }
+}
+
+impl ListQuery {
+    /// A query for every image, newest first, `limit` per page.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            columns: Vec::new(),
+            tags: Vec::new(),
+            properties: Vec::new(),
+            size_min: None,
+            size_max: None,
+            include_hidden: false,
+            sort: vec![(SortKey::CreatedAt, SortDir::Desc)],
+            limit,
+            offset: 0,
+        }
+    }
+
+    fn where_clause(&self, values: &mut Vec<Value>) -> String {
+        let mut clauses = Vec::new();
+        for (column, value) in &self.columns {
+            values.push(Value::Text(value.clone()));
+            clauses.push(format!("{column} = ?{}", values.len()));
+        }
+        for tag in &self.tags {
+            values.push(Value::Text(tag.clone()));
+            clauses.push(format!(
+                "EXISTS (SELECT 1 FROM json_each(images.tags) WHERE value = ?{})",
+                values.len()
+            ));
+        }
+        for (name, value) in &self.properties {
+            values.push(Value::Text(format!("$.\"{}\"", name.replace('"', ""))));
+            let path = values.len();
+            values.push(Value::Text(value.clone()));
+            clauses.push(format!(
+                "json_extract(properties, ?{path}) = ?{}",
+                values.len()
+            ));
+        }
+        if let Some(min) = self.size_min {
+            values.push(Value::Int(min));
+            clauses.push(format!("size >= ?{}", values.len()));
+        }
+        if let Some(max) = self.size_max {
+            values.push(Value::Int(max));
+            clauses.push(format!("size <= ?{}", values.len()));
+        }
+        if !self.include_hidden {
+            clauses.push("os_hidden = 0".to_owned());
+        }
+        if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        }
+    }
+
+    fn order_clause(&self) -> String {
+        let mut keys: Vec<String> = self
+            .sort
+            .iter()
+            .map(|(k, d)| format!("{} {d}", k.column()))
+            .collect();
+        if !self.sort.iter().any(|(k, _)| *k == SortKey::Id) {
+            let dir = self.sort.last().map_or(SortDir::Desc, |(_, d)| *d);
+            keys.push(format!("id {dir}"));
+        }
+        format!(" ORDER BY {}", keys.join(", "))
+    }
+
+    /// The SQL selecting `columns` for this page (one row more than `limit`, to tell
+    /// whether another page follows), and its bound values.
+    pub fn to_sql(&self, columns: &str) -> (String, Vec<Value>) {
+        let mut values = Vec::new();
+        let sql = format!(
+            "SELECT {columns} FROM images{}{} LIMIT {} OFFSET {}",
+            self.where_clause(&mut values),
+            self.order_clause(),
+            self.limit.saturating_add(1),
+            self.offset
+        );
+        (sql, values)
+    }
+
+    /// The SQL listing only the IDs in this order (to find a marker's position).
+    pub fn ids_sql(&self) -> (String, Vec<Value>) {
+        let mut values = Vec::new();
+        let sql = format!(
+            "SELECT id FROM images{}{}",
+            self.where_clause(&mut values),
+            self.order_clause()
+        );
+        (sql, values)
+    }
+}

@@ -1,0 +1,177 @@
+//! The file store at `filesystem_store_datadir`: one file per image, named by its ID.
+//!
+//! An upload streams into `.<id>.upload` (created exclusively), is hashed with MD5 and
+//! SHA-512 on two threads while it is written, then fsynced and renamed into place.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use sha2::Sha512;
+
+use crate::cache::ImageId;
+
+/// Image files on a local filesystem.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+/// Digests and size of uploaded data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Bytes.
+    pub size: u64,
+    /// MD5, hex.
+    pub md5: String,
+    /// SHA-512, hex.
+    pub sha512: String,
+}
+
+impl FileStore {
+    /// The store at `dir`, created if missing.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Where an image's data lives.
+    pub fn path(&self, id: &ImageId) -> PathBuf {
+        self.dir.join(id.as_str())
+    }
+
+    /// Opens an image's data.
+    pub fn open_data(&self, id: &ImageId) -> io::Result<File> {
+        File::open(self.path(id))
+    }
+
+    /// Deletes an image's data; true if it existed.
+    pub fn delete(&self, id: &ImageId) -> io::Result<bool> {
+        match fs::remove_file(self.path(id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts an upload; fails with AlreadyExists while another upload of `id` runs.
+    pub fn begin_upload(&self, id: &ImageId) -> io::Result<Upload> {
+        let tmp = self.dir.join(format!(".{id}.upload"));
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok(Upload {
+            file: Some(file),
+            tmp,
+            target: self.path(id),
+            md5: hasher::<Md5>(),
+            sha512: hasher::<Sha512>(),
+            size: 0,
+        })
+    }
+}
+
+/// A digest computed on its own thread from chunks sent to it.
+struct Hasher {
+    chunks: Option<SyncSender<Bytes>>,
+    thread: Option<JoinHandle<String>>,
+}
+
+fn hasher<D: Digest + Send + 'static>() -> Hasher {
+    let (tx, rx): (SyncSender<Bytes>, Receiver<Bytes>) = sync_channel(16);
+    let thread = std::thread::spawn(move || {
+        let mut digest = D::new();
+        for chunk in rx {
+            digest.update(&chunk);
+        }
+        hex::encode(digest.finalize())
+    });
+    Hasher {
+        chunks: Some(tx),
+        thread: Some(thread),
+    }
+}
+
+impl Hasher {
+    fn feed(&self, chunk: &Bytes) -> io::Result<()> {
+        self.chunks
+            .as_ref()
+            .ok_or_else(|| io::Error::other("hasher finished"))?
+            .send(chunk.clone())
+            .map_err(|_| io::Error::other("hasher thread stopped"))
+    }
+
+    fn finish(&mut self) -> io::Result<String> {
+        self.chunks = None;
+        self.thread
+            .take()
+            .ok_or_else(|| io::Error::other("hasher finished"))?
+            .join()
+            .map_err(|_| io::Error::other("hasher thread panicked"))
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.chunks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An upload in progress. Dropping it without `finish` removes the partial file.
+pub struct Upload {
+    file: Option<File>,
+    tmp: PathBuf,
+    target: PathBuf,
+    md5: Hasher,
+    sha512: Hasher,
+    size: u64,
+}
+
+impl Upload {
+    /// Writes one chunk and hands it to both hashers.
+    pub fn write(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.md5.feed(&chunk)?;
+        self.sha512.feed(&chunk)?;
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("upload finished"))?
+            .write_all(&chunk)?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Fsyncs and moves the data into place.
+    pub fn finish(mut self) -> io::Result<Stored> {
+        let md5 = self.md5.finish()?;
+        let sha512 = self.sha512.finish()?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("upload finished"))?;
+        file.sync_all()?;
+        fs::rename(&self.tmp, &self.target)?;
+        if let Some(dir) = self.target.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(Stored {
+            size: self.size,
+            md5,
+            sha512,
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
