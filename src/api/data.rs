@@ -31,7 +31,25 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let id = path_id(&raw)?;
+    match claim(&state, &raw, &headers).await {
+        Ok(id) => store_body(state, id, body).await,
+        Err(e) => {
+            // Read the body anyway, so that the client sees this answer rather than a
+            // connection reset while it is still sending.
+            let mut stream = body.into_data_stream();
+            while let Some(Ok(_)) = stream.next().await {}
+            Err(e)
+        }
+    }
+}
+
+/// Checks the request and moves the image from queued to saving.
+async fn claim(
+    state: &Shared,
+    raw: &str,
+    headers: &HeaderMap,
+) -> Result<crate::cache::ImageId, ApiError> {
+    let id = path_id(raw)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -62,7 +80,15 @@ pub async fn upload(
         Ok(())
     })
     .await?;
+    Ok(id)
+}
 
+/// Streams the body into the store and records size and digests.
+async fn store_body(
+    state: Shared,
+    id: crate::cache::ImageId,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
     // A blocking thread writes and hashes; the request body is fed to it chunk by chunk.
     let (tx, mut rx) = mpsc::channel::<Bytes>(8);
     let writer_state = state.clone();
@@ -290,14 +316,12 @@ fn send(state: &AppState, image: &Image, range: Option<Span>, tx: mpsc::Sender<i
                     .map_err(io::Error::other)?;
                 if let Some(writer) = writer {
                     let file = state.store.open_data(&image.id)?;
-                    let mut tee = Some(writer);
-                    let complete = pump(file, None, tee.as_mut(), &tx);
-                    if let (Ok(()), Some(writer)) = (&complete, tee)
-                        && let Err(e) = cache.cache.admit(writer, cache.max_size)
-                    {
-                        warn!(image = %image.id, error = %e, "not cached");
-                    }
-                    return complete;
+                    let admit = |writer: CacheWriter<'_>| {
+                        if let Err(e) = cache.cache.admit(writer, cache.max_size) {
+                            warn!(image = %image.id, error = %e, "not cached");
+                        }
+                    };
+                    return pump(file, None, Some((writer, &admit)), &tx);
                 }
             }
         }
@@ -311,14 +335,23 @@ fn send(state: &AppState, image: &Image, range: Option<Span>, tx: mpsc::Sender<i
     }
 }
 
-/// Copies `file` (or the `range` of it) to the client in CHUNK pieces, writing each piece
-/// to `tee` too. A client that goes away stops the copy (BrokenPipe).
+/// A cache write fed by a download, and what to do with it once the data is complete.
+type Tee<'a, 'c> = (CacheWriter<'c>, &'a dyn Fn(CacheWriter<'c>));
+
+/// Copies `file` (or the `range` of it) to the client in CHUNK pieces. With a tee, each
+/// piece is written to the cache too, and the last piece is held back until the cache
+/// write is published, so a client that has every byte can rely on the next read being a
+/// hit. A client that goes away stops the copy (BrokenPipe) and the cache write is dropped.
 fn pump(
     mut file: File,
     range: Option<Span>,
-    mut tee: Option<&mut CacheWriter<'_>>,
+    mut tee: Option<Tee<'_, '_>>,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
+    let send = |chunk: Bytes| {
+        tx.blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    };
     let mut remaining = match range {
         Some(span) => {
             file.seek(SeekFrom::Start(span.start))?;
@@ -326,6 +359,7 @@ fn pump(
         }
         None => u64::MAX,
     };
+    let mut held: Option<Bytes> = None;
     while remaining > 0 {
         let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
         let mut buf = vec![0u8; want];
@@ -334,14 +368,25 @@ fn pump(
             break;
         }
         buf.truncate(n);
-        if let Some(writer) = tee.as_deref_mut() {
-            io::Write::write_all(writer, &buf)?;
-        }
-        tx.blocking_send(Ok(Bytes::from(buf)))
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
         remaining = remaining.saturating_sub(n as u64);
+        let chunk = Bytes::from(buf);
+        match tee.as_mut() {
+            Some((writer, _)) => {
+                io::Write::write_all(writer, &chunk)?;
+                if let Some(previous) = held.replace(chunk) {
+                    send(previous)?;
+                }
+            }
+            None => send(chunk)?,
+        }
     }
-    Ok(())
+    if let Some((writer, finish)) = tee {
+        finish(writer);
+    }
+    match held {
+        Some(last) => send(last),
+        None => Ok(()),
+    }
 }
 
 fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {

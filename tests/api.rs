@@ -1,0 +1,889 @@
+//! glance-api over real HTTP: the Image API, uploads and downloads, the transparent cache,
+//! the cache API, start-up refusals, graceful shutdown, and the cache tools against it.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glance_operator::api::server::{build_state, serve_on};
+use glance_operator::api::settings::{ApiSettings, SettingsError};
+use glance_operator::api::state::AppState;
+use glance_operator::cache::ImageId;
+use glance_operator::conf::Config;
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use sha2::Sha512;
+use tokio::sync::oneshot;
+
+struct Server {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn conf_text(dir: &Path, port: u16, cache: Option<u64>, flavor: &str) -> String {
+    let d = dir.display();
+    let mut text = format!(
+        "[DEFAULT]\nbind_host = 127.0.0.1\nbind_port = {port}\nenabled_backends = default_backend:file\n"
+    );
+    if let Some(max) = cache {
+        text.push_str(&format!(
+            "image_cache_dir = {d}/image-cache\nimage_cache_max_size = {max}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[glance_store]\ndefault_backend = default_backend\n[default_backend]\nfilesystem_store_datadir = {d}/images\n[database]\nconnection = sqlite:///{d}/glance.sqlite\n[paste_deploy]\nflavor = {flavor}\nlimit_param_default = 3\n"
+    ));
+    text
+}
+
+async fn start(cache: Option<u64>) -> Server {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = Config::from_str(
+        "test.conf",
+        &conf_text(
+            dir.path(),
+            0,
+            cache,
+            if cache.is_some() {
+                "cachemanagement"
+            } else {
+                ""
+            },
+        ),
+    )
+    .expect("conf");
+    let state = build_state(ApiSettings::from_config(&config).expect("settings")).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        serve_on(listener, task_state, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve");
+    });
+    Server {
+        addr,
+        dir,
+        state,
+        stop: Some(stop),
+        task,
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request with a blocking client, off the async threads. The future owns its
+/// arguments, so callers may pass temporaries.
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> impl std::future::Future<Output = Reply> + Send + use<> {
+    let url = format!("http://{addr}{path}");
+    let method = method.to_owned();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    async move {
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .build()
+                .into();
+            let mut req = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(&url);
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            let mut res = agent.run(req.body(body).expect("request")).expect("send");
+            let headers = res
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let mut data = Vec::new();
+            res.body_mut()
+                .with_config()
+                .limit(u64::MAX)
+                .reader()
+                .read_to_end(&mut data)
+                .expect("body");
+            Reply {
+                status: res.status().as_u16(),
+                headers,
+                body: data,
+            }
+        })
+        .await
+        .expect("join")
+    }
+}
+
+async fn create(addr: SocketAddr, body: Value) -> Value {
+    let r = call(
+        addr,
+        "POST",
+        "/v2/images",
+        &[("Content-Type", "application/json")],
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+async fn upload(addr: SocketAddr, id: &str, data: &[u8]) -> u16 {
+    call(
+        addr,
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        data.to_vec(),
+    )
+    .await
+    .status
+}
+
+fn data(n: usize, seed: u32) -> Vec<u8> {
+    (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+/// An active image with `bytes` of data; returns its id.
+async fn active_image(addr: SocketAddr, bytes: &[u8]) -> String {
+    let image = create(
+        addr,
+        json!({"name": "img", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    let id = image["id"].as_str().expect("id").to_owned();
+    assert_eq!(upload(addr, &id, bytes).await, 204);
+    id
+}
+
+fn cached_path(server: &Server, id: &str) -> PathBuf {
+    server.dir.path().join("image-cache").join(id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_healthcheck_and_schemas() {
+    let server = start(Some(1 << 30)).await;
+    let root = call(server.addr, "GET", "/", &[], vec![]).await;
+    assert_eq!(root.status, 300);
+    let versions = call(server.addr, "GET", "/versions", &[], vec![]).await;
+    assert_eq!(versions.status, 200);
+    assert_eq!(root.json(), versions.json());
+    let ids: Vec<String> = versions.json()["versions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v["id"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(ids.first().map(String::as_str), Some("v2.18"));
+    assert_eq!(versions.json()["versions"][0]["status"], json!("CURRENT"));
+    assert!(ids.contains(&"v2.14".to_owned()) && ids.contains(&"v2.0".to_owned()));
+    assert_eq!(
+        (call(server.addr, "GET", "/healthcheck", &[], vec![])
+            .await
+            .body),
+        b"OK"
+    );
+    let schema = call(server.addr, "GET", "/v2/schemas/image", &[], vec![])
+        .await
+        .json();
+    assert_eq!(schema["name"], json!("image"));
+    assert_eq!(schema["additionalProperties"], json!({"type": "string"}));
+    assert_eq!(
+        call(server.addr, "GET", "/v2/schemas/images", &[], vec![])
+            .await
+            .json()["properties"]["images"]["items"],
+        schema
+    );
+
+    let no_cache = start(None).await;
+    let ids = call(no_cache.addr, "GET", "/versions", &[], vec![])
+        .await
+        .json()
+        .to_string();
+    assert!(!ids.contains("v2.14") && ids.contains("v2.13"), "{ids}");
+    assert_eq!(
+        call(no_cache.addr, "GET", "/v2/cache", &[], vec![])
+            .await
+            .status,
+        404,
+        "no cache, no cache API"
+    );
+    assert_eq!(
+        call(no_cache.addr, "GET", "/v2/cached_images", &[], vec![])
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_metadata_lifecycle() {
+    let server = start(None).await;
+    let addr = server.addr;
+    let id = "6f1c2d3e-0000-4000-8000-000000000001";
+    let image = create(addr, json!({"id": id, "name": "cirros", "disk_format": "qcow2", "container_format": "bare", "tags": ["a", "b"], "os_distro": "cirros", "min_ram": 64})).await;
+    assert_eq!(image["status"], json!("queued"));
+    assert_eq!(image["os_distro"], json!("cirros"));
+    assert_eq!(image["tags"], json!(["a", "b"]));
+    assert_eq!(image["self"], json!(format!("/v2/images/{id}")));
+    assert_eq!(image["checksum"], Value::Null);
+
+    let post = |body: Value| {
+        call(
+            addr,
+            "POST",
+            "/v2/images",
+            &[("Content-Type", "application/json")],
+            body.to_string().into_bytes(),
+        )
+    };
+    assert_eq!(post(json!({"id": id})).await.status, 409, "duplicate id");
+    assert_eq!(post(json!({"disk_format": "floppy"})).await.status, 400);
+    assert_eq!(
+        post(json!({"status": "active"})).await.status,
+        403,
+        "read-only"
+    );
+    assert_eq!(post(json!({"min_ram": -1})).await.status, 400);
+    let bad = call(
+        addr,
+        "POST",
+        "/v2/images",
+        &[("Content-Type", "application/json")],
+        b"[1]".to_vec(),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["code"], json!(400), "errors are JSON");
+
+    let patch = |ops: Value, ct: &'static str| {
+        call(
+            addr,
+            "PATCH",
+            &format!("/v2/images/{id}"),
+            &[("Content-Type", ct)],
+            ops.to_string().into_bytes(),
+        )
+    };
+    const PATCH: &str = "application/openstack-images-v2.1-json-patch";
+    let r = patch(json!([{"op": "replace", "path": "/name", "value": "cirros-0.6"}, {"op": "add", "path": "/hw_disk_bus", "value": "scsi"}, {"op": "remove", "path": "/os_distro"}]), PATCH).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let shown = call(addr, "GET", &format!("/v2/images/{id}"), &[], vec![])
+        .await
+        .json();
+    assert_eq!(
+        (
+            shown["name"].clone(),
+            shown["hw_disk_bus"].clone(),
+            shown.get("os_distro").cloned()
+        ),
+        (json!("cirros-0.6"), json!("scsi"), None)
+    );
+    assert_eq!(
+        patch(
+            json!([{"op": "replace", "path": "/checksum", "value": "x"}]),
+            PATCH
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        patch(json!([{"op": "remove", "path": "/nope"}]), PATCH)
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        patch(
+            json!([{"op": "replace", "path": "/name", "value": "x"}]),
+            "application/json"
+        )
+        .await
+        .status,
+        415
+    );
+
+    assert_eq!(
+        call(addr, "PUT", &format!("/v2/images/{id}/tags/c"), &[], vec![])
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        call(
+            addr,
+            "DELETE",
+            &format!("/v2/images/{id}/tags/a"),
+            &[],
+            vec![]
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        call(
+            addr,
+            "DELETE",
+            &format!("/v2/images/{id}/tags/a"),
+            &[],
+            vec![]
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        call(addr, "GET", &format!("/v2/images/{id}"), &[], vec![])
+            .await
+            .json()["tags"],
+        json!(["b", "c"])
+    );
+
+    assert_eq!(
+        call(
+            addr,
+            "GET",
+            "/v2/images/6f1c2d3e-0000-4000-8000-000000000099",
+            &[],
+            vec![]
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        call(addr, "GET", "/v2/images/..%2F..%2Fetc", &[], vec![])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        patch(
+            json!([{"op": "replace", "path": "/protected", "value": true}]),
+            PATCH
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        call(addr, "DELETE", &format!("/v2/images/{id}"), &[], vec![])
+            .await
+            .status,
+        403,
+        "protected"
+    );
+    assert_eq!(
+        patch(
+            json!([{"op": "replace", "path": "/protected", "value": false}]),
+            PATCH
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        call(addr, "DELETE", &format!("/v2/images/{id}"), &[], vec![])
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        call(addr, "GET", &format!("/v2/images/{id}"), &[], vec![])
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_filters_sorts_and_pages() {
+    let server = start(None).await;
+    let addr = server.addr;
+    for (n, name) in ["delta", "alpha", "echo", "charlie", "bravo"]
+        .iter()
+        .enumerate()
+    {
+        let tags = if n % 2 == 0 {
+            json!(["even"])
+        } else {
+            json!([])
+        };
+        create(
+            addr,
+            json!({"name": name, "tags": tags, "os_type": if n < 2 { "linux" } else { "windows" }}),
+        )
+        .await;
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .map(|i| i["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let get = |q: &str| call(addr, "GET", &format!("/v2/images{q}"), &[], vec![]);
+
+    assert_eq!(
+        names(&get("?sort=name:asc&limit=10").await.json()),
+        vec!["alpha", "bravo", "charlie", "delta", "echo"]
+    );
+    assert_eq!(
+        names(&get("?sort_key=name&sort_dir=desc&limit=2").await.json()),
+        vec!["echo", "delta"]
+    );
+    assert_eq!(
+        names(&get("?tag=even&sort=name:asc").await.json()),
+        vec!["bravo", "delta", "echo"]
+    );
+    assert_eq!(
+        names(&get("?os_type=linux&sort=name:asc").await.json()),
+        vec!["alpha", "delta"]
+    );
+    assert_eq!(names(&get("?name=charlie").await.json()), vec!["charlie"]);
+    assert_eq!(get("?sort_key=colour").await.status, 400);
+    assert_eq!(
+        get("?marker=6f1c2d3e-0000-4000-8000-000000000077")
+            .await
+            .status,
+        400
+    );
+
+    // Default page size (limit_param_default = 3), following `next` to the end.
+    let mut seen = Vec::new();
+    let mut page = get("?sort=name:asc").await.json();
+    loop {
+        seen.extend(names(&page));
+        let Some(next) = page.get("next").and_then(Value::as_str).map(str::to_owned) else {
+            break;
+        };
+        assert!(next.starts_with("/v2/images?"), "{next}");
+        page = call(addr, "GET", &next, &[], vec![]).await.json();
+    }
+    assert_eq!(seen, vec!["alpha", "bravo", "charlie", "delta", "echo"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_hashes_and_download_with_range() {
+    let server = start(None).await;
+    let addr = server.addr;
+    let bytes = data(3 << 20, 7);
+    let image = create(addr, json!({"name": "data"})).await;
+    let id = image["id"].as_str().expect("id");
+    assert_eq!(
+        call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![])
+            .await
+            .status,
+        204,
+        "no data yet"
+    );
+    assert_eq!(
+        call(
+            addr,
+            "PUT",
+            &format!("/v2/images/{id}/file"),
+            &[("Content-Type", "text/plain")],
+            b"x".to_vec()
+        )
+        .await
+        .status,
+        415
+    );
+    assert_eq!(upload(addr, id, &bytes).await, 204);
+    assert_eq!(
+        upload(addr, id, &bytes).await,
+        409,
+        "an active image takes no new data"
+    );
+    let shown = call(addr, "GET", &format!("/v2/images/{id}"), &[], vec![])
+        .await
+        .json();
+    assert_eq!(shown["status"], json!("active"));
+    assert_eq!(shown["size"], json!(3 << 20));
+    assert_eq!(shown["checksum"], json!(hex::encode(Md5::digest(&bytes))));
+    assert_eq!(shown["os_hash_algo"], json!("sha512"));
+    assert_eq!(
+        shown["os_hash_value"],
+        json!(hex::encode(Sha512::digest(&bytes)))
+    );
+
+    let full = call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![]).await;
+    assert_eq!(full.status, 200);
+    assert_eq!(
+        full.header("content-md5"),
+        Some(hex::encode(Md5::digest(&bytes)).as_str())
+    );
+    assert_eq!(full.header("content-length"), Some("3145728"));
+    assert!(full.body == bytes, "byte-identical download");
+    let part = call(
+        addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[("Range", "bytes=1000-1999")],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (part.status, part.header("content-range")),
+        (206, Some("bytes 1000-1999/3145728"))
+    );
+    assert!(part.body == bytes[1000..2000]);
+    let tail = call(
+        addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[("Range", "bytes=-10")],
+        vec![],
+    )
+    .await;
+    assert!(tail.status == 206 && tail.body == bytes[bytes.len() - 10..]);
+    let bad = call(
+        addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[("Range", "bytes=9999999-")],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.header("content-range")),
+        (416, Some("bytes */3145728"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_transparent_cache() {
+    let server = start(Some(1 << 30)).await;
+    let addr = server.addr;
+    let bytes = data(2 << 20, 3);
+    let id = active_image(addr, &bytes).await;
+    let path = cached_path(&server, &id);
+
+    // A Range request is served but never caches.
+    let part = call(
+        addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[("Range", "bytes=0-99")],
+        vec![],
+    )
+    .await;
+    assert_eq!(part.status, 206);
+    assert!(!path.exists(), "a partial read is never cached");
+    // A full read fills the cache; the next one is served from it and counts a hit.
+    assert!(
+        call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![])
+            .await
+            .body
+            == bytes
+    );
+    assert_eq!(std::fs::read(&path).expect("cached"), bytes);
+    std::fs::write(&path, vec![b'X'; bytes.len()]).expect("mark the cached copy");
+    let hit = call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![]).await;
+    assert!(
+        hit.body.iter().all(|b| *b == b'X'),
+        "the second read came from the cache"
+    );
+    let range_hit = call(
+        addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[("Range", "bytes=5-9")],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        range_hit.body, b"XXXXX",
+        "ranges of a cached image come from the cache too"
+    );
+    std::fs::write(&path, &bytes).expect("restore");
+    let listing = call(addr, "GET", "/v2/cache", &[], vec![]).await.json();
+    assert_eq!(listing["cached_images"][0]["image_id"], json!(id));
+    assert_eq!(listing["cached_images"][0]["hits"], json!(2));
+
+    // Deleting the image removes its cached copy.
+    assert_eq!(
+        call(addr, "DELETE", &format!("/v2/images/{id}"), &[], vec![])
+            .await
+            .status,
+        204
+    );
+    assert!(!path.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_reads_make_one_cache_write() {
+    let server = start(Some(1 << 30)).await;
+    let addr = server.addr;
+    let bytes = data(8 << 20, 11);
+    let id = active_image(addr, &bytes).await;
+    let reads: Vec<_> = (0..8)
+        .map(|_| call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![]))
+        .collect();
+    for reply in futures::future::join_all(reads).await {
+        assert_eq!(reply.status, 200);
+        assert!(reply.body == bytes, "every client gets the right bytes");
+    }
+    let cache_dir = server.dir.path().join("image-cache");
+    assert_eq!(std::fs::read(cache_dir.join(&id)).expect("cached"), bytes);
+    let leftovers = |sub: &str| std::fs::read_dir(cache_dir.join(sub)).expect("dir").count();
+    assert_eq!(
+        (leftovers("incomplete"), leftovers("invalid")),
+        (0, 0),
+        "no second writer ever started"
+    );
+    let listing = server
+        .state
+        .cache
+        .as_ref()
+        .expect("cache")
+        .cache
+        .cached()
+        .expect("list");
+    assert_eq!(listing.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_stays_within_its_size() {
+    let mib = 1u64 << 20;
+    let server = start(Some(5 * mib / 2)).await;
+    let addr = server.addr;
+    let mut ids = Vec::new();
+    for seed in 0..3 {
+        let id = active_image(addr, &data(mib as usize, seed)).await;
+        assert_eq!(
+            call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![])
+                .await
+                .status,
+            200
+        );
+        ids.push(id);
+    }
+    let cache = &server.state.cache.as_ref().expect("cache").cache;
+    assert!(cache.total_size().expect("size") <= 5 * mib / 2);
+    assert!(
+        !cache.is_cached(&ImageId::parse(&ids[0]).expect("id")),
+        "the least recently used went first"
+    );
+    assert!(cache.is_cached(&ImageId::parse(&ids[2]).expect("id")));
+    // An image larger than the whole cache is served but not cached.
+    let big = active_image(addr, &data(3 * mib as usize, 9)).await;
+    assert_eq!(
+        call(addr, "GET", &format!("/v2/images/{big}/file"), &[], vec![])
+            .await
+            .body
+            .len(),
+        3 * mib as usize
+    );
+    assert!(!cache.is_cached(&ImageId::parse(&big).expect("id")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queueing_prefetches_in_the_background() {
+    let server = start(Some(1 << 30)).await;
+    let addr = server.addr;
+    let bytes = data(1 << 20, 5);
+    let id = active_image(addr, &bytes).await;
+    let queued = create(addr, json!({"name": "empty"})).await;
+    assert_eq!(
+        call(
+            addr,
+            "PUT",
+            &format!("/v2/cache/{}", queued["id"].as_str().expect("id")),
+            &[],
+            vec![]
+        )
+        .await
+        .status,
+        400,
+        "not active"
+    );
+    assert_eq!(
+        call(addr, "PUT", &format!("/v2/cache/{id}"), &[], vec![])
+            .await
+            .status,
+        202
+    );
+    let path = cached_path(&server, &id);
+    for _ in 0..100 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read(&path).expect("prefetched"), bytes);
+    assert_eq!(
+        call(addr, "GET", "/v2/cache", &[], vec![]).await.json()["queued_images"],
+        json!([])
+    );
+}
+
+#[test]
+fn a_keystone_flavor_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for flavor in ["keystone", "keystone+cachemanagement"] {
+        let config = Config::from_str("t.conf", &conf_text(dir.path(), 9292, Some(1), flavor))
+            .expect("conf");
+        let err = ApiSettings::from_config(&config).expect_err("refused");
+        assert!(matches!(err, SettingsError::Keystone(_)));
+        assert!(
+            err.to_string()
+                .contains("refusing to start rather than serve without authentication"),
+            "{err}"
+        );
+    }
+    let conf = dir.path().join("glance-api.conf");
+    std::fs::write(&conf, conf_text(dir.path(), 9292, Some(1), "keystone")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_glance-api"))
+        .arg("--config-file")
+        .arg(&conf)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs Keystone authentication"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_a_download_in_flight_finish() {
+    let mut server = start(None).await;
+    let addr = server.addr;
+    let bytes = data(16 << 20, 13);
+    let id = active_image(addr, &bytes).await;
+    let download = tokio::spawn(async move {
+        call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![]).await
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _ = server.stop.take().expect("stop").send(());
+    let reply = download.await.expect("join");
+    assert!(
+        reply.status == 200 && reply.body.len() == bytes.len(),
+        "the download in flight completed"
+    );
+    tokio::time::timeout(Duration::from_secs(10), &mut server.task)
+        .await
+        .expect("server stopped")
+        .expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_manage_and_prefetcher_work_against_glance_api() {
+    let server = start(Some(1 << 30)).await;
+    let addr = server.addr;
+    let bytes = data(1 << 20, 21);
+    let id = active_image(addr, &bytes).await;
+    let port = addr.port().to_string();
+    let manage = move |args: Vec<String>| {
+        let port = port.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_glance-cache-manage"))
+                .args(["--host", "127.0.0.1", "--port", &port, "-f"])
+                .args(&args)
+                .output()
+                .expect("run");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        })
+    };
+    assert_eq!(
+        manage(vec!["list-cached".into()]).await.expect("join"),
+        (true, "No cached images.\n".into())
+    );
+    call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![]).await;
+    let (ok, out) = manage(vec!["list-cached".into()]).await.expect("join");
+    assert!(
+        ok && out.starts_with("Found 1 cached images...") && out.contains(&id),
+        "{out}"
+    );
+    assert!(
+        manage(vec!["delete-cached-image".into(), id.clone()])
+            .await
+            .expect("join")
+            .0
+    );
+    assert!(!cached_path(&server, &id).exists());
+
+    // The prefetcher fills a second cache (another node's) from this glance-api.
+    let other = tempfile::tempdir().expect("tmp");
+    let conf = other.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[DEFAULT]\nimage_cache_dir = {}/cache\n",
+            other.path().display()
+        ),
+    )
+    .expect("write");
+    let other_cache = glance_operator::cache::Cache::open(
+        &other.path().join("cache"),
+        glance_operator::cache::DriverKind::Sqlite,
+        "cache.db",
+    )
+    .expect("cache");
+    let image = ImageId::parse(&id).expect("id");
+    assert!(other_cache.queue(&image).expect("queue"));
+    let url = format!("http://{addr}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_glance-cache-prefetcher"))
+            .arg("--config-file")
+            .arg(&conf)
+            .args(["--api-url", &url])
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(other.path().join("cache").join(&id)).expect("prefetched"),
+        bytes
+    );
+    assert!(other_cache.queued().expect("queue").is_empty());
+}
