@@ -422,3 +422,62 @@ fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawImage> {
         properties: r.get(19)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_as_sqlalchemy_reads_them() {
+        assert_eq!(
+            sqlite_path("sqlite:////var/lib/glance/glance.sqlite")
+                .ok()
+                .flatten(),
+            Some(PathBuf::from("/var/lib/glance/glance.sqlite"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///glance.sqlite").ok().flatten(),
+            Some(PathBuf::from("glance.sqlite"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///g.db?check_same_thread=False")
+                .ok()
+                .flatten(),
+            Some(PathBuf::from("g.db"))
+        );
+        assert!(matches!(sqlite_path("sqlite://"), Ok(None)));
+        for bad in [
+            "mysql+pymysql://glance:pw@db/glance",
+            "sqlite:/x",
+            "sqlite:///",
+        ] {
+            let err = sqlite_path(bad).expect_err(bad).to_string();
+            assert!(err.contains("only sqlite URLs are supported"), "{err}");
+        }
+    }
+
+    #[test]
+    fn migrations_run_once_and_newer_schemas_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("g.sqlite");
+        let url = format!("sqlite:///{}", path.display());
+        let db = Db::open(&url).expect("create");
+        let image = Image::new(ImageId::random(), &now());
+        db.insert(&image).expect("insert");
+        drop(db);
+        let db = Db::open(&url).expect("reopen without migrating again");
+        assert_eq!(db.get(&image.id).expect("get"), Some(image));
+        let version: i64 = Connection::open(&path)
+            .expect("open")
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        drop(db);
+        Connection::open(&path)
+            .expect("open")
+            .pragma_update(None, "user_version", 99)
+            .expect("bump");
+        let err = Db::open(&url).err().expect("refused").to_string();
+        assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+}
