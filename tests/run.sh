@@ -51,13 +51,15 @@ kustomize_renders() {
 }
 
 shell_lint() {
-  .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/setup.sh
+  .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/setup.sh \
+    tests/acceptance/glanceclient.sh
 }
 
 step "install tools" install_tools
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --locked --all-targets -- -D warnings
 step "tests" tests
+step "acceptance: python-glanceclient" tests/acceptance/glanceclient.sh
 step "crds drift" crds_fresh
 step "kustomize renders" kustomize_renders
 step "shellcheck" shell_lint

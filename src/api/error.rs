@@ -1,14 +1,18 @@
 //! JSON error bodies with the status codes a Glance client expects.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::error;
 
 use crate::cache::CacheError;
 
-/// An HTTP error answer: `{"code": 404, "title": "Not Found", "message": "..."}`.
+/// An HTTP error answer. As upstream (webob), a client that accepts JSON gets
+/// `{"code": "404 Not Found", "title": "Not Found", "message": "..."}` and any other client
+/// an HTML page (python-glanceclient parses that one); see [`negotiate`].
 #[derive(Debug)]
 pub struct ApiError {
     /// Status code.
@@ -53,7 +57,64 @@ impl From<CacheError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");
-        let body = json!({"code": self.status.as_u16(), "title": title, "message": self.message});
-        (self.status, Json(body)).into_response()
+        let code = format!("{} {title}", self.status.as_u16());
+        let body = json!({"code": code, "title": title, "message": self.message});
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorPage {
+            code,
+            message: self.message,
+        });
+        response
     }
+}
+
+/// The parts of an error needed to render it as HTML instead.
+#[derive(Debug, Clone)]
+struct ErrorPage {
+    code: String,
+    message: String,
+}
+
+/// Middleware: error answers stay JSON for clients that accept JSON and become webob's HTML
+/// error page for the others.
+pub async fn negotiate(request: Request, next: Next) -> Response {
+    let wants_json = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let response = next.run(request).await;
+    if wants_json {
+        return response;
+    }
+    match response.extensions().get::<ErrorPage>().cloned() {
+        Some(page) => {
+            let html = format!(
+                "<html>\n <head>\n  <title>{code}</title>\n </head>\n <body>\n  <h1>{code}</h1>\n  {message}<br /><br />\n\n\n\n </body>\n</html>",
+                code = escape(&page.code),
+                message = escape(&page.message)
+            );
+            let mut html_response = (
+                response.status(),
+                [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+                html,
+            )
+                .into_response();
+            for (name, value) in response.headers() {
+                if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                    html_response
+                        .headers_mut()
+                        .insert(name.clone(), value.clone());
+                }
+            }
+            html_response
+        }
+        None => response,
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -102,12 +102,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     {
         router = router.merge(cache_api::router(cache.clone()));
     }
-    router.fallback(|| async {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: "The resource could not be found.".to_owned(),
-        }
-    })
+    router
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: "The resource could not be found.".to_owned(),
+            }
+        })
+        .layer(axum::middleware::from_fn(super::error::negotiate))
 }
 
 /// The local store as a prefetch source.
