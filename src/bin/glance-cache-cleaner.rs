@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use glance_operator::tools::{ConfigArgs, ToolError, exit};
+use tracing::info;
 
 /// Command line of glance-cache-cleaner.
 #[derive(Debug, Parser)]
@@ -27,7 +28,14 @@ fn main() -> ExitCode {
 
 fn run(args: &ConfigArgs) -> Result<(), ToolError> {
     let tool = args.open_cache()?;
-    tool.cache
+    let report = tool
+        .cache
         .clean(Duration::from_secs(tool.options.image_cache_stall_time))?;
+    info!(
+        invalid = report.invalid,
+        stalled = report.stalled,
+        bytes = report.bytes,
+        "cleaned the image cache"
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use glance_operator::tools::{ConfigArgs, ToolError, exit};
+use tracing::info;
 
 /// Command line of glance-cache-pruner.
 #[derive(Debug, Parser)]
@@ -26,6 +27,14 @@ fn main() -> ExitCode {
 
 fn run(args: &ConfigArgs) -> Result<(), ToolError> {
     let tool = args.open_cache()?;
-    tool.cache.prune(tool.options.image_cache_max_size)?;
+    let max_size = tool.options.image_cache_max_size;
+    let report = tool.cache.prune(max_size)?;
+    info!(
+        files = report.files,
+        bytes = report.bytes,
+        remaining = report.remaining,
+        max_size,
+        "pruned the image cache"
+    );
     Ok(())
 }

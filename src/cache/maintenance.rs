@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::time::{Duration, SystemTime};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::layout::{list, remove};
 use super::writer::lock;
@@ -41,12 +41,6 @@ impl Cache {
         let mut entries = self.cached()?;
         let finished = entries.iter().fold(0u64, |t, e| t.saturating_add(e.size));
         let mut total = finished.saturating_add(self.partial_size()?);
-        if total <= max_size {
-            return Ok(PruneReport {
-                remaining: total,
-                ..PruneReport::default()
-            });
-        }
         entries.sort_by(|a, b| {
             a.last_accessed
                 .total_cmp(&b.last_accessed)
@@ -63,13 +57,7 @@ impl Cache {
             victims.push(entry.image_id);
         }
         let files = self.delete_many(&victims)?;
-        info!(
-            files,
-            bytes,
-            remaining = total,
-            max_size,
-            "pruned the image cache"
-        );
+        debug!(files, bytes, remaining = total, max_size, "pruned");
         Ok(PruneReport {
             files,
             bytes,
@@ -124,11 +112,11 @@ impl Cache {
                 }
             }
         }
-        info!(
+        debug!(
             invalid = report.invalid,
             stalled = report.stalled,
             bytes = report.bytes,
-            "cleaned the image cache"
+            "cleaned"
         );
         Ok(report)
     }
