@@ -79,6 +79,19 @@ fn entry_json(e: &Entry) -> Value {
     })
 }
 
+fn cached_json(api: &CacheApi) -> Result<Vec<Value>, ApiError> {
+    Ok(api.cache.cached()?.iter().map(entry_json).collect())
+}
+
+fn queued_json(api: &CacheApi) -> Result<Vec<String>, ApiError> {
+    Ok(api
+        .cache
+        .queued()?
+        .iter()
+        .map(ToString::to_string)
+        .collect())
+}
+
 fn parse_id(raw: &str) -> Result<ImageId, ApiError> {
     // An ID that is not a UUID cannot name an image: the same answer as an unknown one.
     ImageId::parse(raw).map_err(|_| ApiError::not_found(format!("No image found with ID {raw}")))
@@ -93,15 +106,8 @@ fn existing(api: &CacheApi, id: &ImageId) -> Result<String, ApiError> {
 
 async fn list(State(api): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(&api, |api| {
-        let cached: Vec<Value> = api.cache.cached()?.iter().map(entry_json).collect();
-        let queued: Vec<String> = api
-            .cache
-            .queued()?
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         Ok(Json(
-            json!({"cached_images": cached, "queued_images": queued}),
+            json!({"cached_images": cached_json(api)?, "queued_images": queued_json(api)?}),
         ))
     })
     .await
@@ -186,8 +192,7 @@ async fn clean(State(api): State<Shared>) -> Result<Response, ApiError> {
 
 async fn legacy_cached(State(api): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(&api, |api| {
-        let cached: Vec<Value> = api.cache.cached()?.iter().map(entry_json).collect();
-        Ok(Json(json!({"cached_images": cached})))
+        Ok(Json(json!({"cached_images": cached_json(api)?})))
     })
     .await
 }
@@ -216,13 +221,7 @@ async fn legacy_delete_cached(
 
 async fn legacy_queued(State(api): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(&api, |api| {
-        let queued: Vec<String> = api
-            .cache
-            .queued()?
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        Ok(Json(json!({"queued_images": queued})))
+        Ok(Json(json!({"queued_images": queued_json(api)?})))
     })
     .await
 }

@@ -89,35 +89,43 @@ impl Layout {
     }
 }
 
-/// Regular files named by an image ID in `dir`. Anything else (the metadata database,
-/// subdirectories, foreign files) is not cache content and is left alone.
-pub fn list(dir: &Path) -> io::Result<Vec<Found>> {
-    let mut found = Vec::new();
+/// The entries of `dir` named by an image ID (none when `dir` does not exist).
+fn image_entries(dir: &Path) -> io::Result<Vec<(ImageId, fs::DirEntry)>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry?;
-        let Some(id) = entry
+        if let Some(id) = entry
             .file_name()
             .to_str()
             .and_then(|n| ImageId::parse(n).ok())
-        else {
-            continue;
-        };
+        {
+            found.push((id, entry));
+        }
+    }
+    Ok(found)
+}
+
+/// Regular files named by an image ID in `dir`, with their sizes and times. Anything else
+/// (the metadata database, subdirectories, foreign files) is not cache content and is
+/// left alone.
+pub fn list(dir: &Path) -> io::Result<Vec<Found>> {
+    let mut found = Vec::new();
+    for (id, entry) in image_entries(dir)? {
         // A file removed between read_dir and metadata is simply gone.
         let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
+        if meta.is_file() {
+            found.push(Found {
+                id,
+                size: meta.len(),
+                modified: meta.modified()?,
+                accessed: meta.accessed()?,
+            });
         }
-        found.push(Found {
-            id,
-            size: meta.len(),
-            modified: meta.modified()?,
-            accessed: meta.accessed()?,
-        });
     }
     Ok(found)
 }
@@ -125,26 +133,11 @@ pub fn list(dir: &Path) -> io::Result<Vec<Found>> {
 /// IDs of the regular files named by an image ID in `dir`, from the directory listing
 /// alone (no stat per file).
 pub fn names(dir: &Path) -> io::Result<Vec<ImageId>> {
-    let mut ids = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ids),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| ImageId::parse(n).ok())
-        else {
-            continue;
-        };
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
+    Ok(image_entries(dir)?
+        .into_iter()
+        .filter(|(_, entry)| entry.file_type().is_ok_and(|t| t.is_file()))
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// The size and times of one file, if it is still there.
