@@ -813,20 +813,42 @@ fn a_keystone_flavor_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_lets_a_download_in_flight_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut server = start(None).await;
     let addr = server.addr;
     let bytes = data(16 << 20, 13);
     let id = active_image(addr, &bytes).await;
-    let download = tokio::spawn(async move {
-        call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![]).await
-    });
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let _ = server.stop.take().expect("stop").send(());
-    let reply = download.await.expect("join");
+    // Start the download and read its first bytes, so it is surely in flight...
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("request");
+    let mut received = vec![0u8; 4096];
+    let n = stream.read(&mut received).await.expect("first bytes");
+    received.truncate(n);
     assert!(
-        reply.status == 200 && reply.body.len() == bytes.len(),
+        received.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    // ...then ask the server to stop, and read the rest.
+    let _ = server.stop.take().expect("stop").send(());
+    stream.read_to_end(&mut received).await.expect("rest");
+    let header_end = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers")
+        + 4;
+    assert_eq!(
+        received.len() - header_end,
+        bytes.len(),
         "the download in flight completed"
     );
+    assert!(received[header_end..] == bytes[..]);
     tokio::time::timeout(Duration::from_secs(10), &mut server.task)
         .await
         .expect("server stopped")
