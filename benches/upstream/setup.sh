@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Create (idempotently) a virtualenv holding upstream OpenStack Glance, so the
-# benchmark can run upstream's `glance-cache-pruner` against a cache directory
-# built by make_cache.py. Prints the venv path on stdout.
+# benchmarks can run upstream's `glance-cache-pruner` against a cache directory
+# built by make_cache.py, and serve upstream's API under uWSGI (glance_api.sh)
+# for glanceclient / HTTP comparisons. Prints the venv path on stdout.
 set -euo pipefail
 
 GLANCE_VERSION="33.0.0"
+GLANCECLIENT_VERSION="4.13.0"
+PYUWSGI_VERSION="2.0.30.post1"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "${HERE}/../.." && pwd)"
 VENV="${ROOT}/target/upstream-glance-venv"
@@ -14,14 +17,24 @@ if [[ ! -x "${VENV}/bin/python" ]]; then
     "${PYTHON}" -m venv "${VENV}" >&2
 fi
 
-installed="$("${VENV}/bin/python" -m pip show glance 2>/dev/null \
-    | sed -n 's/^Version: //p' || true)"
-if [[ "${installed}" != "${GLANCE_VERSION}" ]] \
-    || [[ ! -x "${VENV}/bin/glance-cache-pruner" ]]; then
+# Prints the installed version of distribution $1 in the venv (empty if none).
+installed_version() {
+    "${VENV}/bin/python" -m pip show "$1" 2>/dev/null \
+        | sed -n 's/^Version: //p' || true
+}
+
+if [[ "$(installed_version glance)" != "${GLANCE_VERSION}" ]] \
+    || [[ "$(installed_version python-glanceclient)" != "${GLANCECLIENT_VERSION}" ]] \
+    || [[ "$(installed_version pyuwsgi)" != "${PYUWSGI_VERSION}" ]] \
+    || [[ ! -x "${VENV}/bin/glance-cache-pruner" ]] \
+    || [[ ! -x "${VENV}/bin/glance" ]] \
+    || [[ ! -x "${VENV}/bin/uwsgi" ]]; then
     "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
         --upgrade pip setuptools >&2
     "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "glance==${GLANCE_VERSION}" >&2
+        "glance==${GLANCE_VERSION}" \
+        "python-glanceclient==${GLANCECLIENT_VERSION}" \
+        "pyuwsgi==${PYUWSGI_VERSION}" >&2
 fi
 
 echo "${VENV}"

@@ -1,0 +1,1318 @@
+//! glance-api data-path benchmark: prints figures, asserts nothing about time. It does
+//! assert correctness: status codes, byte counts, MD5/SHA-512 of what was stored and
+//! served, and that an uncached GET really filled the cache (the tee path).
+//!
+//! 1. cached GET of a 1 GiB image: glance-api vs nginx (sendfile) serving the same bytes;
+//! 2. uncached GET of that image (streamed from the store while the cache is filled, the
+//!    cached copy deleted with DELETE /v2/cache/{id} before each run) vs `md5sum` of the file;
+//! 3. upload (PUT) of the 1 GiB file to a new image vs `sha512sum` of the file;
+//! 4. 8 concurrent cached GETs of a 256 MiB image: glance-api vs nginx, aggregate rate;
+//! 5. RSS of glance-api: idle after start, and at most while it prefetches the 1 GiB image
+//!    (PUT /v2/cache/{id}), sampled every 10 ms.
+//!
+//! Everything runs on loopback. One client serves both sides of a comparison: curl by
+//! default (`curl -s -o /dev/null -w ...`), or BENCH_CLIENT=rust for a minimal blocking
+//! HTTP/1.1 client in this file. Figures are medians of BENCH_RUNS runs (default 5), the
+//! two sides of a comparison interleaved run by run; ratios come from the same run.
+//!
+//! The data lives on /dev/shm when it has room (BENCH_DIR to choose), else under target/.
+//! nginx is installed with apt-get (nginx-light, else nginx) when missing; when that is
+//! impossible the nginx sides are skipped (BENCH_SKIP_NGINX=1 skips them on purpose).
+//! Servers are stopped when the bench ends, panics included; a temp directory left by a
+//! bench that was killed is removed by the next run.
+//!
+//! Run: `cargo bench --bench api` (BENCH_SECTIONS=1,4 runs only those sections).
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const BIG: u64 = 1 << 30;
+const SMALL: u64 = 256 * MIB;
+const CONCURRENCY: usize = 8;
+const DIR_PREFIX: &str = "glance-api-bench-";
+
+// ---------------------------------------------------------------------------------------
+// Environment, temp files, processes
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_owned()
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Free bytes of the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct we pass; `c` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Where the data goes: BENCH_DIR, else /dev/shm when `needed` bytes fit, else target/.
+fn bench_base(needed: u64) -> PathBuf {
+    if let Some(dir) = std::env::var_os("BENCH_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && free_bytes(shm).is_some_and(|free| free > needed) {
+        return shm.to_owned();
+    }
+    root().join("target")
+}
+
+/// Removes directories left by benches that were killed (their process is gone).
+fn remove_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(DIR_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            println!("removing {} left by a killed bench", entry.path().display());
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(path: PathBuf) -> Self {
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create the bench directory");
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A server process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `cmd` with its output in `log`. The child gets SIGTERM if the bench dies.
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+        let out = File::create(&log).expect("create the server log");
+        let err = out.try_clone().expect("clone the log handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self { name, child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Panics with the log when the process has exited.
+    fn check_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!("{} exited ({status}); its log:\n{tail}", self.name);
+        }
+    }
+
+    fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: signals our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Waits until `ready()` holds, failing when the server exits or 30 s pass.
+fn wait_ready(server: &mut Server, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        server.check_alive();
+        if ready() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready after 30 s (log: {})",
+            server.name,
+            server.log.display()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One field (in kB) of /proc/<pid>/status, in MiB.
+fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// CPU time (user + system) of `pid` so far, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After "pid (comm) ": state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / hz
+}
+
+/// The CPU time a server's processes (e.g. nginx's master and workers) spend on what is
+/// measured, and the bytes it served meanwhile.
+struct CpuMeter {
+    pids: Vec<u32>,
+    secs: f64,
+    bytes: u64,
+}
+
+impl CpuMeter {
+    /// `pid` and its child processes.
+    fn new(pid: u32) -> Self {
+        let mut pids = vec![pid];
+        if let Ok(children) = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        Self {
+            pids,
+            secs: 0.0,
+            bytes: 0,
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.pids.iter().map(|&p| cpu_secs(p)).sum()
+    }
+
+    /// Runs `f`, which returns the bytes it moved, and counts the server CPU it took.
+    fn measure(&mut self, f: impl FnOnce() -> u64) {
+        let before = self.now();
+        let bytes = f();
+        self.secs += self.now() - before;
+        self.bytes += bytes;
+    }
+
+    /// "N ms per GiB" of server CPU.
+    fn show(&self) -> String {
+        format!(
+            "{:.0} ms CPU per GiB",
+            self.secs * 1e3 / (self.bytes as f64 / (1u64 << 30) as f64)
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Data
+
+/// Writes `size` pseudo-random bytes (xorshift64*, so nothing compresses or dedups).
+fn make_data(path: &Path, size: u64, seed: u64) {
+    let mut out = BufWriter::with_capacity(MIB as usize, File::create(path).expect("create"));
+    let mut state = seed | 1;
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            word.copy_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        let n = left.min(MIB) as usize;
+        out.write_all(&buf[..n]).expect("write data");
+        left -= n as u64;
+    }
+    out.into_inner()
+        .expect("flush")
+        .sync_all()
+        .expect("sync data");
+}
+
+/// Runs `tool FILE` (md5sum, sha512sum); returns the hex digest and the wall time.
+fn hash_tool(tool: &str, file: &Path) -> (String, f64) {
+    let start = Instant::now();
+    let out = Command::new(tool)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+    let secs = start.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{tool} failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let digest = text.split_whitespace().next().expect("digest").to_owned();
+    (digest, secs)
+}
+
+// ---------------------------------------------------------------------------------------
+// Control requests (ureq): not timed
+
+struct Api {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Api {
+    fn new(port: u16) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Self {
+            agent,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Status and body; None when the server cannot be reached.
+    fn try_call(&self, method: &str, path: &str, json: Option<&Value>) -> Option<(u16, String)> {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        let response = match json {
+            Some(body) => self.agent.run(
+                request
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string())
+                    .ok()?,
+            ),
+            None => self.agent.run(request.body(()).ok()?),
+        };
+        let mut response = response.ok()?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Some((status, body))
+    }
+
+    fn call(&self, method: &str, path: &str, json: Option<&Value>) -> (u16, String) {
+        self.try_call(method, path, json)
+            .unwrap_or_else(|| panic!("{method} {}{path}: no answer", self.base))
+    }
+
+    fn expect(&self, method: &str, path: &str, json: Option<&Value>, status: u16) -> String {
+        let (got, body) = self.call(method, path, json);
+        assert_eq!(got, status, "{method} {path}: {body}");
+        body
+    }
+
+    fn create_image(&self, name: &str) -> String {
+        let body = serde_json::json!({
+            "name": name, "disk_format": "raw", "container_format": "bare"
+        });
+        let answer = self.expect("POST", "/v2/images", Some(&body), 201);
+        let image: Value = serde_json::from_str(&answer).expect("image JSON");
+        image["id"].as_str().expect("image id").to_owned()
+    }
+
+    fn image(&self, id: &str) -> Value {
+        serde_json::from_str(&self.expect("GET", &format!("/v2/images/{id}"), None, 200))
+            .expect("image JSON")
+    }
+
+    fn is_cached(&self, id: &str) -> bool {
+        let listing: Value =
+            serde_json::from_str(&self.expect("GET", "/v2/cache", None, 200)).expect("JSON");
+        listing["cached_images"]
+            .as_array()
+            .expect("cached_images")
+            .iter()
+            .any(|e| e["image_id"] == id)
+    }
+
+    /// Polls GET /v2/cache until `id` is cached; returns how long that took.
+    fn wait_cached(&self, id: &str, poll: Duration) -> Duration {
+        let start = Instant::now();
+        while !self.is_cached(id) {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "image {id} not cached after 120 s"
+            );
+            thread::sleep(poll);
+        }
+        start.elapsed()
+    }
+
+    fn uncache(&self, id: &str) {
+        self.expect("DELETE", &format!("/v2/cache/{id}"), None, 204);
+        assert!(!self.is_cached(id), "image {id} still cached after DELETE");
+    }
+
+    /// Full GET, untimed: checks status, Content-Length, Content-MD5 (when `md5_header`)
+    /// and the MD5 of the body.
+    fn verify_download(&self, path: &str, size: u64, md5: &str, md5_header: bool) {
+        let url = format!("{}{path}", self.base);
+        let response = self.agent.get(&url).call().expect("GET for verification");
+        assert_eq!(response.status().as_u16(), 200, "GET {url}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            header("content-length").as_deref(),
+            Some(size.to_string().as_str()),
+            "Content-Length of {url}"
+        );
+        if md5_header {
+            assert_eq!(header("content-md5").as_deref(), Some(md5), "Content-MD5");
+        }
+        let mut reader = response.into_body().into_reader();
+        let mut digest = Md5::new();
+        let mut buf = vec![0u8; MIB as usize];
+        let mut total = 0u64;
+        loop {
+            let n = reader.read(&mut buf).expect("read the body");
+            if n == 0 {
+                break;
+            }
+            digest.update(&buf[..n]);
+            total += n as u64;
+        }
+        assert_eq!(total, size, "bytes of {url}");
+        assert_eq!(hex::encode(digest.finalize()), md5, "MD5 of {url}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The timed client: curl, or a minimal Rust HTTP/1.1 client
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Curl,
+    Rust,
+}
+
+impl Client {
+    fn from_env() -> Self {
+        match std::env::var("BENCH_CLIENT").as_deref() {
+            Ok("rust") => Client::Rust,
+            Ok("curl") | Err(_) => Client::Curl,
+            Ok(other) => panic!("BENCH_CLIENT={other:?}: use curl or rust"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Client::Curl => "curl",
+            Client::Rust => "minimal Rust HTTP/1.1 client (1 MiB reads)",
+        }
+    }
+
+    /// Full GET; returns (bytes, seconds). Asserts 200.
+    fn get(self, port: u16, path: &str) -> (u64, f64) {
+        match self {
+            Client::Curl => {
+                let out = curl_get(port, path).output().expect("run curl");
+                parse_curl(&out.stdout, 200)
+            }
+            Client::Rust => rust_get(port, path),
+        }
+    }
+
+    /// `n` GETs at once; returns (total bytes, wall seconds from start to the last byte).
+    fn get_concurrent(self, port: u16, path: &str, n: usize) -> (u64, f64) {
+        match self {
+            Client::Curl => {
+                let mut cmds: Vec<Command> = (0..n).map(|_| curl_get(port, path)).collect();
+                let start = Instant::now();
+                let children: Vec<Child> = cmds
+                    .iter_mut()
+                    .map(|c| c.stdout(Stdio::piped()).spawn().expect("run curl"))
+                    .collect();
+                let outputs: Vec<_> = children
+                    .into_iter()
+                    .map(|c| c.wait_with_output().expect("wait for curl"))
+                    .collect();
+                let secs = start.elapsed().as_secs_f64();
+                let bytes = outputs.iter().map(|o| parse_curl(&o.stdout, 200).0).sum();
+                (bytes, secs)
+            }
+            Client::Rust => {
+                let barrier = Arc::new(Barrier::new(n + 1));
+                let threads: Vec<_> = (0..n)
+                    .map(|_| {
+                        let barrier = barrier.clone();
+                        let path = path.to_owned();
+                        thread::spawn(move || {
+                            barrier.wait();
+                            rust_get(port, &path).0
+                        })
+                    })
+                    .collect();
+                barrier.wait();
+                let start = Instant::now();
+                let bytes = threads
+                    .into_iter()
+                    .map(|t| t.join().expect("client thread"))
+                    .sum();
+                (bytes, start.elapsed().as_secs_f64())
+            }
+        }
+    }
+
+    /// PUT of `file` as application/octet-stream; returns (status, bytes sent, seconds).
+    fn put(self, port: u16, path: &str, file: &Path) -> (u16, u64, f64) {
+        match self {
+            Client::Curl => {
+                let out = Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-w"])
+                    .arg("%{http_code} %{size_upload} %{time_total}")
+                    .args(["-H", "Content-Type: application/octet-stream"])
+                    .args(["-H", "Expect:"])
+                    .arg("-T")
+                    .arg(file)
+                    .arg(format!("http://127.0.0.1:{port}{path}"))
+                    .output()
+                    .expect("run curl");
+                let text = String::from_utf8_lossy(&out.stdout);
+                let f: Vec<&str> = text.split_whitespace().collect();
+                assert_eq!(f.len(), 3, "curl printed {text:?}");
+                (
+                    f[0].parse().expect("status"),
+                    f[1].parse().expect("size"),
+                    f[2].parse().expect("time"),
+                )
+            }
+            Client::Rust => rust_put(port, path, file),
+        }
+    }
+}
+
+fn curl_get(port: u16, path: &str) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w"])
+        .arg("%{http_code} %{size_download} %{time_total}")
+        .arg(format!("http://127.0.0.1:{port}{path}"));
+    cmd
+}
+
+/// Parses "code bytes seconds" and checks the code.
+fn parse_curl(stdout: &[u8], want: u16) -> (u64, f64) {
+    let text = String::from_utf8_lossy(stdout);
+    let f: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(f.len(), 3, "curl printed {text:?}");
+    assert_eq!(f[0].parse::<u16>().ok(), Some(want), "HTTP status: {text}");
+    (f[1].parse().expect("size"), f[2].parse().expect("time"))
+}
+
+/// Reads a response head from `s` into `buf`: (status, content-length, body bytes already
+/// read past the head).
+fn read_head(s: &mut TcpStream, buf: &mut [u8]) -> (u16, Option<u64>, u64) {
+    let mut filled = 0;
+    loop {
+        let n = s.read(&mut buf[filled..]).expect("read the response");
+        assert!(n > 0, "connection closed inside the response head");
+        filled += n;
+        if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]);
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("status line");
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            });
+            return (status, length, (filled - end - 4) as u64);
+        }
+        assert!(filled < buf.len(), "response head too long");
+    }
+}
+
+fn rust_get(port: u16, path: &str) -> (u64, f64) {
+    let mut buf = vec![0u8; MIB as usize];
+    let start = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("send the request");
+    let (status, length, mut got) = read_head(&mut s, &mut buf);
+    assert_eq!(status, 200, "GET {path}");
+    let want = length.expect("Content-Length");
+    while got < want {
+        let n = s.read(&mut buf).expect("read the body");
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    (got, start.elapsed().as_secs_f64())
+}
+
+fn rust_put(port: u16, path: &str, file: &Path) -> (u16, u64, f64) {
+    let mut buf = vec![0u8; MIB as usize];
+    let mut data = File::open(file).expect("open the upload");
+    let size = data.metadata().expect("stat").len();
+    let start = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(
+        format!(
+            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("send the request");
+    let mut sent = 0u64;
+    loop {
+        let n = data.read(&mut buf).expect("read the upload");
+        if n == 0 {
+            break;
+        }
+        s.write_all(&buf[..n]).expect("send the body");
+        sent += n as u64;
+    }
+    let (status, _, _) = read_head(&mut s, &mut buf);
+    (status, sent, start.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------
+// glance-api and nginx
+
+fn glance_conf(dir: &Path, port: u16) -> PathBuf {
+    let dir = fs::canonicalize(dir).expect("absolute path");
+    let d = dir.display();
+    let text = format!(
+        "[DEFAULT]\n\
+         bind_host = 127.0.0.1\n\
+         bind_port = {port}\n\
+         enabled_backends = default_backend:file\n\
+         image_cache_dir = {d}/image-cache\n\
+         image_cache_max_size = 10737418240\n\
+         [glance_store]\n\
+         default_backend = default_backend\n\
+         [default_backend]\n\
+         filesystem_store_datadir = {d}/images\n\
+         [database]\n\
+         connection = sqlite:///{d}/glance.sqlite\n\
+         [paste_deploy]\n\
+         flavor = cachemanagement\n"
+    );
+    let path = dir.join(format!("glance-api-{port}.conf"));
+    fs::write(&path, text).expect("write glance-api.conf");
+    path
+}
+
+/// Starts glance-api on a free port with its state in `dir`; waits for /healthcheck.
+fn start_glance(dir: &Path) -> (Server, Api) {
+    let port = free_port();
+    let conf = glance_conf(dir, port);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glance-api"));
+    cmd.arg("--config-file").arg(&conf).env_remove("RUST_LOG");
+    let mut server = Server::spawn(
+        "glance-api",
+        cmd,
+        dir.join(format!("glance-api-{port}.log")),
+    );
+    let api = Api::new(port);
+    wait_ready(&mut server, || {
+        api.try_call("GET", "/healthcheck", None)
+            .is_some_and(|(s, _)| s == 200)
+    });
+    (server, api)
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("nginx")).collect())
+        .unwrap_or_default();
+    candidates.extend(["/usr/sbin/nginx", "/usr/local/sbin/nginx"].map(PathBuf::from));
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// nginx, installed with apt-get when missing; None when it cannot be had.
+fn ensure_nginx() -> Option<PathBuf> {
+    if env_flag("BENCH_SKIP_NGINX") {
+        return None;
+    }
+    if let Some(found) = find_nginx() {
+        return Some(found);
+    }
+    println!("nginx not found: installing it with apt-get");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = || {
+        ["nginx-light", "nginx"]
+            .iter()
+            .any(|pkg| apt(&["install", "-y", "-q", pkg]) && find_nginx().is_some())
+    };
+    if install() || (apt(&["update", "-q"]) && install()) {
+        return find_nginx();
+    }
+    println!(
+        "WARNING: could not install nginx (try `apt-get install -y nginx-light` as root); \
+         the nginx comparisons are skipped"
+    );
+    None
+}
+
+/// Starts nginx serving `root` (sendfile on; tcp_nopush on) on a free port.
+fn start_nginx(nginx: &Path, dir: &Path, root: &Path) -> (Server, u16) {
+    fs::create_dir_all(dir).expect("nginx dir");
+    let d = fs::canonicalize(dir).expect("absolute path");
+    let root = fs::canonicalize(root).expect("absolute path");
+    let port = free_port();
+    // SAFETY: geteuid has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;\n"
+    } else {
+        ""
+    };
+    // Temp paths of modules nginx-light may lack are dropped if `nginx -t` rejects them.
+    let optional = [
+        "proxy_temp_path",
+        "fastcgi_temp_path",
+        "uwsgi_temp_path",
+        "scgi_temp_path",
+    ];
+    let write = |with_optional: bool| {
+        let temps: String = optional
+            .iter()
+            .filter(|_| with_optional)
+            .map(|t| format!("    {t} {}/{t};\n", d.display()))
+            .collect();
+        let text = format!(
+            "{user}worker_processes auto;\n\
+             daemon off;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+             \x20   access_log off;\n\
+             \x20   sendfile on;\n\
+             \x20   tcp_nopush on;\n\
+             \x20   default_type application/octet-stream;\n\
+             \x20   client_body_temp_path {d}/client_body_temp_path;\n\
+             {temps}\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       root {root};\n\
+             \x20   }}\n\
+             }}\n",
+            d = d.display(),
+            root = root.display(),
+        );
+        let conf = d.join("nginx.conf");
+        fs::write(&conf, text).expect("write nginx.conf");
+        conf
+    };
+    let test = |conf: &Path| {
+        Command::new(nginx)
+            .arg("-t")
+            .arg("-q")
+            .arg("-c")
+            .arg(conf)
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut conf = write(true);
+    if !test(&conf) {
+        conf = write(false);
+        if !test(&conf) {
+            let out = Command::new(nginx)
+                .args(["-t", "-c"])
+                .arg(&conf)
+                .arg("-e")
+                .arg(d.join("error.log"))
+                .output()
+                .expect("nginx -t");
+            panic!(
+                "nginx rejects {}: {}",
+                conf.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-c").arg(&conf).arg("-e").arg(d.join("error.log"));
+    let mut server = Server::spawn("nginx", cmd, d.join("nginx.out"));
+    let api = Api::new(port);
+    wait_ready(&mut server, || api.try_call("GET", "/", None).is_some());
+    (server, port)
+}
+
+fn nginx_version(nginx: &Path) -> String {
+    Command::new(nginx)
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures
+
+#[derive(Debug, Clone)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    fn push(&mut self, v: f64) {
+        self.0.push(v);
+    }
+
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn median(&self) -> f64 {
+        let v = self.sorted();
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+
+    /// "median (min–max)".
+    fn show(&self) -> String {
+        let v = self.sorted();
+        format!(
+            "{:.2} GB/s (min {:.2}, max {:.2}, n={})",
+            self.median(),
+            v[0],
+            v[v.len() - 1],
+            v.len()
+        )
+    }
+}
+
+fn gbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e9
+}
+
+struct Row {
+    what: String,
+    ours: String,
+    reference: String,
+    ratio: Option<(f64, f64)>,
+}
+
+fn compare(
+    rows: &mut Vec<Row>,
+    what: &str,
+    ours: &Samples,
+    reference_name: &str,
+    reference: &Samples,
+    target: f64,
+) {
+    let ratio = ours.median() / reference.median();
+    println!("  glance-api:   {}", ours.show());
+    println!("  {reference_name:<13} {}", reference.show());
+    println!(
+        "  ratio ours/{}: {ratio:.3} (target >= {target}: {})",
+        reference_name.trim_end_matches(':'),
+        if ratio >= target { "met" } else { "MISSED" }
+    );
+    rows.push(Row {
+        what: what.to_owned(),
+        ours: format!("{:.2} GB/s", ours.median()),
+        reference: format!(
+            "{} {:.2} GB/s",
+            reference_name.trim_end_matches(':'),
+            reference.median()
+        ),
+        ratio: Some((ratio, target)),
+    });
+}
+
+fn print_cpu(ours: &CpuMeter, theirs: Option<&CpuMeter>) {
+    match theirs {
+        Some(theirs) => println!(
+            "  server CPU: glance-api {}, nginx {}",
+            ours.show(),
+            theirs.show()
+        ),
+        None => println!("  server CPU: glance-api {}", ours.show()),
+    }
+}
+
+/// Runs `a` then `b` on even runs, `b` then `a` on odd ones.
+fn interleave(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) {
+    for i in 0..runs {
+        if i % 2 == 0 {
+            a();
+            b();
+        } else {
+            b();
+            a();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn main() {
+    // cargo bench passes --bench; a filter argument is accepted and ignored.
+    let runs = env_usize("BENCH_RUNS", 5);
+    let client = Client::from_env();
+    // Source files, store copies, cache copies, one upload in flight, headroom.
+    let needed = 3 * (BIG + SMALL) + BIG + 2 * BIG;
+    let base = bench_base(needed);
+    fs::create_dir_all(&base).expect("bench base directory");
+    remove_stale(&base);
+    let tmp = TempDir::new(base.join(format!("{DIR_PREFIX}{}", std::process::id())));
+    let data = tmp.path().join("data");
+    let state = tmp.path().join("glance");
+    fs::create_dir_all(&data).expect("data dir");
+    fs::create_dir_all(&state).expect("state dir");
+
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    println!("glance-api data-path benchmark");
+    println!(
+        "  machine: {cpu}, {} CPUs; data in {}",
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        tmp.path().display()
+    );
+    println!(
+        "  client: {}; {runs} runs per figure, medians",
+        client.name()
+    );
+    println!("  glance-api: {}", env!("CARGO_BIN_EXE_glance-api"));
+
+    let sections: Vec<u32> = std::env::var("BENCH_SECTIONS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let want = |n: u32| sections.is_empty() || sections.contains(&n);
+    let nginx_bin = if want(1) || want(4) {
+        ensure_nginx()
+    } else {
+        None
+    };
+    if let Some(bin) = &nginx_bin {
+        println!("  nginx: {} ({})", bin.display(), nginx_version(bin));
+    }
+
+    let big = data.join("big.bin");
+    let small = data.join("small.bin");
+    make_data(&big, BIG, 0x9e37_79b9_7f4a_7c15);
+    make_data(&small, SMALL, 0xd1b5_4a32_d192_ed03);
+    let (big_md5, _) = hash_tool("md5sum", &big);
+    let (big_sha512, _) = hash_tool("sha512sum", &big);
+    let (small_md5, _) = hash_tool("md5sum", &small);
+
+    let (mut glance, api) = start_glance(&state);
+    let port = {
+        let url = &api.base;
+        url.rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("port")
+    };
+
+    // Two images, uploaded and checked, then cached by a first (tee) GET.
+    let upload = |name: &str, file: &Path, size: u64, md5: &str| -> String {
+        let id = api.create_image(name);
+        let (status, sent, _) = client.put(port, &format!("/v2/images/{id}/file"), file);
+        assert_eq!((status, sent), (204, size), "upload of {name}");
+        let image = api.image(&id);
+        assert_eq!(image["status"], "active");
+        assert_eq!(image["size"], size);
+        assert_eq!(image["checksum"], md5);
+        id
+    };
+    let big_id = upload("bench-1GiB", &big, BIG, &big_md5);
+    assert_eq!(api.image(&big_id)["os_hash_value"], big_sha512.as_str());
+    let small_id = upload("bench-256MiB", &small, SMALL, &small_md5);
+    let big_path = format!("/v2/images/{big_id}/file");
+    let small_path = format!("/v2/images/{small_id}/file");
+    for (path, id, size) in [(&big_path, &big_id, BIG), (&small_path, &small_id, SMALL)] {
+        assert!(!api.is_cached(id));
+        assert_eq!(client.get(port, path).0, size);
+        api.wait_cached(id, Duration::from_millis(20));
+    }
+    // Served from the cache: bytes, Content-Length, Content-MD5 and MD5 of the body.
+    api.verify_download(&big_path, BIG, &big_md5, true);
+    api.verify_download(&small_path, SMALL, &small_md5, true);
+
+    let nginx = nginx_bin.as_ref().map(|bin| {
+        let (server, nginx_port) = start_nginx(bin, &tmp.path().join("nginx"), &data);
+        let nginx_api = Api::new(nginx_port);
+        nginx_api.verify_download("/big.bin", BIG, &big_md5, false);
+        nginx_api.verify_download("/small.bin", SMALL, &small_md5, false);
+        (server, nginx_port)
+    });
+
+    let mut rows = Vec::new();
+
+    // 1. Cached GET, 1 GiB.
+    if want(1) {
+        println!("\n1. cached GET of a 1 GiB image (glance-api cache vs nginx sendfile)");
+        let mut ours = Samples::new();
+        let mut theirs = Samples::new();
+        let mut our_cpu = CpuMeter::new(glance.pid());
+        let mut their_cpu = nginx.as_ref().map(|(s, _)| CpuMeter::new(s.pid()));
+        // Warm-up, untimed.
+        client.get(port, &big_path);
+        if let Some((_, np)) = &nginx {
+            client.get(*np, "/big.bin");
+        }
+        let mut run_ours = || {
+            our_cpu.measure(|| {
+                let (bytes, secs) = client.get(port, &big_path);
+                assert_eq!(bytes, BIG);
+                ours.push(gbps(bytes, secs));
+                bytes
+            })
+        };
+        match (&nginx, their_cpu.as_mut()) {
+            (Some((_, np)), Some(meter)) => interleave(runs, run_ours, || {
+                meter.measure(|| {
+                    let (bytes, secs) = client.get(*np, "/big.bin");
+                    assert_eq!(bytes, BIG);
+                    theirs.push(gbps(bytes, secs));
+                    bytes
+                })
+            }),
+            _ => (0..runs).for_each(|_| run_ours()),
+        }
+        if nginx.is_some() {
+            compare(
+                &mut rows,
+                "1. cached GET 1 GiB",
+                &ours,
+                "nginx:",
+                &theirs,
+                0.95,
+            );
+        } else {
+            println!("  glance-api:   {} (nginx skipped)", ours.show());
+        }
+        print_cpu(&our_cpu, their_cpu.as_ref());
+    }
+
+    // 2. Uncached (tee) GET, 1 GiB, vs md5sum.
+    if want(2) {
+        println!("\n2. uncached GET of the 1 GiB image (store -> client + cache) vs md5sum");
+        let mut ours = Samples::new();
+        let mut theirs = Samples::new();
+        let mut commit_lag = Samples::new();
+        let mut our_cpu = CpuMeter::new(glance.pid());
+        interleave(
+            runs,
+            || {
+                // The previous tee is committed; drop the cached copy.
+                api.wait_cached(&big_id, Duration::from_millis(20));
+                api.uncache(&big_id);
+                our_cpu.measure(|| {
+                    let (bytes, secs) = client.get(port, &big_path);
+                    assert_eq!(bytes, BIG);
+                    ours.push(gbps(bytes, secs));
+                    bytes
+                });
+                // Proves the tee path ran (a plain store read would not cache it).
+                let lag = api.wait_cached(&big_id, Duration::from_millis(5));
+                commit_lag.push(lag.as_secs_f64() * 1e3);
+            },
+            || {
+                let (digest, secs) = hash_tool("md5sum", &big);
+                assert_eq!(digest, big_md5);
+                theirs.push(gbps(BIG, secs));
+            },
+        );
+        compare(
+            &mut rows,
+            "2. uncached (tee) GET 1 GiB",
+            &ours,
+            "md5sum:",
+            &theirs,
+            0.9,
+        );
+        println!(
+            "  (cache entry listed {:.0} ms median after the last byte)",
+            commit_lag.median()
+        );
+        print_cpu(&our_cpu, None);
+    }
+
+    // 3. Upload, 1 GiB, vs sha512sum.
+    if want(3) {
+        println!("\n3. upload (PUT) of the 1 GiB file to a new image vs sha512sum");
+        let mut ours = Samples::new();
+        let mut theirs = Samples::new();
+        let mut n = 0;
+        let mut our_cpu = CpuMeter::new(glance.pid());
+        interleave(
+            runs,
+            || {
+                n += 1;
+                let id = api.create_image(&format!("bench-upload-{n}"));
+                our_cpu.measure(|| {
+                    let (status, sent, secs) =
+                        client.put(port, &format!("/v2/images/{id}/file"), &big);
+                    assert_eq!((status, sent), (204, BIG), "upload {n}");
+                    ours.push(gbps(sent, secs));
+                    sent
+                });
+                let image = api.image(&id);
+                assert_eq!(image["size"], BIG);
+                assert_eq!(image["checksum"], big_md5.as_str());
+                assert_eq!(image["os_hash_value"], big_sha512.as_str());
+                api.expect("DELETE", &format!("/v2/images/{id}"), None, 204);
+            },
+            || {
+                let (digest, secs) = hash_tool("sha512sum", &big);
+                assert_eq!(digest, big_sha512);
+                theirs.push(gbps(BIG, secs));
+            },
+        );
+        compare(
+            &mut rows,
+            "3. upload (PUT) 1 GiB",
+            &ours,
+            "sha512sum:",
+            &theirs,
+            0.9,
+        );
+        print_cpu(&our_cpu, None);
+    }
+
+    // 4. 8 concurrent cached GETs, 256 MiB.
+    if want(4) {
+        println!(
+            "\n4. {CONCURRENCY} concurrent cached GETs of a 256 MiB image (aggregate) vs nginx"
+        );
+        let total = CONCURRENCY as u64 * SMALL;
+        assert!(api.is_cached(&small_id));
+        let mut ours = Samples::new();
+        let mut theirs = Samples::new();
+        client.get_concurrent(port, &small_path, CONCURRENCY);
+        if let Some((_, np)) = &nginx {
+            client.get_concurrent(*np, "/small.bin", CONCURRENCY);
+        }
+        let mut our_cpu = CpuMeter::new(glance.pid());
+        let mut their_cpu = nginx.as_ref().map(|(s, _)| CpuMeter::new(s.pid()));
+        let mut run_ours = || {
+            our_cpu.measure(|| {
+                let (bytes, secs) = client.get_concurrent(port, &small_path, CONCURRENCY);
+                assert_eq!(bytes, total);
+                ours.push(gbps(bytes, secs));
+                bytes
+            })
+        };
+        match (&nginx, their_cpu.as_mut()) {
+            (Some((_, np)), Some(meter)) => interleave(runs, run_ours, || {
+                meter.measure(|| {
+                    let (bytes, secs) = client.get_concurrent(*np, "/small.bin", CONCURRENCY);
+                    assert_eq!(bytes, total);
+                    theirs.push(gbps(bytes, secs));
+                    bytes
+                })
+            }),
+            _ => (0..runs).for_each(|_| run_ours()),
+        }
+        if nginx.is_some() {
+            compare(
+                &mut rows,
+                "4. 8 x cached GET 256 MiB",
+                &ours,
+                "nginx:",
+                &theirs,
+                0.95,
+            );
+        } else {
+            println!("  glance-api:   {} (nginx skipped)", ours.show());
+        }
+        print_cpu(&our_cpu, their_cpu.as_ref());
+    }
+
+    let bench_hwm = proc_status_mib(glance.pid(), "VmHWM:").unwrap_or(f64::NAN);
+    println!("\n  (glance-api VmHWM after sections 1-4: {bench_hwm:.1} MiB)");
+    drop(nginx);
+    glance.stop();
+    drop(glance);
+
+    // 5. RSS: a fresh glance-api on the same state.
+    if want(5) {
+        println!("\n5. glance-api RSS: idle after start, and while prefetching the 1 GiB image");
+        let (glance, api) = start_glance(&state);
+        thread::sleep(Duration::from_millis(500));
+        let pid = glance.pid();
+        let idle_hwm = proc_status_mib(pid, "VmHWM:").expect("VmHWM");
+        let idle_rss = proc_status_mib(pid, "VmRSS:").expect("VmRSS");
+        println!("  idle:        VmHWM {idle_hwm:.1} MiB, VmRSS {idle_rss:.1} MiB");
+
+        api.uncache(&big_id);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let (mut max, mut samples) = (0.0f64, 0u32);
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(rss) = proc_status_mib(pid, "VmRSS:") {
+                        max = max.max(rss);
+                        samples += 1;
+                    }
+                    thread::sleep(Duration::from_millis(10));
+                }
+                (max, samples)
+            })
+        };
+        let start = Instant::now();
+        api.expect("PUT", &format!("/v2/cache/{big_id}"), None, 202);
+        api.wait_cached(&big_id, Duration::from_millis(20));
+        let secs = start.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let (max_rss, samples) = sampler.join().expect("sampler");
+        let hwm = proc_status_mib(pid, "VmHWM:").expect("VmHWM");
+        println!(
+            "  prefetch:    max VmRSS {max_rss:.1} MiB ({samples} samples, every 10 ms), \
+             VmHWM {hwm:.1} MiB; cached in {secs:.2} s ({:.2} GB/s)",
+            gbps(BIG, secs)
+        );
+        api.verify_download(&big_path, BIG, &big_md5, true);
+        rows.push(Row {
+            what: "5. RSS idle / prefetch 1 GiB".to_owned(),
+            ours: format!("{idle_hwm:.1} / {max_rss:.1} MiB"),
+            reference: format!("VmHWM after: {hwm:.1} MiB"),
+            ratio: None,
+        });
+        drop(glance);
+    }
+
+    println!("\nsummary ({}, medians of {runs})", client.name());
+    println!(
+        "  {:<30} {:>18}  {:<26} ratio (target)",
+        "", "glance-api", "reference"
+    );
+    for row in &rows {
+        let ratio = row.ratio.map_or(String::new(), |(r, t)| {
+            format!("{r:.3} (>= {t}{})", if r >= t { "" } else { ", MISSED" })
+        });
+        println!(
+            "  {:<30} {:>18}  {:<26} {ratio}",
+            row.what, row.ours, row.reference
+        );
+    }
+}
