@@ -4,6 +4,7 @@ pub mod cache;
 pub mod conf;
 pub mod crd;
 pub mod db;
+pub mod digest;
 pub mod operator;
 pub mod quantity;
 pub mod resources;

@@ -335,6 +335,27 @@ fn send(state: &AppState, image: &Image, range: Option<Span>, tx: mpsc::Sender<i
     }
 }
 
+/// A CHUNK buffer lent to the response body; it returns to its download's pool once hyper
+/// has written it, so buffers are not allocated, zeroed and faulted in for every chunk.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+    home: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // The pool is gone once the download finished; the buffer is then simply freed.
+        let _ = self.home.send(std::mem::take(&mut self.buf));
+    }
+}
+
 /// A cache write fed by a download, and what to do with it once the data is complete.
 type Tee<'a, 'c> = (CacheWriter<'c>, &'a dyn Fn(CacheWriter<'c>));
 
@@ -360,19 +381,23 @@ fn pump(
         None => u64::MAX,
     };
     let mut held: Option<Bytes> = None;
+    let (home, returned) = std::sync::mpsc::channel::<Vec<u8>>();
     while remaining > 0 {
         let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
-        let mut buf = vec![0u8; want];
-        let n = read_full(&mut file, &mut buf)?;
+        let mut buf = returned.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        let n = read_full(&mut file, &mut buf[..want])?;
         if n == 0 {
             break;
         }
-        buf.truncate(n);
         remaining = remaining.saturating_sub(n as u64);
-        let chunk = Bytes::from(buf);
+        let chunk = Bytes::from_owner(Pooled {
+            buf,
+            len: n,
+            home: home.clone(),
+        });
         match tee.as_mut() {
             Some((writer, _)) => {
-                io::Write::write_all(writer, &chunk)?;
+                writer.write_bytes(&chunk)?;
                 if let Some(previous) = held.replace(chunk) {
                     send(previous)?;
                 }

@@ -5,12 +5,14 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::SystemTime;
 
-use md5::{Digest, Md5};
+use bytes::Bytes;
+use md5::Md5;
 use tracing::warn;
 
 use super::layout::epoch_seconds;
 use super::sqlite::Row;
 use super::{Cache, CacheError, Entry, ImageId, Metadata, xattr_meta};
+use crate::digest::BackgroundDigest;
 
 /// A write in progress into `incomplete/<id>`. Commit it to publish the image; dropping
 /// it without commit moves the partial file to invalid/, as upstream's rollback does.
@@ -18,7 +20,7 @@ pub struct CacheWriter<'a> {
     cache: &'a Cache,
     id: ImageId,
     file: Option<File>,
-    md5: Md5,
+    md5: BackgroundDigest,
     size: u64,
     expected_md5: Option<String>,
 }
@@ -57,7 +59,7 @@ impl<'a> CacheWriter<'a> {
             cache,
             id: id.clone(),
             file: Some(file),
-            md5: Md5::new(),
+            md5: BackgroundDigest::new::<Md5>(),
             size: 0,
             expected_md5: expected_md5.map(str::to_ascii_lowercase),
         }))
@@ -70,7 +72,10 @@ impl<'a> CacheWriter<'a> {
 
     /// Verifies the checksum, fsyncs, and publishes the image with its metadata.
     pub fn commit(mut self) -> Result<Entry, CacheError> {
-        let actual = hex::encode(self.md5.clone().finalize());
+        let actual = self.md5.finish().map_err(CacheError::io(
+            "hashing",
+            &self.cache.layout.incomplete(&self.id),
+        ))?;
         if let Some(expected) = &self.expected_md5
             && *expected != actual
         {
@@ -142,16 +147,24 @@ impl<'a> CacheWriter<'a> {
     }
 }
 
-impl Write for CacheWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl CacheWriter<'_> {
+    /// Writes a chunk; its MD5 is computed on a helper thread, overlapping the I/O.
+    pub fn write_bytes(&mut self, chunk: &Bytes) -> io::Result<()> {
         let file = self
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("cache write already finished"))?;
-        let n = file.write(buf)?;
-        self.md5.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
+        file.write_all(chunk)?;
+        self.md5.feed(chunk)?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+}
+
+impl Write for CacheWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_bytes(&Bytes::copy_from_slice(buf))?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -6,14 +6,13 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use md5::{Digest, Md5};
+use md5::Md5;
 use sha2::Sha512;
 
 use crate::cache::ImageId;
+use crate::digest::BackgroundDigest;
 
 /// Image files on a local filesystem.
 #[derive(Debug, Clone)]
@@ -68,59 +67,10 @@ impl FileStore {
             file: Some(file),
             tmp,
             target: self.path(id),
-            md5: hasher::<Md5>(),
-            sha512: hasher::<Sha512>(),
+            md5: BackgroundDigest::new::<Md5>(),
+            sha512: BackgroundDigest::new::<Sha512>(),
             size: 0,
         })
-    }
-}
-
-/// A digest computed on its own thread from chunks sent to it.
-struct Hasher {
-    chunks: Option<SyncSender<Bytes>>,
-    thread: Option<JoinHandle<String>>,
-}
-
-fn hasher<D: Digest + Send + 'static>() -> Hasher {
-    let (tx, rx): (SyncSender<Bytes>, Receiver<Bytes>) = sync_channel(16);
-    let thread = std::thread::spawn(move || {
-        let mut digest = D::new();
-        for chunk in rx {
-            digest.update(&chunk);
-        }
-        hex::encode(digest.finalize())
-    });
-    Hasher {
-        chunks: Some(tx),
-        thread: Some(thread),
-    }
-}
-
-impl Hasher {
-    fn feed(&self, chunk: &Bytes) -> io::Result<()> {
-        self.chunks
-            .as_ref()
-            .ok_or_else(|| io::Error::other("hasher finished"))?
-            .send(chunk.clone())
-            .map_err(|_| io::Error::other("hasher thread stopped"))
-    }
-
-    fn finish(&mut self) -> io::Result<String> {
-        self.chunks = None;
-        self.thread
-            .take()
-            .ok_or_else(|| io::Error::other("hasher finished"))?
-            .join()
-            .map_err(|_| io::Error::other("hasher thread panicked"))
-    }
-}
-
-impl Drop for Hasher {
-    fn drop(&mut self) {
-        self.chunks = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -129,8 +79,8 @@ pub struct Upload {
     file: Option<File>,
     tmp: PathBuf,
     target: PathBuf,
-    md5: Hasher,
-    sha512: Hasher,
+    md5: BackgroundDigest,
+    sha512: BackgroundDigest,
     size: u64,
 }
 

@@ -154,7 +154,12 @@ fn try_fetch(
         return Ok(Outcome::Skipped("another writer is caching it"));
     };
     let mut data = source.open(id)?;
-    io::copy(&mut data, &mut writer).map_err(|e| format!("reading the image: {e}"))?;
+    // 1 MiB writes: the cache writer hashes each write on its helper thread.
+    let mut buffered = io::BufWriter::with_capacity(1 << 20, &mut writer);
+    io::copy(&mut data, &mut buffered)
+        .and_then(|_| io::Write::flush(&mut buffered))
+        .map_err(|e| format!("reading the image: {e}"))?;
+    drop(buffered);
     let entry = cache.admit(writer, max_size).map_err(|e| e.to_string())?;
     dequeue()?;
     Ok(Outcome::Fetched(entry.size))
