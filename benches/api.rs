@@ -961,6 +961,38 @@ fn interleave(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) {
     }
 }
 
+/// Upstream Glance under uWSGI, started by benches/upstream/glance_api.sh; stopped on drop.
+struct Upstream(PathBuf);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let pid = fs::read_to_string(self.0.join("uwsgi.pid")).ok();
+        if let Some(pid) = pid.and_then(|p| p.trim().parse::<libc::pid_t>().ok()) {
+            // SAFETY: signals the uWSGI master the script started for this bench.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
+
+/// Starts upstream Glance 33.0.0 with the cache on; None when it cannot be installed or run.
+fn start_upstream(dir: &Path) -> Option<(Upstream, u16)> {
+    let port = free_port();
+    let out = Command::new("bash")
+        .arg(root().join("benches/upstream/glance_api.sh"))
+        .arg(dir)
+        .arg(port.to_string())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        println!(
+            "  upstream Glance did not start: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return None;
+    }
+    Some((Upstream(dir.to_owned()), port))
+}
+
 // ---------------------------------------------------------------------------------------
 
 fn main() {
@@ -1065,6 +1097,77 @@ fn main() {
     });
 
     let mut rows = Vec::new();
+
+    // 6. The same requests against upstream Glance (uWSGI http-socket, 2 processes).
+    if want(6) {
+        println!(
+            "\n6. glance-api vs upstream Glance 33.0.0 (uWSGI, cache on), same client and requests"
+        );
+        if let Some((_upstream, up_port)) = start_upstream(&tmp.path().join("upstream")) {
+            let up = Api::new(up_port);
+            let up_id = up.create_image("bench-1GiB");
+            let up_path = format!("/v2/images/{up_id}/file");
+            let (status, sent, _) = client.put(up_port, &up_path, &big);
+            assert_eq!((status, sent), (204, BIG), "upload to upstream");
+            assert_eq!(client.get(up_port, &up_path).0, BIG);
+            up.wait_cached(&up_id, Duration::from_millis(20));
+            let (mut ours, mut theirs) = (Samples::new(), Samples::new());
+            interleave(
+                runs,
+                || {
+                    ours.push({
+                        let (b, s) = client.get(port, &big_path);
+                        gbps(b, s)
+                    })
+                },
+                || {
+                    theirs.push({
+                        let (b, s) = client.get(up_port, &up_path);
+                        gbps(b, s)
+                    })
+                },
+            );
+            println!(" cached GET 1 GiB:");
+            compare(
+                &mut rows,
+                "6. cached GET 1 GiB",
+                &ours,
+                "upstream:",
+                &theirs,
+                1.0,
+            );
+            let (mut ours, mut theirs) = (Samples::new(), Samples::new());
+            interleave(
+                runs,
+                || {
+                    api.wait_cached(&big_id, Duration::from_millis(20));
+                    api.uncache(&big_id);
+                    ours.push({
+                        let (b, s) = client.get(port, &big_path);
+                        gbps(b, s)
+                    });
+                },
+                || {
+                    up.wait_cached(&up_id, Duration::from_millis(20));
+                    up.uncache(&up_id);
+                    theirs.push({
+                        let (b, s) = client.get(up_port, &up_path);
+                        gbps(b, s)
+                    });
+                },
+            );
+            println!(" uncached (tee) GET 1 GiB:");
+            compare(
+                &mut rows,
+                "6. uncached GET 1 GiB",
+                &ours,
+                "upstream:",
+                &theirs,
+                1.0,
+            );
+            api.wait_cached(&big_id, Duration::from_millis(20));
+        }
+    }
 
     // 1. Cached GET, 1 GiB.
     if want(1) {
