@@ -8,31 +8,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+mod common;
+
+use common::cache::{id, md5_hex, put};
 use glance_operator::cache::{Cache, CacheError, DriverKind, ImageId, xattr_meta};
-use md5::{Digest, Md5};
 use rusqlite::{Connection, params};
 
 const CHILD_ENV: &str = "GLANCE_CACHE_TEST_CHILD";
 
-fn id(n: u32) -> ImageId {
-    ImageId::parse(&format!("00000000-0000-4000-8000-{n:012}")).expect("id")
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    hex::encode(Md5::digest(data))
-}
-
 fn open(dir: &Path) -> Cache {
     Cache::open(dir, DriverKind::Sqlite, "cache.db").expect("open cache")
-}
-
-fn put(cache: &Cache, image: &ImageId, data: &[u8]) {
-    let mut w = cache
-        .open_for_write(image, Some(&md5_hex(data)))
-        .expect("open")
-        .expect("not cached yet");
-    w.write_all(data).expect("write");
-    w.commit().expect("commit");
 }
 
 /// Sets last_accessed of `image` in cache.db, as a read at that time would.

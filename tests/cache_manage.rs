@@ -8,10 +8,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::cache::{id, put};
 use glance_operator::api::cache_api::{CacheApi, ImageCatalog, router};
 use glance_operator::api::error::ApiError;
 use glance_operator::cache::{Cache, DriverKind, ImageId};
-use md5::{Digest, Md5};
 
 struct Catalog(HashMap<ImageId, &'static str>);
 
@@ -21,8 +23,8 @@ impl ImageCatalog for Catalog {
     }
 }
 
-fn id(n: u32) -> ImageId {
-    ImageId::parse(&format!("00000000-0000-4000-8000-{n:012}")).expect("id")
+fn open(dir: &Path) -> Cache {
+    Cache::open(dir, DriverKind::Sqlite, "cache.db").expect("cache")
 }
 
 async fn serve(dir: &Path) -> SocketAddr {
@@ -74,16 +76,6 @@ async fn manage(addr: SocketAddr, args: &[&str], stdin: &str) -> (bool, String, 
     .expect("join")
 }
 
-fn put(dir: &Path, image: &ImageId, data: &[u8]) {
-    let cache = Cache::open(dir, DriverKind::Sqlite, "cache.db").expect("cache");
-    let mut w = cache
-        .open_for_write(image, Some(&hex::encode(Md5::digest(data))))
-        .expect("open")
-        .expect("writer");
-    w.write_all(data).expect("write");
-    w.commit().expect("commit");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn list_queue_and_delete_like_upstream() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -98,7 +90,7 @@ async fn list_queue_and_delete_like_upstream() {
         (true, "No queued images.\n".into(), String::new())
     );
 
-    put(dir.path(), &id(1), b"seventeen bytes!!");
+    put(&open(dir.path()), &id(1), b"seventeen bytes!!");
     let (ok, out, _) = manage(addr, &["list-cached"], "").await;
     assert!(ok);
     let lines: Vec<&str> = out.lines().collect();
@@ -179,7 +171,7 @@ async fn list_queue_and_delete_like_upstream() {
         "No cached images.\n"
     );
 
-    put(dir.path(), &id(1), b"again");
+    put(&open(dir.path()), &id(1), b"again");
     manage(addr, &["-f", "queue-image", id(2).as_str()], "").await;
     let (ok, out, _) = manage(addr, &["-f", "-v", "delete-all-cached-images"], "").await;
     assert!(ok);
@@ -234,8 +226,8 @@ fn http(addr: SocketAddr, method: &str, path: &str, header: Option<(&str, &str)>
 async fn the_cache_api_answers_like_upstream() {
     let dir = tempfile::tempdir().expect("tmp");
     let addr = serve(dir.path()).await;
-    put(dir.path(), &id(1), b"0123456789");
-    put(dir.path(), &id(2), b"abcdefghij");
+    put(&open(dir.path()), &id(1), b"0123456789");
+    put(&open(dir.path()), &id(2), b"abcdefghij");
     let call = |m: &'static str, p: String, h: Option<(&'static str, &'static str)>| {
         tokio::task::spawn_blocking(move || http(addr, m, &p, h))
     };

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, FileTimes};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -16,18 +15,12 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+mod common;
+
+use common::cache::{id, md5_hex, put};
 use glance_operator::cache::{Cache, DriverKind, ImageId};
-use md5::{Digest, Md5};
 use rusqlite::{Connection, params};
 use serde_json::json;
-
-fn id(n: u32) -> ImageId {
-    ImageId::parse(&format!("00000000-0000-4000-8000-{n:012}")).expect("id")
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    hex::encode(Md5::digest(data))
-}
 
 /// A config dir for `cache_dir`, with `extra` lines in [DEFAULT].
 fn config_dir(root: &Path, cache_dir: &Path, extra: &str) -> std::path::PathBuf {
@@ -50,15 +43,6 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn put(cache: &Cache, image: &ImageId, data: &[u8]) {
-    let mut w = cache
-        .open_for_write(image, Some(&md5_hex(data)))
-        .expect("open")
-        .expect("writer");
-    w.write_all(data).expect("write");
-    w.commit().expect("commit");
 }
 
 #[test]

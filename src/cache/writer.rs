@@ -65,11 +65,6 @@ impl<'a> CacheWriter<'a> {
         }))
     }
 
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.size
-    }
-
     /// Verifies the checksum, fsyncs, and publishes the image with its metadata.
     pub fn commit(mut self) -> Result<Entry, CacheError> {
         let actual = self.md5.finish().map_err(CacheError::io(
