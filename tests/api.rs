@@ -152,6 +152,11 @@ fn call(
     }
 }
 
+/// The status code of a request without headers or body.
+async fn status(addr: SocketAddr, method: &str, path: &str) -> u16 {
+    call(addr, method, path, &[], vec![]).await.status
+}
+
 async fn create(addr: SocketAddr, body: Value) -> Value {
     let r = call(
         addr,
@@ -241,18 +246,11 @@ async fn versions_healthcheck_and_schemas() {
         .to_string();
     assert!(!ids.contains("v2.14") && ids.contains("v2.13"), "{ids}");
     assert_eq!(
-        call(no_cache.addr, "GET", "/v2/cache", &[], vec![])
-            .await
-            .status,
+        status(no_cache.addr, "GET", "/v2/cache").await,
         404,
         "no cache, no cache API"
     );
-    assert_eq!(
-        call(no_cache.addr, "GET", "/v2/cached_images", &[], vec![])
-            .await
-            .status,
-        404
-    );
+    assert_eq!(status(no_cache.addr, "GET", "/v2/cached_images").await, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -370,33 +368,15 @@ async fn image_metadata_lifecycle() {
     );
 
     assert_eq!(
-        call(addr, "PUT", &format!("/v2/images/{id}/tags/c"), &[], vec![])
-            .await
-            .status,
+        status(addr, "PUT", &format!("/v2/images/{id}/tags/c")).await,
         204
     );
     assert_eq!(
-        call(
-            addr,
-            "DELETE",
-            &format!("/v2/images/{id}/tags/a"),
-            &[],
-            vec![]
-        )
-        .await
-        .status,
+        status(addr, "DELETE", &format!("/v2/images/{id}/tags/a")).await,
         204
     );
     assert_eq!(
-        call(
-            addr,
-            "DELETE",
-            &format!("/v2/images/{id}/tags/a"),
-            &[],
-            vec![]
-        )
-        .await
-        .status,
+        status(addr, "DELETE", &format!("/v2/images/{id}/tags/a")).await,
         404
     );
     assert_eq!(
@@ -407,23 +387,15 @@ async fn image_metadata_lifecycle() {
     );
 
     assert_eq!(
-        call(
+        status(
             addr,
             "GET",
-            "/v2/images/6f1c2d3e-0000-4000-8000-000000000099",
-            &[],
-            vec![]
+            "/v2/images/6f1c2d3e-0000-4000-8000-000000000099"
         )
-        .await
-        .status,
+        .await,
         404
     );
-    assert_eq!(
-        call(addr, "GET", "/v2/images/..%2F..%2Fetc", &[], vec![])
-            .await
-            .status,
-        404
-    );
+    assert_eq!(status(addr, "GET", "/v2/images/..%2F..%2Fetc").await, 404);
     assert_eq!(
         patch(
             json!([{"op": "replace", "path": "/protected", "value": true}]),
@@ -434,9 +406,7 @@ async fn image_metadata_lifecycle() {
         200
     );
     assert_eq!(
-        call(addr, "DELETE", &format!("/v2/images/{id}"), &[], vec![])
-            .await
-            .status,
+        status(addr, "DELETE", &format!("/v2/images/{id}")).await,
         403,
         "protected"
     );
@@ -450,17 +420,10 @@ async fn image_metadata_lifecycle() {
         200
     );
     assert_eq!(
-        call(addr, "DELETE", &format!("/v2/images/{id}"), &[], vec![])
-            .await
-            .status,
+        status(addr, "DELETE", &format!("/v2/images/{id}")).await,
         204
     );
-    assert_eq!(
-        call(addr, "GET", &format!("/v2/images/{id}"), &[], vec![])
-            .await
-            .status,
-        404
-    );
+    assert_eq!(status(addr, "GET", &format!("/v2/images/{id}")).await, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -539,9 +502,7 @@ async fn upload_hashes_and_download_with_range() {
     let image = create(addr, json!({"name": "data"})).await;
     let id = image["id"].as_str().expect("id");
     assert_eq!(
-        call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![])
-            .await
-            .status,
+        status(addr, "GET", &format!("/v2/images/{id}/file")).await,
         204,
         "no data yet"
     );
@@ -671,9 +632,7 @@ async fn the_transparent_cache() {
 
     // Deleting the image removes its cached copy.
     assert_eq!(
-        call(addr, "DELETE", &format!("/v2/images/{id}"), &[], vec![])
-            .await
-            .status,
+        status(addr, "DELETE", &format!("/v2/images/{id}")).await,
         204
     );
     assert!(!path.exists());
@@ -720,9 +679,7 @@ async fn the_cache_stays_within_its_size() {
     for seed in 0..3 {
         let id = active_image(addr, &data(mib as usize, seed)).await;
         assert_eq!(
-            call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![])
-                .await
-                .status,
+            status(addr, "GET", &format!("/v2/images/{id}/file")).await,
             200
         );
         ids.push(id);
@@ -754,24 +711,16 @@ async fn queueing_prefetches_in_the_background() {
     let id = active_image(addr, &bytes).await;
     let queued = create(addr, json!({"name": "empty"})).await;
     assert_eq!(
-        call(
+        status(
             addr,
             "PUT",
-            &format!("/v2/cache/{}", queued["id"].as_str().expect("id")),
-            &[],
-            vec![]
+            &format!("/v2/cache/{}", queued["id"].as_str().expect("id"))
         )
-        .await
-        .status,
+        .await,
         400,
         "not active"
     );
-    assert_eq!(
-        call(addr, "PUT", &format!("/v2/cache/{id}"), &[], vec![])
-            .await
-            .status,
-        202
-    );
+    assert_eq!(status(addr, "PUT", &format!("/v2/cache/{id}")).await, 202);
     let path = cached_path(&server, &id);
     for _ in 0..100 {
         if path.exists() {
