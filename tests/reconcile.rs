@@ -262,16 +262,20 @@ fn status_of(conditions: Vec<Value>, ready: i32, cache: Option<i64>) -> Value {
     json!({"apiVersion": "glance.openstack.org/v1beta1", "kind": "Glance", "status": status})
 }
 
+/// The seed Glance as first created (no status, no PVCs yet), and its children.
+fn fresh_seed() -> (Glance, Children) {
+    let object = glance("seed.yaml");
+    let observed = Observed {
+        database_connection: Some(DB_URL.into()),
+        ..Default::default()
+    };
+    let expected = children(&object, &observed);
+    (object, expected)
+}
+
 #[tokio::test]
 async fn first_creation_applies_every_child_then_writes_status() {
-    let object = glance("seed.yaml");
-    let expected = children(
-        &object,
-        &Observed {
-            database_connection: Some(DB_URL.into()),
-            ..Default::default()
-        },
-    );
+    let (object, expected) = fresh_seed();
     let mut calls = observe_calls(Some(DB_URL), None, None);
     calls.extend(apply_calls(
         &expected,
@@ -632,14 +636,7 @@ async fn a_refused_resize_is_reported_not_retried_in_a_loop() {
 
 #[tokio::test]
 async fn an_api_error_fails_the_reconcile_and_backs_off() {
-    let object = glance("seed.yaml");
-    let expected = children(
-        &object,
-        &Observed {
-            database_connection: Some(DB_URL.into()),
-            ..Default::default()
-        },
-    );
+    let (object, expected) = fresh_seed();
     let mut calls = observe_calls(Some(DB_URL), None, None);
     let mut applies = apply_calls(&expected, bound(), json!({}));
     let last = applies.len() - 1;
