@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -207,132 +207,206 @@ pub fn parse_range(value: &str, size: u64) -> Option<Span> {
     Some(span)
 }
 
+/// Where the bytes of a download come from.
+pub enum Source {
+    /// No bytes: the image has no data yet (204) or the range is unsatisfiable (416).
+    Nothing,
+    /// The cached copy, already opened, its hit counted.
+    Cache(File),
+    /// The store, through the cache tee when the read fills the cache.
+    Store(Box<Image>),
+}
+
+/// A GET of image data, decided before a byte is sent: the status and headers of the
+/// answer, the range, and where the bytes come from. Both transports serve it: hyper with
+/// a streamed body ([`Prepared::into_response`]), and the connection loop with sendfile
+/// for cached copies (`super::connection`).
+pub struct Prepared {
+    /// 200, 206, 204 or 416.
+    pub status: StatusCode,
+    /// The headers of the answer, Content-Length included.
+    pub headers: HeaderMap,
+    /// The span to send, None for the whole image.
+    pub range: Option<Span>,
+    /// Where the bytes come from.
+    pub source: Source,
+}
+
+/// Decides a GET of image `raw` with an optional Range header value. It looks the image
+/// up and, when the cache holds it, opens the cached copy and counts a hit.
+pub async fn prepare(state: &Shared, raw: &str, range: Option<&str>) -> Result<Prepared, ApiError> {
+    let id = path_id(raw)?;
+    let state = state.clone();
+    let range = range.map(str::to_owned);
+    blocking(move || {
+        let image = state
+            .db
+            .get(&id)?
+            .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
+        match image.status.as_str() {
+            "active" => {}
+            "deactivated" => {
+                return Err(ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    message: "The requested image has been deactivated. Image data download is forbidden.".to_owned(),
+                });
+            }
+            _ => return Ok(Prepared::empty(StatusCode::NO_CONTENT, HeaderMap::new())),
+        }
+        let size = u64::try_from(image.size.unwrap_or(0)).unwrap_or(0);
+        let span = match range.as_deref().map(|value| parse_range(value, size)) {
+            None => None,
+            Some(Some(span)) => Some(span),
+            Some(None) => {
+                let mut headers = HeaderMap::new();
+                insert(&mut headers, header::CONTENT_RANGE, format!("bytes */{size}"));
+                return Ok(Prepared::empty(StatusCode::RANGE_NOT_SATISFIABLE, headers));
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        let status = match span {
+            Some(span) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(span.len));
+                let last = span.start + span.len - 1;
+                insert(&mut headers, header::CONTENT_RANGE, format!("bytes {}-{last}/{size}", span.start));
+                StatusCode::PARTIAL_CONTENT
+            }
+            None => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+                if let Some(md5) = image.checksum.as_deref() {
+                    insert(&mut headers, HeaderName::from_static("content-md5"), md5.to_owned());
+                }
+                StatusCode::OK
+            }
+        };
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let cached = match &state.cache {
+            Some(cache) => cache.cache.open_for_read(&image.id).map_err(ApiError::internal)?,
+            None => None,
+        };
+        let source = match cached {
+            Some((file, _)) => Source::Cache(file),
+            None => Source::Store(Box::new(image)),
+        };
+        Ok(Prepared {
+            status,
+            headers,
+            range: span,
+            source,
+        })
+    })
+    .await
+}
+
+/// Sets a header whose value was formatted here; a value that is not a valid header
+/// (an odd checksum in the database) is left out.
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(name, value);
+    }
+}
+
+impl Prepared {
+    fn empty(status: StatusCode, headers: HeaderMap) -> Self {
+        Prepared {
+            status,
+            headers,
+            range: None,
+            source: Source::Nothing,
+        }
+    }
+
+    /// The answer with a body streamed from a blocking thread, CHUNK by CHUNK.
+    pub fn into_response(self, state: Shared) -> Response {
+        let Prepared {
+            status,
+            headers,
+            range,
+            source,
+        } = self;
+        let body = match source {
+            Source::Nothing => Body::empty(),
+            source => {
+                let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+                tokio::task::spawn_blocking(move || send(&state, source, range, tx));
+                Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|item| (item, rx))
+                }))
+            }
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
 /// GET /v2/images/{id}/file
 pub async fn download(
     State(state): State<Shared>,
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = path_id(&raw)?;
-    let db = state.db.clone();
-    let lookup = id.clone();
-    let image = blocking(move || {
-        db.get(&lookup)?
-            .ok_or_else(|| ApiError::not_found(format!("No image found with ID {lookup}")))
-    })
-    .await?;
-    match image.status.as_str() {
-        "active" => {}
-        "deactivated" => {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                message:
-                    "The requested image has been deactivated. Image data download is forbidden."
-                        .to_owned(),
-            });
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    Ok(prepare(&state, &raw, range).await?.into_response(state))
+}
+
+/// Streams the bytes of `source` (or their `range`) into `tx`. A full read from the store
+/// fills the cache on the way when the image fits and no one else is filling it.
+fn send(
+    state: &AppState,
+    source: Source,
+    range: Option<Span>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let (id, result) = match source {
+        Source::Nothing => return,
+        Source::Cache(file) => {
+            debug!("serving from the cache");
+            (None, pump(file, range, None, &tx))
         }
-        _ => return Ok(StatusCode::NO_CONTENT.into_response()),
-    }
-    let size = u64::try_from(image.size.unwrap_or(0)).unwrap_or(0);
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => None,
-        Some(value) => match parse_range(value, size) {
-            Some(span) => Some(span),
-            None => {
-                let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                return Ok(response);
-            }
-        },
+        Source::Store(image) => {
+            let result = from_store(state, &image, range, &tx);
+            (Some(image.id), result)
+        }
     };
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    let send_state = state.clone();
-    let send_image = image.clone();
-    tokio::task::spawn_blocking(move || send(&send_state, &send_image, range, tx));
-
-    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    let mut response = Response::new(body);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    match range {
-        Some(span) => {
-            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let h = response.headers_mut();
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(span.len));
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "bytes {}-{}/{size}",
-                span.start,
-                span.start + span.len - 1
-            )) {
-                h.insert(header::CONTENT_RANGE, v);
-            }
-        }
-        None => {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-            if let Some(md5) = image
-                .checksum
-                .as_deref()
-                .and_then(|c| HeaderValue::from_str(c).ok())
-            {
-                h.insert("content-md5", md5);
-            }
-        }
-    }
-    h_accept_ranges(&mut response);
-    Ok(response)
-}
-
-fn h_accept_ranges(response: &mut Response) {
-    response
-        .headers_mut()
-        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-}
-
-/// Streams the image (or a range of it) into `tx`, from the cache when it holds the image,
-/// else from the store, filling the cache on a full read when no one else is.
-fn send(state: &AppState, image: &Image, range: Option<Span>, tx: mpsc::Sender<io::Result<Bytes>>) {
-    let result = (|| -> io::Result<()> {
-        if let Some(cache) = &state.cache {
-            if let Some((file, _)) = cache
-                .cache
-                .open_for_read(&image.id)
-                .map_err(io::Error::other)?
-            {
-                debug!(image = %image.id, "serving from the cache");
-                return pump(file, range, None, &tx);
-            }
-            let size = u64::try_from(image.size.unwrap_or(0)).unwrap_or(u64::MAX);
-            if range.is_none() && size <= cache.max_size {
-                let writer = cache
-                    .cache
-                    .open_for_write(&image.id, image.checksum.as_deref())
-                    .map_err(io::Error::other)?;
-                if let Some(writer) = writer {
-                    let file = state.store.open_data(&image.id)?;
-                    let admit = |writer: CacheWriter<'_>| {
-                        if let Err(e) = cache.cache.admit(writer, cache.max_size) {
-                            warn!(image = %image.id, error = %e, "not cached");
-                        }
-                    };
-                    return pump(file, None, Some((writer, &admit)), &tx);
-                }
-            }
-        }
-        pump(state.store.open_data(&image.id)?, range, None, &tx)
-    })();
     if let Err(e) = result {
         if e.kind() != io::ErrorKind::BrokenPipe {
-            warn!(image = %image.id, error = %e, "download failed");
+            warn!(image = ?id, error = %e, "download failed");
         }
         let _ = tx.blocking_send(Err(e));
     }
+}
+
+fn from_store(
+    state: &AppState,
+    image: &Image,
+    range: Option<Span>,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<()> {
+    if let Some(cache) = &state.cache {
+        let size = u64::try_from(image.size.unwrap_or(0)).unwrap_or(u64::MAX);
+        if range.is_none() && size <= cache.max_size {
+            let writer = cache
+                .cache
+                .open_for_write(&image.id, image.checksum.as_deref())
+                .map_err(io::Error::other)?;
+            if let Some(writer) = writer {
+                let file = state.store.open_data(&image.id)?;
+                let admit = |writer: CacheWriter<'_>| {
+                    if let Err(e) = cache.cache.admit(writer, cache.max_size) {
+                        warn!(image = %image.id, error = %e, "not cached");
+                    }
+                };
+                return pump(file, None, Some((writer, &admit)), tx);
+            }
+        }
+    }
+    pump(state.store.open_data(&image.id)?, range, None, tx)
 }
 
 /// A CHUNK buffer lent to the response body; it returns to its download's pool once hyper
