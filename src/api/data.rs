@@ -226,8 +226,9 @@ pub struct Prepared {
     pub status: StatusCode,
     /// The headers of the answer, Content-Length included.
     pub headers: HeaderMap,
-    /// The span to send, None for the whole image.
-    pub range: Option<Span>,
+    /// The bytes to send: the range, or the whole image. The body is exactly this long
+    /// (Content-Length says so); a source that ends early is an error.
+    pub span: Span,
     /// Where the bytes come from.
     pub source: Source,
 }
@@ -295,7 +296,10 @@ pub async fn prepare(state: &Shared, raw: &str, range: Option<&str>) -> Result<P
         Ok(Prepared {
             status,
             headers,
-            range: span,
+            span: span.unwrap_or(Span {
+                start: 0,
+                len: size,
+            }),
             source,
         })
     })
@@ -315,7 +319,7 @@ impl Prepared {
         Prepared {
             status,
             headers,
-            range: None,
+            span: Span { start: 0, len: 0 },
             source: Source::Nothing,
         }
     }
@@ -325,14 +329,14 @@ impl Prepared {
         let Prepared {
             status,
             headers,
-            range,
+            span,
             source,
         } = self;
         let body = match source {
             Source::Nothing => Body::empty(),
             source => {
                 let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-                tokio::task::spawn_blocking(move || send(&state, source, range, tx));
+                tokio::task::spawn_blocking(move || send(&state, source, status, span, tx));
                 Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
                     rx.recv().await.map(|item| (item, rx))
                 }))
@@ -355,22 +359,23 @@ pub async fn download(
     Ok(prepare(&state, &raw, range).await?.into_response(state))
 }
 
-/// Streams the bytes of `source` (or their `range`) into `tx`. A full read from the store
-/// fills the cache on the way when the image fits and no one else is filling it.
+/// Streams the `span` of `source` into `tx`. A full read (200) from the store fills the
+/// cache on the way when the image fits and no one else is filling it.
 fn send(
     state: &AppState,
     source: Source,
-    range: Option<Span>,
+    status: StatusCode,
+    span: Span,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
     let (id, result) = match source {
         Source::Nothing => return,
         Source::Cache(file) => {
             debug!("serving from the cache");
-            (None, pump(file, range, None, &tx))
+            (None, pump(file, span, None, &tx))
         }
         Source::Store(image) => {
-            let result = from_store(state, &image, range, &tx);
+            let result = from_store(state, &image, status == StatusCode::OK, span, &tx);
             (Some(image.id), result)
         }
     };
@@ -385,28 +390,29 @@ fn send(
 fn from_store(
     state: &AppState,
     image: &Image,
-    range: Option<Span>,
+    whole: bool,
+    span: Span,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
-    if let Some(cache) = &state.cache {
-        let size = u64::try_from(image.size.unwrap_or(0)).unwrap_or(u64::MAX);
-        if range.is_none() && size <= cache.max_size {
-            let writer = cache
-                .cache
-                .open_for_write(&image.id, image.checksum.as_deref())
-                .map_err(io::Error::other)?;
-            if let Some(writer) = writer {
-                let file = state.store.open_data(&image.id)?;
-                let admit = |writer: CacheWriter<'_>| {
-                    if let Err(e) = cache.cache.admit(writer, cache.max_size) {
-                        warn!(image = %image.id, error = %e, "not cached");
-                    }
-                };
-                return pump(file, None, Some((writer, &admit)), tx);
-            }
+    if let Some(cache) = &state.cache
+        && whole
+        && span.len <= cache.max_size
+    {
+        let writer = cache
+            .cache
+            .open_for_write(&image.id, image.checksum.as_deref())
+            .map_err(io::Error::other)?;
+        if let Some(writer) = writer {
+            let file = state.store.open_data(&image.id)?;
+            let admit = |writer: CacheWriter<'_>| {
+                if let Err(e) = cache.cache.admit(writer, cache.max_size) {
+                    warn!(image = %image.id, error = %e, "not cached");
+                }
+            };
+            return pump(file, span, Some((writer, &admit)), tx);
         }
     }
-    pump(state.store.open_data(&image.id)?, range, None, tx)
+    pump(state.store.open_data(&image.id)?, span, None, tx)
 }
 
 /// A CHUNK buffer lent to the response body; it returns to its download's pool once hyper
@@ -433,13 +439,14 @@ impl Drop for Pooled {
 /// A cache write fed by a download, and what to do with it once the data is complete.
 type Tee<'a, 'c> = (CacheWriter<'c>, &'a dyn Fn(CacheWriter<'c>));
 
-/// Copies `file` (or the `range` of it) to the client in CHUNK pieces. With a tee, each
+/// Copies the `span` of `file` to the client in CHUNK pieces; a file that ends before the
+/// span does is an error (the client was promised every byte). With a tee, each
 /// piece is written to the cache too, and the last piece is held back until the cache
 /// write is published, so a client that has every byte can rely on the next read being a
 /// hit. A client that goes away stops the copy (BrokenPipe) and the cache write is dropped.
 fn pump(
     mut file: File,
-    range: Option<Span>,
+    span: Span,
     mut tee: Option<Tee<'_, '_>>,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
@@ -447,13 +454,8 @@ fn pump(
         tx.blocking_send(Ok(chunk))
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
     };
-    let mut remaining = match range {
-        Some(span) => {
-            file.seek(SeekFrom::Start(span.start))?;
-            span.len
-        }
-        None => u64::MAX,
-    };
+    file.seek(SeekFrom::Start(span.start))?;
+    let mut remaining = span.len;
     let mut held: Option<Bytes> = None;
     let (home, returned) = std::sync::mpsc::channel::<Vec<u8>>();
     while remaining > 0 {
@@ -461,7 +463,7 @@ fn pump(
         let mut buf = returned.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
         let n = read_full(&mut file, &mut buf[..want])?;
         if n == 0 {
-            break;
+            return Err(short(remaining));
         }
         remaining = remaining.saturating_sub(n as u64);
         let chunk = Bytes::from_owner(Pooled {
@@ -486,6 +488,14 @@ fn pump(
         Some(last) => send(last),
         None => Ok(()),
     }
+}
+
+/// The error of a file that ended `remaining` bytes before the promised end.
+pub fn short(remaining: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the file ended {remaining} bytes short of the promised length"),
+    )
 }
 
 fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {

@@ -2,10 +2,12 @@
 //! use, with the transparent local image cache and its management API.
 
 pub mod cache_api;
+pub mod connection;
 pub mod data;
 pub mod discovery;
 pub mod error;
 pub mod images;
+pub mod sendfile;
 pub mod server;
 pub mod settings;
 pub mod state;

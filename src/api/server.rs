@@ -9,13 +9,13 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::cache_api::{self, CacheApi};
 use super::error::ApiError;
 use super::settings::ApiSettings;
 use super::state::{AppState, DbCatalog};
-use super::{data, discovery, images};
+use super::{connection, data, discovery, images};
 use crate::cache::{Cache, CacheError, ImageId};
 use crate::db::{Db, DbError};
 use crate::store::FileStore;
@@ -191,16 +191,59 @@ pub async fn serve_on(
         source,
     })?;
     info!(%addr, cache = state.cache.is_some(), "glance-api listening");
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = accept_until(listener, state, shutdown).await;
     if let Some(worker) = worker {
         worker.abort();
     }
-    result.map_err(|source| ServeError::Io {
-        action: "serving".to_owned(),
-        source,
-    })
+    result
+}
+
+/// Accepts connections until `shutdown` completes, then tells every connection to stop
+/// (after the answer in flight, idle ones at once) and waits until they all have.
+async fn accept_until(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let router = router(state.clone());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // Each connection holds a sender; recv() returns None once the last one is dropped.
+    let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                // Answers are written whole, so Nagle's delay would only ever add latency.
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(error = %e, "setting TCP_NODELAY");
+                }
+                let (state, router, stopping, alive) = (
+                    state.clone(),
+                    router.clone(),
+                    stopping.clone(),
+                    alive.clone(),
+                );
+                tokio::spawn(async move {
+                    connection::serve(stream, state, router, stopping).await;
+                    drop(alive);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors, most likely: let connections finish, then go on.
+                warn!(error = %e, "accepting a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    stop.send_replace(true);
+    drop(alive);
+    let _ = all_closed.recv().await;
+    Ok(())
 }
 
 /// Completes on SIGTERM or Ctrl-C.
