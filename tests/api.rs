@@ -5,7 +5,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use glance_operator::api::server::{build_state, serve_on};
@@ -16,6 +16,8 @@ use glance_operator::conf::Config;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sha2::Sha512;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 struct Server {
@@ -760,19 +762,12 @@ fn a_keystone_flavor_refuses_to_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs Keystone authentication"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn shutdown_lets_a_download_in_flight_finish() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut server = start(None).await;
-    let addr = server.addr;
-    let bytes = data(16 << 20, 13);
-    let id = active_image(addr, &bytes).await;
-    // Start the download and read its first bytes, so it is surely in flight...
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+/// Starts a full download on a raw connection and returns it with the first bytes read.
+async fn start_download(addr: SocketAddr, id: &str, extra: &str) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(
-            format!("GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes(),
         )
         .await
         .expect("request");
@@ -784,24 +779,274 @@ async fn shutdown_lets_a_download_in_flight_finish() {
         "{}",
         String::from_utf8_lossy(&received)
     );
-    // ...then ask the server to stop, and read the rest.
-    let _ = server.stop.take().expect("stop").send(());
-    stream.read_to_end(&mut received).await.expect("rest");
-    let header_end = received
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("headers")
-        + 4;
+    (stream, received)
+}
+
+/// Reads one response (Content-Length framed) from `received` and then `stream`; the
+/// body is short when the connection closes early. Consumes it from `received`.
+async fn read_response(stream: &mut TcpStream, received: &mut Vec<u8>) -> Reply {
+    let head_end = loop {
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut more = vec![0u8; 65536];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut more))
+            .await
+            .expect("a head within 10 s")
+            .expect("head");
+        assert!(
+            n > 0,
+            "closed before a head: {}",
+            String::from_utf8_lossy(received)
+        );
+        received.extend_from_slice(&more[..n]);
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse().expect("length"));
+    while received.len() < head_end + len {
+        let mut more = vec![0u8; 1 << 20];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut more));
+        match read.await.expect("body bytes within 10 s") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&more[..n]),
+        }
+    }
+    let end = received.len().min(head_end + len);
+    let body = received[head_end..end].to_vec();
+    received.drain(..end);
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// True when the server has closed `stream` (no more bytes, end of file).
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// What the server logged at debug level, captured for the whole test process.
+fn log() -> String {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = LOG.get_or_init(|| {
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("glance_operator::api::connection=debug")
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .init();
+        captured
+    });
+    String::from_utf8_lossy(&captured.lock().expect("log")).into_owned()
+}
+
+/// How many times the server logged that it sent image `id` with sendfile.
+fn sendfile_count(id: &str) -> usize {
+    log()
+        .lines()
+        .filter(|l| l.contains("sent with sendfile") && l.contains(id))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_copies_go_out_with_sendfile_and_everything_else_through_hyper() {
+    log();
+    let server = start(Some(1 << 30)).await;
+    let addr = server.addr;
+    let bytes = data(3 << 20, 5);
+    let id = active_image(addr, &bytes).await;
     assert_eq!(
-        received.len() - header_end,
-        bytes.len(),
-        "the download in flight completed"
+        call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![])
+            .await
+            .body,
+        bytes
     );
-    assert!(received[header_end..] == bytes[..]);
-    tokio::time::timeout(Duration::from_secs(10), &mut server.task)
+    assert_eq!(
+        sendfile_count(&id),
+        0,
+        "a miss is streamed (and cached) by hyper"
+    );
+
+    // Four pipelined requests in one write: two cached reads for the connection loop, then
+    // a metadata read that hands the connection (and the fourth request, already read) to
+    // hyper, which serves the last cached read itself.
+    let file = format!("GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\n\r\n");
+    let ranged =
+        format!("GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n");
+    let show =
+        format!("GET /v2/images/{id} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n");
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("{file}{ranged}{show}{file}").as_bytes())
         .await
-        .expect("server stopped")
-        .expect("clean stop");
+        .expect("requests");
+    let mut received = Vec::new();
+    let first = read_response(&mut stream, &mut received).await;
+    let range = read_response(&mut stream, &mut received).await;
+    let metadata = read_response(&mut stream, &mut received).await;
+    let last = read_response(&mut stream, &mut received).await;
+    assert_eq!(
+        (first.status, range.status, metadata.status, last.status),
+        (200, 206, 200, 200)
+    );
+    assert!(first.body == bytes && last.body == bytes);
+    assert_eq!(range.body, &bytes[10..20]);
+    assert_eq!(
+        range.header("content-range"),
+        Some(format!("bytes 10-19/{}", bytes.len()).as_str())
+    );
+    assert_eq!(metadata.json()["id"], json!(id));
+    assert_eq!(
+        sendfile_count(&id),
+        2,
+        "the two requests before the hand-off"
+    );
+    let without_date = |r: &Reply| {
+        let mut h: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k != "date")
+            .cloned()
+            .collect();
+        h.sort();
+        h
+    };
+    assert_eq!(
+        without_date(&first),
+        without_date(&last),
+        "both transports answer alike"
+    );
+    assert!(first.header("date").is_some() && first.header("content-md5").is_some());
+
+    // Connection: close is honoured.
+    let (mut stream, mut received) = start_download(addr, &id, "Connection: close\r\n").await;
+    let reply = read_response(&mut stream, &mut received).await;
+    assert!(reply.body == bytes);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closed(&mut stream).await);
+    assert_eq!(sendfile_count(&id), 3);
+
+    // Every hit was counted, whichever transport served it.
+    let listing = call(addr, "GET", "/v2/cache", &[], vec![]).await.json();
+    assert_eq!(listing["cached_images"][0]["hits"], json!(4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncated_cached_copy_ends_the_connection_not_the_server() {
+    let server = start(Some(1 << 30)).await;
+    let addr = server.addr;
+    let bytes = data(2 << 20, 9);
+    let id = active_image(addr, &bytes).await;
+    call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![]).await;
+    let path = cached_path(&server, &id);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("truncate the cached copy");
+    // Sent by the connection loop, then (after a hand-off) by hyper: each promises the
+    // image's size, sends what there is, and closes the connection.
+    let show = format!("GET /v2/images/{id} HTTP/1.1\r\nHost: x\r\n\r\n");
+    for before in ["", show.as_str()] {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(
+                format!("{before}GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("request");
+        let mut received = Vec::new();
+        if !before.is_empty() {
+            assert_eq!(read_response(&mut stream, &mut received).await.status, 200);
+        }
+        let reply = read_response(&mut stream, &mut received).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("content-length"),
+            Some((2u64 << 20).to_string().as_str())
+        );
+        assert!(
+            reply.body == bytes[..1 << 20],
+            "the bytes there were, {} of them",
+            reply.body.len()
+        );
+        assert!(
+            closed(&mut stream).await,
+            "the connection ends where the file did"
+        );
+    }
+    assert_eq!(
+        status(addr, "GET", "/healthcheck").await,
+        200,
+        "the server goes on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_downloads_in_flight_finish_and_closes_idle_connections() {
+    for cache in [None, Some(1u64 << 30)] {
+        let mut server = start(cache).await;
+        let addr = server.addr;
+        let bytes = data(16 << 20, 13);
+        let id = active_image(addr, &bytes).await;
+        let mut idle = None;
+        if cache.is_some() {
+            // Cache the image, so the download below goes out with sendfile; keep this
+            // connection open and idle.
+            let (mut stream, mut received) = start_download(addr, &id, "").await;
+            assert!(read_response(&mut stream, &mut received).await.body == bytes);
+            idle = Some(stream);
+        }
+        // Start the download and read its first bytes, so it is surely in flight...
+        let (mut stream, mut received) = start_download(addr, &id, "").await;
+        // ...then ask the server to stop, and read the rest.
+        let _ = server.stop.take().expect("stop").send(());
+        let reply = read_response(&mut stream, &mut received).await;
+        assert!(
+            reply.body == bytes,
+            "the download in flight completed ({cache:?})"
+        );
+        assert!(closed(&mut stream).await, "and then the connection closed");
+        if let Some(mut idle) = idle {
+            assert!(
+                closed(&mut idle).await,
+                "an idle connection is closed at once"
+            );
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut server.task)
+            .await
+            .expect("server stopped")
+            .expect("clean stop");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,6 @@
 //! are the same whichever transport sends the bytes.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -153,9 +152,13 @@ pub async fn serve(
             _ => break,
         };
         buffered.advance(len);
-        if let Err(e) = send_cached(&stream, prepared, close).await {
-            debug!(image = %id, error = %e, "sending a cached image");
-            return;
+        let bytes = prepared.span.len;
+        match send_cached(&stream, prepared, close).await {
+            Ok(()) => debug!(image = %id, bytes, "sent with sendfile"),
+            Err(e) => {
+                debug!(image = %id, error = %e, "sending a cached image");
+                return;
+            }
         }
         if close || *stop.borrow() {
             return;
@@ -184,7 +187,7 @@ async fn read_head(stream: &mut TcpStream, buffered: &mut BytesMut) -> io::Resul
     }
 }
 
-/// Sends a prepared answer whose bytes are a cached copy, on a blocking thread.
+/// Sends a prepared answer whose bytes are a cached copy.
 async fn send_cached(stream: &TcpStream, prepared: Prepared, close: bool) -> io::Result<()> {
     let Prepared {
         status,
@@ -219,12 +222,7 @@ async fn send_cached(stream: &TcpStream, prepared: Prepared, close: bool) -> io:
         )
         .as_bytes(),
     );
-    // The blocking thread gets its own descriptor of the socket, so it stays valid whatever
-    // happens to `stream` meanwhile.
-    let socket = stream.as_fd().try_clone_to_owned()?;
-    tokio::task::spawn_blocking(move || sendfile::send(&socket, &head, &file, span.start, span.len))
-        .await
-        .map_err(io::Error::other)?
+    sendfile::send(stream, &head, &file, span).await
 }
 
 /// Serves the rest of the connection with hyper, replaying the bytes already read.

@@ -1,99 +1,161 @@
 //! Sends a response head and then a span of a file on a socket with sendfile(2): the file's
 //! bytes go from the page cache to the socket without a copy through user space.
 //!
-//! This is blocking code for a blocking thread: the socket stays non-blocking (it belongs to
-//! the async runtime) and a full send buffer is waited for with poll(2), so a slow disk never
-//! stalls the async threads. A file that turns out shorter than promised (truncated behind
-//! our back) ends the send with an error; nothing is mapped, so nothing can fault.
+//! The sends run on the async threads, driven by the socket's readiness, the way nginx's
+//! event loop runs them (without its aio threads): at most [`MAX_PER_CALL`] bytes a call,
+//! so one fast client cannot hold a thread, and a read of a page that is not in memory
+//! waits on the disk only for that call. A file that turns out shorter than promised
+//! (truncated behind our back) ends the send with an error; nothing is mapped into memory,
+//! so nothing can fault.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use super::data::{Span, short};
 
 /// How long a client may leave the socket full before the send gives up (nginx's
 /// `send_timeout` default).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Linux sends at most this many bytes per sendfile call.
-const MAX_PER_CALL: u64 = 0x7fff_f000;
+/// Bytes per sendfile call (nginx's `sendfile_max_chunk` default).
+pub const MAX_PER_CALL: u64 = 2 << 20;
 
-/// Writes `head`, then `len` bytes of `file` from offset `start`, to `socket`.
-pub fn send(socket: &OwnedFd, head: &[u8], file: &File, start: u64, len: u64) -> io::Result<()> {
-    let fd = socket.as_raw_fd();
+/// Writes `head`, then the `span` of `file`, to `stream`.
+pub async fn send(stream: &TcpStream, head: &[u8], file: &File, span: Span) -> io::Result<()> {
+    let socket = stream.as_raw_fd();
     // MSG_MORE holds the head back until the file's first bytes join it in one segment.
-    let more = if len > 0 { libc::MSG_MORE } else { 0 };
+    let flags = libc::MSG_NOSIGNAL | if span.len > 0 { libc::MSG_MORE } else { 0 };
     let mut sent = 0;
     while sent < head.len() {
         let rest = &head[sent..];
-        // SAFETY: `rest` is a live slice and `fd` an open socket owned by `socket`.
-        let n = unsafe {
-            libc::send(
-                fd,
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_NOSIGNAL | more,
-            )
-        };
-        match progress(fd, n)? {
-            Some(n) => sent += n,
-            None => continue,
-        }
+        sent += when_writable(stream, || {
+            // SAFETY: `rest` is a live slice and `socket` is open while `stream` lives.
+            let n = unsafe { libc::send(socket, rest.as_ptr().cast(), rest.len(), flags) };
+            outcome(n)
+        })
+        .await?;
     }
-    let mut offset = libc::off_t::try_from(start).map_err(io::Error::other)?;
-    let mut remaining = len;
+    let mut offset = libc::off_t::try_from(span.start).map_err(io::Error::other)?;
+    let mut remaining = span.len;
     while remaining > 0 {
         let count = usize::try_from(remaining.min(MAX_PER_CALL)).map_err(io::Error::other)?;
-        // SAFETY: both descriptors are open for the duration of the call; `offset` is a live
-        // off_t that sendfile advances by what it sent.
-        let n = unsafe { libc::sendfile(fd, file.as_raw_fd(), &mut offset, count) };
-        match progress(fd, n)? {
-            Some(0) => return Err(super::data::short(remaining)),
-            Some(n) => remaining -= n as u64,
-            None => continue,
+        let n = when_writable(stream, || {
+            // SAFETY: both descriptors are open for the call; `offset` is a live off_t,
+            // which sendfile advances by what it sent.
+            let n = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut offset, count) };
+            outcome(n)
+        })
+        .await?;
+        if n == 0 {
+            return Err(short(remaining));
         }
+        remaining -= n as u64;
     }
     Ok(())
 }
 
-/// What a send or sendfile call returning `n` means: Some(bytes) sent, None to try again
-/// (interrupted, or the socket had room again after a wait), or the error.
-fn progress(fd: RawFd, n: isize) -> io::Result<Option<usize>> {
-    if let Ok(n) = usize::try_from(n) {
-        return Ok(Some(n));
-    }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::Interrupted => Ok(None),
-        io::ErrorKind::WouldBlock => wait_writable(fd).map(|()| None),
-        _ => Err(e),
+/// Runs `call` once the socket has room, again whenever it finds the socket full, and
+/// gives up after SEND_TIMEOUT without room.
+async fn when_writable(
+    stream: &TcpStream,
+    mut call: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
+    loop {
+        tokio::time::timeout(SEND_TIMEOUT, stream.writable())
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client took no bytes for {} s", SEND_TIMEOUT.as_secs()),
+                )
+            })??;
+        match stream.try_io(Interest::WRITABLE, &mut call) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            result => return result,
+        }
     }
 }
 
-/// Waits until `fd` can take more bytes, at most SEND_TIMEOUT.
-fn wait_writable(fd: RawFd) -> io::Result<()> {
-    let mut poll = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    let timeout = libc::c_int::try_from(SEND_TIMEOUT.as_millis()).unwrap_or(libc::c_int::MAX);
-    loop {
-        // SAFETY: `poll` is one live pollfd, matching the count of 1.
-        match unsafe { libc::poll(&mut poll, 1, timeout) } {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the client took no bytes for {} s", SEND_TIMEOUT.as_secs()),
-                ));
-            }
-            n if n > 0 => return Ok(()),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
+/// The result of a system call that returned `n` bytes, or -1 and errno.
+fn outcome(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::AsyncReadExt;
+
+    /// Sends over loopback TCP and returns the outcome and what the peer received.
+    async fn sent(head: &[u8], data: &[u8], span: Span) -> (io::Result<()>, Vec<u8>) {
+        let mut file = tempfile::tempfile().expect("file");
+        file.write_all(data).expect("write");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let reader = tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.expect("accept");
+            let mut received = Vec::new();
+            peer.read_to_end(&mut received).await.expect("read");
+            received
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let result = send(&stream, head, &file, span).await;
+        drop(stream);
+        (result, reader.await.expect("reader"))
+    }
+
+    #[tokio::test]
+    async fn the_head_then_the_span() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        let whole = Span {
+            start: 0,
+            len: data.len() as u64,
+        };
+        let (result, received) = sent(b"HEAD\r\n\r\n", &data, whole).await;
+        result.expect("sent");
+        assert!(
+            received == [&b"HEAD\r\n\r\n"[..], &data].concat(),
+            "the whole file"
+        );
+        let (result, received) = sent(
+            b"H",
+            &data,
+            Span {
+                start: 1000,
+                len: 10,
+            },
+        )
+        .await;
+        result.expect("sent");
+        assert_eq!(received, [&b"H"[..], &data[1000..1010]].concat());
+        let (result, received) = sent(b"empty", &data, Span { start: 0, len: 0 }).await;
+        result.expect("sent");
+        assert_eq!(received, b"empty");
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_promised_is_an_error() {
+        let data = vec![7u8; 100];
+        let (result, received) = sent(b"H", &data, Span { start: 50, len: 80 }).await;
+        let e = result.expect_err("short");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("30 bytes short"), "{e}");
+        assert_eq!(
+            received,
+            [&b"H"[..], &data[50..]].concat(),
+            "what there was"
+        );
     }
 }
