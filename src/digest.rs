@@ -1,37 +1,97 @@
 //! A digest computed on its own thread from the chunks fed to it, so hashing overlaps I/O.
+//! The chunks waiting for it hold at most [`MAX_QUEUED`] bytes, whatever their size, so a
+//! reader faster than the hash never piles the image up in memory.
 
 use std::io;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use md5::Digest;
 
+/// Bytes fed but not yet hashed, at most (one larger chunk is let through alone).
+pub const MAX_QUEUED: usize = 4 << 20;
+
 /// A running digest on a helper thread; `finish` returns it as hex.
 pub struct BackgroundDigest {
-    chunks: Option<SyncSender<Bytes>>,
+    chunks: Option<Sender<Bytes>>,
+    queued: Arc<Queued>,
     thread: Option<JoinHandle<String>>,
+}
+
+/// The bytes fed and not yet hashed, whether the hashing thread has ended, and a signal
+/// when either changes.
+#[derive(Default)]
+struct Queued {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Queued {
+    /// Waits until `len` more bytes fit, then counts them; an error once the hashing
+    /// thread has ended, as nothing would make room any more.
+    fn add(&self, len: usize) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let (bytes, ended) = *state;
+            if ended {
+                return Err(io::Error::other("digest thread stopped"));
+            }
+            if bytes == 0 || bytes + len <= MAX_QUEUED {
+                state.0 += len;
+                return Ok(());
+            }
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn remove(&self, len: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = state.0.saturating_sub(len);
+        self.changed.notify_all();
+    }
+
+    fn end(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Marks the queue ended when the hashing thread ends, by returning or by panicking.
+struct EndOnDrop(Arc<Queued>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 impl BackgroundDigest {
     /// Starts a thread computing digest `D`.
     pub fn new<D: Digest + Send + 'static>() -> Self {
-        let (tx, rx) = sync_channel::<Bytes>(16);
+        let (tx, rx) = channel::<Bytes>();
+        let queued = Arc::new(Queued::default());
+        let hashed = EndOnDrop(queued.clone());
         let thread = std::thread::spawn(move || {
             let mut digest = D::new();
             for chunk in rx {
                 digest.update(&chunk);
+                hashed.0.remove(chunk.len());
             }
             hex::encode(digest.finalize())
         });
         Self {
             chunks: Some(tx),
+            queued,
             thread: Some(thread),
         }
     }
 
     /// Hands one chunk to the thread (a reference-counted clone, not a copy).
+    /// Waits while MAX_QUEUED bytes are already waiting.
     pub fn feed(&self, chunk: &Bytes) -> io::Result<()> {
+        self.queued.add(chunk.len())?;
         self.chunks
             .as_ref()
             .ok_or_else(|| io::Error::other("digest finished"))?
@@ -56,5 +116,62 @@ impl Drop for BackgroundDigest {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use md5::Md5;
+    use std::time::Duration;
+
+    #[test]
+    fn the_digest_of_what_was_fed() {
+        let data: Vec<u8> = (0..10_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut background = BackgroundDigest::new::<Md5>();
+        for chunk in data.chunks(1 << 20) {
+            background
+                .feed(&Bytes::copy_from_slice(chunk))
+                .expect("feed");
+        }
+        assert_eq!(
+            background.finish().expect("finish"),
+            hex::encode(Md5::digest(&data))
+        );
+    }
+
+    #[test]
+    fn a_full_queue_makes_the_feeder_wait() {
+        let queued = Arc::new(Queued::default());
+        queued.add(MAX_QUEUED - 1).expect("room");
+        let waiting = queued.clone();
+        let (done, added) = std::sync::mpsc::channel();
+        let feeder = std::thread::spawn(move || {
+            let result = waiting.add(2);
+            let _ = done.send(());
+            result
+        });
+        assert!(
+            added.recv_timeout(Duration::from_millis(200)).is_err(),
+            "2 more bytes do not fit"
+        );
+        queued.remove(1);
+        added
+            .recv_timeout(Duration::from_secs(10))
+            .expect("room again");
+        feeder.join().expect("feeder").expect("added");
+        // Alone, a chunk larger than the bound still goes through.
+        let alone = Queued::default();
+        alone.add(MAX_QUEUED * 2).expect("a lone chunk");
+    }
+
+    #[test]
+    fn a_feeder_waiting_on_an_ended_thread_gets_an_error() {
+        let queued = Arc::new(Queued::default());
+        queued.add(MAX_QUEUED).expect("room");
+        let waiting = queued.clone();
+        let feeder = std::thread::spawn(move || waiting.add(1));
+        drop(EndOnDrop(queued));
+        assert!(feeder.join().expect("feeder").is_err());
     }
 }
