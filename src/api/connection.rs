@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{HeaderValue, Request};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -28,7 +28,7 @@ use super::data::{self, Prepared, Source};
 use super::sendfile;
 use super::state::AppState;
 
-/// The largest request head read here; a larger one goes to hyper, which refuses it.
+/// The largest request head read here; a larger one goes to hyper, under its own limits.
 const MAX_HEAD: usize = 64 << 10;
 
 /// How long a client has to send a whole request head (hyper's default too).
@@ -68,13 +68,18 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
     let Some(id) = id else {
         return Some(Head::Other);
     };
-    let mut range = None;
+    // The first Range header, read as the router reads it (HeaderMap::get, to_str).
+    let mut range: Option<Option<String>> = None;
     let mut close = false;
     for h in request.headers.iter() {
         let value = std::str::from_utf8(h.value).ok();
         let name = h.name;
         if name.eq_ignore_ascii_case("range") {
-            range = value.map(str::to_owned);
+            range.get_or_insert_with(|| {
+                HeaderValue::from_bytes(h.value)
+                    .ok()
+                    .and_then(|v| v.to_str().ok().map(str::to_owned))
+            });
         } else if name.eq_ignore_ascii_case("connection") {
             close |= value.is_some_and(|v| {
                 v.split(',')
@@ -94,7 +99,7 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
     Some(Head::Download {
         len,
         id: id.to_owned(),
-        range,
+        range: range.flatten(),
         close,
     })
 }
@@ -152,6 +157,8 @@ pub async fn serve(
             _ => break,
         };
         buffered.advance(len);
+        // A stop during the answer closes the connection after it: say so in the answer.
+        let close = close || *stop.borrow();
         let bytes = prepared.span.len;
         match send_cached(&stream, prepared, close).await {
             Ok(()) => debug!(image = %id, bytes, "sent with sendfile"),
@@ -160,7 +167,7 @@ pub async fn serve(
                 return;
             }
         }
-        if close || *stop.borrow() {
+        if close {
             return;
         }
     }
@@ -331,6 +338,19 @@ mod tests {
         assert_eq!(
             parse_head(ranged),
             download(ranged.len(), Some("bytes=0-9"), true)
+        );
+        let twice =
+            b"GET /v2/images/abc/file HTTP/1.1\r\nRange: bytes=0-0\r\nRange: bytes=1-1\r\n\r\n";
+        assert_eq!(
+            parse_head(twice),
+            download(twice.len(), Some("bytes=0-0"), false),
+            "the first Range, as HeaderMap::get reads it"
+        );
+        let odd = "GET /v2/images/abc/file HTTP/1.1\r\nRange: bytes=0-9\u{a0}\r\n\r\n".as_bytes();
+        assert_eq!(
+            parse_head(odd),
+            download(odd.len(), None, false),
+            "a Range value that is not visible ASCII is ignored, as the router ignores it"
         );
         for other in [
             &b"PUT /v2/images/abc/file HTTP/1.1\r\n\r\n"[..],

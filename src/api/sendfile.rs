@@ -3,8 +3,11 @@
 //!
 //! The sends run on the async threads, driven by the socket's readiness, the way nginx's
 //! event loop runs them (without its aio threads): at most [`MAX_PER_CALL`] bytes a call,
-//! so one fast client cannot hold a thread, and a read of a page that is not in memory
-//! waits on the disk only for that call. A file that turns out shorter than promised
+//! so one fast client cannot hold a thread. Pages that are not in memory would make a
+//! call wait on the disk, so each call first asks the kernel to start reading the window
+//! after it (POSIX_FADV_WILLNEED): the disk reads ahead while the socket drains, and only
+//! the first window of a cold file is read while a thread waits. A file that turns out
+//! shorter than promised
 //! (truncated behind our back) ends the send with an error; nothing is mapped into memory,
 //! so nothing can fault.
 
@@ -28,6 +31,7 @@ pub const MAX_PER_CALL: u64 = 2 << 20;
 /// Writes `head`, then the `span` of `file`, to `stream`.
 pub async fn send(stream: &TcpStream, head: &[u8], file: &File, span: Span) -> io::Result<()> {
     let socket = stream.as_raw_fd();
+    let mut offset = libc::off_t::try_from(span.start).map_err(io::Error::other)?;
     // MSG_MORE holds the head back until the file's first bytes join it in one segment.
     let flags = libc::MSG_NOSIGNAL | if span.len > 0 { libc::MSG_MORE } else { 0 };
     let mut sent = 0;
@@ -40,10 +44,14 @@ pub async fn send(stream: &TcpStream, head: &[u8], file: &File, span: Span) -> i
         })
         .await?;
     }
-    let mut offset = libc::off_t::try_from(span.start).map_err(io::Error::other)?;
     let mut remaining = span.len;
     while remaining > 0 {
         let count = usize::try_from(remaining.min(MAX_PER_CALL)).map_err(io::Error::other)?;
+        read_ahead(
+            file,
+            offset + count as libc::off_t,
+            remaining - count as u64,
+        );
         let n = when_writable(stream, || {
             // SAFETY: both descriptors are open for the call; `offset` is a live off_t,
             // which sendfile advances by what it sent.
@@ -57,6 +65,18 @@ pub async fn send(stream: &TcpStream, head: &[u8], file: &File, span: Span) -> i
         remaining -= n as u64;
     }
     Ok(())
+}
+
+/// Asks the kernel to start reading the next window of what is left; only a hint, so a
+/// refusal changes nothing.
+fn read_ahead(file: &File, offset: libc::off_t, left: u64) {
+    let Ok(len) = libc::off_t::try_from(left.min(MAX_PER_CALL)) else {
+        return;
+    };
+    if len > 0 {
+        // SAFETY: a hint on an open descriptor; it touches no memory of ours.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+    }
 }
 
 /// Runs `call` once the socket has room, again whenever it finds the socket full, and

@@ -198,6 +198,9 @@ pub async fn serve_on(
     result
 }
 
+/// How long a stop waits for answers in flight (Kubernetes' default grace period).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Accepts connections until `shutdown` completes, then tells every connection to stop
 /// (after the answer in flight, idle ones at once) and waits until they all have.
 async fn accept_until(
@@ -242,7 +245,15 @@ async fn accept_until(
     drop(listener);
     stop.send_replace(true);
     drop(alive);
-    let _ = all_closed.recv().await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, all_closed.recv())
+        .await
+        .is_err()
+    {
+        warn!(
+            "connections still busy after {} s are closed",
+            DRAIN_TIMEOUT.as_secs()
+        );
+    }
     Ok(())
 }
 
