@@ -878,7 +878,7 @@ fn sendfile_count(id: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cached_copies_go_out_with_sendfile_and_everything_else_through_hyper() {
+async fn cached_copies_go_out_with_sendfile_between_requests_for_hyper() {
     log();
     let server = start(Some(1 << 30)).await;
     let addr = server.addr;
@@ -896,40 +896,99 @@ async fn cached_copies_go_out_with_sendfile_and_everything_else_through_hyper() 
         "a miss is streamed (and cached) by hyper"
     );
 
-    // Four pipelined requests in one write: two cached reads for the connection loop, then
-    // a metadata read that hands the connection (and the fourth request, already read) to
-    // hyper, which serves the last cached read itself.
+    // Pipelined in one write: cached reads for the connection loop, and between them
+    // requests for hyper (one with a body), after each of which the connection comes back.
     let file = format!("GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\n\r\n");
     let ranged =
         format!("GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n");
     let show =
         format!("GET /v2/images/{id} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n");
+    let json = r#"{"name": "second", "disk_format": "raw", "container_format": "bare"}"#;
+    let post = format!(
+        "POST /v2/images HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
+    );
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream
-        .write_all(format!("{file}{ranged}{show}{file}").as_bytes())
+        .write_all(format!("{file}{ranged}{show}{post}{file}").as_bytes())
         .await
         .expect("requests");
     let mut received = Vec::new();
     let first = read_response(&mut stream, &mut received).await;
     let range = read_response(&mut stream, &mut received).await;
     let metadata = read_response(&mut stream, &mut received).await;
-    let last = read_response(&mut stream, &mut received).await;
+    let created = read_response(&mut stream, &mut received).await;
+    let again = read_response(&mut stream, &mut received).await;
     assert_eq!(
-        (first.status, range.status, metadata.status, last.status),
-        (200, 206, 200, 200)
+        [
+            first.status,
+            range.status,
+            metadata.status,
+            created.status,
+            again.status
+        ],
+        [200, 206, 200, 201, 200]
     );
-    assert!(first.body == bytes && last.body == bytes);
+    assert!(first.body == bytes && again.body == bytes);
     assert_eq!(range.body, &bytes[10..20]);
     assert_eq!(
         range.header("content-range"),
         Some(format!("bytes 10-19/{}", bytes.len()).as_str())
     );
     assert_eq!(metadata.json()["id"], json!(id));
+    assert_eq!(created.json()["name"], json!("second"));
     assert_eq!(
         sendfile_count(&id),
-        2,
-        "the two requests before the hand-off"
+        3,
+        "every cached read, before and after hyper's turns"
     );
+
+    // An upload with a Content-Length body larger than any read: hyper gets exactly its
+    // bytes from the socket, and the cached read behind it is the loop's again.
+    let third = create(
+        addr,
+        json!({"name": "third", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let upload_bytes = data(3 << 20, 6);
+    let mut request = format!(
+        "PUT /v2/images/{third}/file HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        upload_bytes.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&upload_bytes);
+    request.extend_from_slice(file.as_bytes());
+    stream.write_all(&request).await.expect("requests");
+    assert_eq!(read_response(&mut stream, &mut received).await.status, 204);
+    assert!(read_response(&mut stream, &mut received).await.body == bytes);
+    assert_eq!(sendfile_count(&id), 4);
+    let stored = call(addr, "GET", &format!("/v2/images/{third}"), &[], vec![])
+        .await
+        .json();
+    assert_eq!(
+        stored["checksum"],
+        json!(hex::encode(Md5::digest(&upload_bytes)))
+    );
+
+    // A chunked upload is a body whose end only hyper sees: it keeps the connection, and
+    // serves the cached read that follows itself.
+    let second = created.json()["id"].as_str().expect("id").to_owned();
+    stream
+        .write_all(
+            format!(
+                "PUT /v2/images/{second}/file HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n{file}"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("requests");
+    assert_eq!(read_response(&mut stream, &mut received).await.status, 204);
+    let by_hyper = read_response(&mut stream, &mut received).await;
+    assert!(by_hyper.body == bytes);
+    assert_eq!(sendfile_count(&id), 4, "served by hyper");
     let without_date = |r: &Reply| {
         let mut h: Vec<_> = r
             .headers
@@ -942,7 +1001,7 @@ async fn cached_copies_go_out_with_sendfile_and_everything_else_through_hyper() 
     };
     assert_eq!(
         without_date(&first),
-        without_date(&last),
+        without_date(&by_hyper),
         "both transports answer alike"
     );
     assert!(first.header("date").is_some() && first.header("content-md5").is_some());
@@ -953,11 +1012,17 @@ async fn cached_copies_go_out_with_sendfile_and_everything_else_through_hyper() 
     assert!(reply.body == bytes);
     assert_eq!(reply.header("connection"), Some("close"));
     assert!(closed(&mut stream).await);
-    assert_eq!(sendfile_count(&id), 3);
+    assert_eq!(sendfile_count(&id), 5);
 
     // Every hit was counted, whichever transport served it.
     let listing = call(addr, "GET", "/v2/cache", &[], vec![]).await.json();
-    assert_eq!(listing["cached_images"][0]["hits"], json!(4));
+    let hits = listing["cached_images"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|entry| entry["image_id"] == json!(id))
+        .map(|entry| entry["hits"].clone());
+    assert_eq!(hits, Some(json!(6)));
 }
 
 #[tokio::test(flavor = "multi_thread")]

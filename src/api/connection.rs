@@ -1,23 +1,30 @@
 //! One client connection. A `GET /v2/images/{id}/file` of a cached image is answered here,
-//! with sendfile(2) from the cached copy; any other request, and the rest of the connection
-//! after it, is handed to hyper and the router, with the bytes already read.
+//! with sendfile(2) from the cached copy. Any other request whose end its head tells
+//! (no body, or a Content-Length one) is served by hyper and the router, one request at a
+//! time, after which the connection comes back here; so a client that reuses its
+//! connection (openstacksdk, glanceclient, nova) still gets cached images by sendfile.
+//! Requests whose end this loop cannot see (chunked or upgraded bodies, `Expect`,
+//! HTTP/1.0, malformed heads) hand the rest of the connection to hyper.
 //!
 //! Both paths decide a download with the same [`data::prepare`], so the status and headers
 //! are the same whichever transport sends the bytes.
 
+use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
+use futures::task::AtomicWaker;
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -48,7 +55,17 @@ pub enum Head {
         /// The client asked to close the connection after this answer.
         close: bool,
     },
-    /// Anything else, malformed heads included: hyper's to serve or refuse.
+    /// Another HTTP/1.1 request that ends `len + body` bytes from its start.
+    Sized {
+        /// Bytes of the head.
+        len: usize,
+        /// Bytes of the body (its Content-Length, 0 without one).
+        body: u64,
+        /// The client asked to close the connection after this answer.
+        close: bool,
+    },
+    /// Anything else, malformed heads included: hyper's to serve or refuse, with the rest
+    /// of the connection.
     Other,
 }
 
@@ -61,16 +78,17 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return None,
         _ => return Some(Head::Other),
     };
-    let id = match (request.method, request.path, request.version) {
-        (Some("GET"), Some(path), Some(1)) => download_id(path),
-        _ => None,
-    };
-    let Some(id) = id else {
+    let (Some(method), Some(path), Some(1)) = (request.method, request.path, request.version)
+    else {
         return Some(Head::Other);
     };
+    if method == "CONNECT" {
+        return Some(Head::Other);
+    }
     // The first Range header, read as the router reads it (HeaderMap::get, to_str).
     let mut range: Option<Option<String>> = None;
     let mut close = false;
+    let mut body: Option<u64> = None;
     for h in request.headers.iter() {
         let value = std::str::from_utf8(h.value).ok();
         let name = h.name;
@@ -86,8 +104,15 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
                     .any(|token| token.trim().eq_ignore_ascii_case("close"))
             });
         } else if name.eq_ignore_ascii_case("content-length") {
-            if value.map(str::trim) != Some("0") {
-                return Some(Head::Other);
+            // Digits only, and every Content-Length alike; anything else is hyper's to refuse.
+            let length = value
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (length, body) {
+                (Some(length), None) => body = Some(length),
+                (Some(length), Some(seen)) if length == seen => {}
+                _ => return Some(Head::Other),
             }
         } else if ["transfer-encoding", "expect", "upgrade"]
             .iter()
@@ -96,11 +121,15 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
             return Some(Head::Other);
         }
     }
-    Some(Head::Download {
-        len,
-        id: id.to_owned(),
-        range: range.flatten(),
-        close,
+    let body = body.unwrap_or(0);
+    Some(match download_id(path) {
+        Some(id) if method == "GET" && body == 0 => Head::Download {
+            len,
+            id: id.to_owned(),
+            range: range.flatten(),
+            close,
+        },
+        _ => Head::Sized { len, body, close },
     })
 }
 
@@ -127,14 +156,8 @@ pub async fn serve(
             head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut buffered)) => head,
             () = stopped(&mut stop) => return,
         };
-        let (len, id, range, close) = match head {
-            Ok(Ok(Some(Head::Download {
-                len,
-                id,
-                range,
-                close,
-            }))) => (len, id, range, close),
-            Ok(Ok(Some(Head::Other))) => break,
+        let head = match head {
+            Ok(Ok(Some(head))) => head,
             Ok(Ok(None)) => return, // closed between requests
             Ok(Err(e)) => {
                 debug!(error = %e, "reading a request");
@@ -145,33 +168,48 @@ pub async fn serve(
                 return;
             }
         };
-        let prepared = match data::prepare(&state, &id, range.as_deref()).await {
-            Ok(
-                prepared @ Prepared {
-                    source: Source::Cache(_),
-                    ..
-                },
-            ) => prepared,
-            // Not a cached copy (or an error answer): hyper serves this request, decided
-            // afresh, and the rest of the connection.
-            _ => break,
+        let (len, body, close) = match head {
+            Head::Download {
+                len,
+                id,
+                range,
+                close,
+            } => match data::prepare(&state, &id, range.as_deref()).await {
+                Ok(
+                    prepared @ Prepared {
+                        source: Source::Cache(_),
+                        ..
+                    },
+                ) => {
+                    buffered.advance(len);
+                    // A stop during the answer closes the connection after it: say so.
+                    let close = close || *stop.borrow();
+                    let bytes = prepared.span.len;
+                    match send_cached(&stream, prepared, close).await {
+                        Ok(()) => debug!(image = %id, bytes, "sent with sendfile"),
+                        Err(e) => {
+                            debug!(image = %id, error = %e, "sending a cached image");
+                            return;
+                        }
+                    }
+                    if close {
+                        return;
+                    }
+                    continue;
+                }
+                // Not a cached copy (or an error answer): hyper serves it, decided afresh.
+                _ => (len, 0, close),
+            },
+            Head::Sized { len, body, close } => (len, body, close),
+            Head::Other => break,
         };
-        buffered.advance(len);
-        // A stop during the answer closes the connection after it: say so in the answer.
-        let close = close || *stop.borrow();
-        let bytes = prepared.span.len;
-        match send_cached(&stream, prepared, close).await {
-            Ok(()) => debug!(image = %id, bytes, "sent with sendfile"),
-            Err(e) => {
-                debug!(image = %id, error = %e, "sending a cached image");
-                return;
-            }
-        }
-        if close {
-            return;
+        let request = len as u64 + body;
+        match with_hyper(stream, buffered, request, router.clone(), &mut stop).await {
+            Some(back) if !close => (stream, buffered) = back,
+            _ => return,
         }
     }
-    hand_off(stream, buffered.freeze(), router, stop).await;
+    with_hyper(stream, buffered, u64::MAX, router, &mut stop).await;
 }
 
 /// Completes when the server stops (at once if it already has).
@@ -232,59 +270,170 @@ async fn send_cached(stream: &TcpStream, prepared: Prepared, close: bool) -> io:
     sendfile::send(stream, &head, &file, span).await
 }
 
-/// Serves the rest of the connection with hyper, replaying the bytes already read.
-async fn hand_off(
+/// Serves with hyper the next `request` bytes of the connection (`u64::MAX`: all of it),
+/// replaying the bytes already read. Gives the connection back once hyper has answered
+/// and is waiting for more; None when it is finished (closed, failed, stopped, or hyper
+/// left part of the request unread).
+async fn with_hyper(
     stream: TcpStream,
-    buffered: Bytes,
+    buffered: BytesMut,
+    request: u64,
     router: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let service = TowerToHyperService::new(
-        router.map_request(|request: Request<Incoming>| request.map(Body::new)),
-    );
-    let connection = hyper::server::conn::http1::Builder::new()
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, BytesMut)> {
+    let answered = Arc::new(Answered::default());
+    let feed = Feed {
+        stream,
+        buffered,
+        left: request,
+        answered: answered.clone(),
+    };
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let (router, answered) = (router.clone(), answered.clone());
+        // Boxed, so the connection stays Unpin and can be taken apart afterwards.
+        Box::pin(async move {
+            let response = router.oneshot(request.map(Body::new)).await?;
+            Ok::<_, Infallible>(response.map(|body| Body::new(Answering { body, answered })))
+        })
+    });
+    let mut connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
-        .serve_connection(TokioIo::new(Replay { buffered, stream }), service);
-    tokio::pin!(connection);
+        .serve_connection(TokioIo::new(feed), service);
+    let mut stopping = false;
     // Biased: the connection is polled first, so a request already read is in flight
-    // (and finished) before a stop can close the connection as idle.
-    let result = tokio::select! {
-        biased;
-        result = connection.as_mut() => result,
-        () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    // (and answered) before a stop can close the connection as idle.
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = futures::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => break result,
+            () = stopped(stop), if !stopping => {
+                stopping = true;
+                Pin::new(&mut connection).graceful_shutdown();
+            }
         }
     };
     if let Err(e) = result {
         debug!(error = %e, "connection ended");
+        return None;
+    }
+    let parts = connection.into_parts();
+    let Feed {
+        stream,
+        buffered,
+        left,
+        ..
+    } = parts.io.into_inner();
+    let whole = left == 0 && parts.read_buf.is_empty();
+    (whole && !stopping).then_some((stream, buffered))
+}
+
+/// The end of an answer, signalled when hyper drops its body: from then on the connection
+/// reads as closed to hyper, which finishes and hands it back.
+#[derive(Default)]
+struct Answered {
+    done: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Answered {
+    fn set(&self) {
+        self.done.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.done.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
-/// A stream that first yields bytes already read from it.
-struct Replay {
-    buffered: Bytes,
-    stream: TcpStream,
+/// A response body that marks the answer done when hyper is through with it.
+struct Answering {
+    body: Body,
+    answered: Arc<Answered>,
 }
 
-impl AsyncRead for Replay {
+impl http_body::Body for Answering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.answered.set();
+    }
+}
+
+/// The connection as hyper reads it: the bytes already read, then the socket, `left` bytes
+/// in all; after those, nothing until the answer is out, then the end.
+struct Feed {
+    stream: TcpStream,
+    buffered: BytesMut,
+    left: u64,
+    answered: Arc<Answered>,
+}
+
+impl AsyncRead for Feed {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.buffered.is_empty() {
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        if this.left == 0 {
+            // Zero bytes read: the end of the stream, for hyper.
+            return this.answered.poll(cx).map(Ok);
         }
-        let n = this.buffered.len().min(buf.remaining());
-        buf.put_slice(&this.buffered.split_to(n));
-        Poll::Ready(Ok(()))
+        let room = u64::try_from(buf.remaining()).unwrap_or(u64::MAX);
+        if !this.buffered.is_empty() {
+            let n = usize::try_from(room.min(this.left))
+                .unwrap_or(usize::MAX)
+                .min(this.buffered.len());
+            buf.put_slice(&this.buffered.split_to(n));
+            this.left -= n as u64;
+            return Poll::Ready(Ok(()));
+        }
+        if room <= this.left {
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+            this.left -= (buf.filled().len() - before) as u64;
+            return polled;
+        }
+        // Less than hyper has room for: read just that much, never into the next request.
+        let mut part = vec![0u8; usize::try_from(this.left).unwrap_or(usize::MAX)];
+        let mut part_buf = ReadBuf::new(&mut part);
+        let polled = Pin::new(&mut this.stream).poll_read(cx, &mut part_buf);
+        let n = part_buf.filled().len();
+        buf.put_slice(&part[..n]);
+        this.left -= n as u64;
+        polled
     }
 }
 
-impl AsyncWrite for Replay {
+impl AsyncWrite for Feed {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -352,18 +501,42 @@ mod tests {
             download(odd.len(), None, false),
             "a Range value that is not visible ASCII is ignored, as the router ignores it"
         );
-        for other in [
-            &b"PUT /v2/images/abc/file HTTP/1.1\r\n\r\n"[..],
-            b"GET /v2/images/abc/file HTTP/1.0\r\n\r\n",
-            b"GET /v2/images/abc HTTP/1.1\r\n\r\n",
-            b"GET /v2/images/abc/file?x=1 HTTP/1.1\r\n\r\n",
-            b"GET /v2/images/a%62c/file HTTP/1.1\r\n\r\n",
-            b"GET /v2/images/a/b/file HTTP/1.1\r\n\r\n",
-            b"GET /v2/images//file HTTP/1.1\r\n\r\n",
+        let sized = |head: &[u8], body: u64| {
+            assert_eq!(
+                parse_head(head),
+                Some(Head::Sized {
+                    len: head.len(),
+                    body,
+                    close: false
+                }),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        };
+        sized(b"PUT /v2/images/abc/file HTTP/1.1\r\n\r\n", 0);
+        sized(b"GET /v2/images/abc HTTP/1.1\r\n\r\n", 0);
+        sized(b"GET /v2/images/abc/file?x=1 HTTP/1.1\r\n\r\n", 0);
+        sized(b"GET /v2/images/a%62c/file HTTP/1.1\r\n\r\n", 0);
+        sized(b"GET /v2/images/a/b/file HTTP/1.1\r\n\r\n", 0);
+        sized(b"GET /v2/images//file HTTP/1.1\r\n\r\n", 0);
+        sized(
             b"GET /v2/images/abc/file HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
-            b"GET /v2/images/abc/file HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET /v2/images/abc/file HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            5,
+        );
+        sized(
+            b"POST /v2/images HTTP/1.1\r\nContent-Length: 12\r\ncontent-length: 12\r\n\r\n",
+            12,
+        );
+        for other in [
+            &b"GET /v2/images/abc/file HTTP/1.0\r\n\r\n"[..],
+            b"POST /v2/images HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST /v2/images HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            b"POST /v2/images HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            b"POST /v2/images HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            b"PUT /v2/images/abc/file HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"PUT /v2/images/abc/file HTTP/1.1\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n",
             b"GET /v2/images/abc/file HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+            b"CONNECT x:1 HTTP/1.1\r\n\r\n",
             b"garbage\r\n\r\n",
         ] {
             assert_eq!(
