@@ -11,7 +11,7 @@ use bytes::Bytes;
 use md5::Digest;
 
 /// Bytes fed but not yet hashed, at most (one larger chunk is let through alone).
-pub const MAX_QUEUED: usize = 4 << 20;
+pub const MAX_QUEUED: usize = 8 << 20;
 
 /// A running digest on a helper thread; `finish` returns it as hex.
 pub struct BackgroundDigest {
