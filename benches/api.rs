@@ -15,6 +15,10 @@
 //! HTTP/1.1 client in this file. Figures are medians of BENCH_RUNS runs (default 5), the
 //! two sides of a comparison interleaved run by run; ratios come from the same run.
 //!
+//! In sections 1 and 4 the servers (glance-api, nginx and its workers) run on CPU 0 and the
+//! curl clients on CPU 1, the same for both sides, when there are two CPUs and taskset
+//! (BENCH_PIN=0 leaves placement to the scheduler).
+//!
 //! The data lives on /dev/shm when it has room (BENCH_DIR to choose), else under target/.
 //! nginx is installed with apt-get (nginx-light, else nginx) when missing; when that is
 //! impossible the nginx sides are skipped (BENCH_SKIP_NGINX=1 skips them on purpose).
@@ -577,8 +581,95 @@ impl Client {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Placement: in the cached-GET comparisons (sections 1 and 4) servers run on CPU 0 and curl
+// clients on CPU 1, the same for both sides. Left to the scheduler, a run's figure depends
+// on whether client and server happened to share a CPU (both sides then varied by 2x
+// between runs of one section). BENCH_PIN=0 turns it off; it needs two CPUs and taskset.
+
+const SERVER_CPU: &str = "0";
+const CLIENT_CPU: &str = "1";
+static PIN_CLIENTS: AtomicBool = AtomicBool::new(false);
+
+fn pinning_possible() -> bool {
+    std::env::var("BENCH_PIN").map_or(true, |v| v != "0")
+        && thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+        && Command::new("taskset")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// `pid` and its descendants (nginx's workers are its master's children).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", all[i]));
+        all.extend(
+            children
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+        i += 1;
+    }
+    all
+}
+
+/// Sets the CPUs of every thread of `pid` and its descendants.
+fn set_cpus(pid: u32, cpus: &str) {
+    for p in process_tree(pid) {
+        let ok = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &p.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset -a -p -c {cpus} {p}");
+    }
+}
+
+/// Servers on SERVER_CPU and clients on CLIENT_CPU while it lives; all CPUs again after.
+struct Placement {
+    servers: Vec<u32>,
+}
+
+impl Placement {
+    fn new(servers: Vec<u32>) -> Option<Placement> {
+        if !pinning_possible() {
+            return None;
+        }
+        for &pid in &servers {
+            set_cpus(pid, SERVER_CPU);
+        }
+        PIN_CLIENTS.store(true, Ordering::SeqCst);
+        Some(Placement { servers })
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        PIN_CLIENTS.store(false, Ordering::SeqCst);
+        let all = format!(
+            "0-{}",
+            thread::available_parallelism().map_or(1, |n| n.get()) - 1
+        );
+        for &pid in &self.servers {
+            set_cpus(pid, &all);
+        }
+    }
+}
+
 fn curl_get(port: u16, path: &str) -> Command {
-    let mut cmd = Command::new("curl");
+    let mut cmd = if PIN_CLIENTS.load(Ordering::SeqCst) {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["-c", CLIENT_CPU, "curl"]);
+        taskset
+    } else {
+        Command::new("curl")
+    };
     cmd.args(["-s", "-o", "/dev/null", "-w"])
         .arg("%{http_code} %{size_download} %{time_total}")
         .arg(format!("http://127.0.0.1:{port}{path}"));
@@ -995,6 +1086,18 @@ fn start_upstream(dir: &Path) -> Option<(Upstream, u16)> {
 
 // ---------------------------------------------------------------------------------------
 
+/// Places glance-api and nginx (when it runs) for a cached-GET comparison.
+fn placement(glance: &Server, nginx: &Option<(Server, u16)>) -> Option<Placement> {
+    let mut servers = vec![glance.pid()];
+    servers.extend(nginx.as_ref().map(|(s, _)| s.pid()));
+    let placement = Placement::new(servers);
+    match &placement {
+        Some(_) => println!("  placement: servers on CPU {SERVER_CPU}, curl on CPU {CLIENT_CPU}"),
+        None => println!("  placement: left to the scheduler"),
+    }
+    placement
+}
+
 fn main() {
     // cargo bench passes --bench; a filter argument is accepted and ignored.
     let runs = env_usize("BENCH_RUNS", 5);
@@ -1172,6 +1275,7 @@ fn main() {
     // 1. Cached GET, 1 GiB.
     if want(1) {
         println!("\n1. cached GET of a 1 GiB image (glance-api cache vs nginx sendfile)");
+        let _placement = placement(&glance, &nginx);
         let mut ours = Samples::new();
         let mut theirs = Samples::new();
         let mut our_cpu = CpuMeter::new(glance.pid());
@@ -1308,6 +1412,7 @@ fn main() {
         );
         let total = CONCURRENCY as u64 * SMALL;
         assert!(api.is_cached(&small_id));
+        let _placement = placement(&glance, &nginx);
         let mut ours = Samples::new();
         let mut theirs = Samples::new();
         client.get_concurrent(port, &small_path, CONCURRENCY);
