@@ -1026,6 +1026,45 @@ async fn cached_copies_go_out_with_sendfile_between_requests_for_hyper() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_slow_reader_gets_every_byte_and_keeps_its_connection() {
+    let server = start(Some(1 << 30)).await;
+    let addr = server.addr;
+    let bytes = data(16 << 20, 17);
+    let id = active_image(addr, &bytes).await;
+    // A first (uncached) read is hyper's, and its answer outgrows the socket buffers while
+    // the client dawdles; the metadata read behind it needs the connection afterwards.
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!(
+                "GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\n\r\nGET /v2/images/{id} HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("requests");
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 16 << 10];
+    while received.len() < bytes.len() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("bytes within 10 s")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let download = read_response(&mut stream, &mut received).await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body.len(), bytes.len(), "every byte");
+    assert!(download.body == bytes);
+    let metadata = read_response(&mut stream, &mut received).await;
+    assert_eq!(metadata.status, 200, "the connection went on");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_truncated_cached_copy_ends_the_connection_not_the_server() {
     let server = start(Some(1 << 30)).await;
     let addr = server.addr;

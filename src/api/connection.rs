@@ -122,6 +122,13 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
         }
     }
     let body = body.unwrap_or(0);
+    if u64::try_from(len)
+        .ok()
+        .and_then(|len| len.checked_add(body))
+        .is_none()
+    {
+        return Some(Head::Other);
+    }
     Some(match download_id(path) {
         Some(id) if method == "GET" && body == 0 => Head::Download {
             len,
@@ -203,7 +210,8 @@ pub async fn serve(
             Head::Sized { len, body, close } => (len, body, close),
             Head::Other => break,
         };
-        let request = len as u64 + body;
+        // parse_head saw to it that this does not overflow.
+        let request = (len as u64).saturating_add(body);
         match with_hyper(stream, buffered, request, router.clone(), &mut stop).await {
             Some(back) if !close => (stream, buffered) = back,
             _ => return,
@@ -282,6 +290,7 @@ async fn with_hyper(
     stop: &mut watch::Receiver<bool>,
 ) -> Option<(TcpStream, BytesMut)> {
     let answered = Arc::new(Answered::default());
+    let out = answered.clone();
     let feed = Feed {
         stream,
         buffered,
@@ -317,6 +326,14 @@ async fn with_hyper(
         debug!(error = %e, "connection ended");
         return None;
     }
+    let handed_back = out.eof_given();
+    if !handed_back || stopping || request == u64::MAX {
+        // hyper finished on its own (or is told to): let it flush and close.
+        if let Err(e) = (&mut connection).await {
+            debug!(error = %e, "connection ended");
+        }
+        return None;
+    }
     let parts = connection.into_parts();
     let Feed {
         stream,
@@ -328,11 +345,17 @@ async fn with_hyper(
     (whole && !stopping).then_some((stream, buffered))
 }
 
-/// The end of an answer, signalled when hyper drops its body: from then on the connection
-/// reads as closed to hyper, which finishes and hands it back.
+/// The end of an answer: hyper has dropped its body, and then flushed (hyper flushes its
+/// IO only once its own buffer is written out). From then on the connection reads as
+/// closed to hyper, which finishes and hands it back.
 #[derive(Default)]
 struct Answered {
+    /// hyper dropped the response body.
     done: AtomicBool,
+    /// ... and flushed everything after that.
+    flushed: AtomicBool,
+    /// ... and was told the stream ended.
+    eof: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -342,16 +365,29 @@ impl Answered {
         self.waker.wake();
     }
 
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.done.load(Ordering::Acquire) {
-            return Poll::Ready(());
+    /// A flush completed: once the body is done, every byte of the answer is out.
+    fn flushed(&self) {
+        if self.done.load(Ordering::Acquire) && !self.flushed.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
         }
-        self.waker.register(cx.waker());
-        if self.done.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+    }
+
+    /// Ready once the answer is out; it is then the end of the stream for hyper.
+    fn poll_out(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let out = || self.flushed.load(Ordering::Acquire);
+        if !out() {
+            self.waker.register(cx.waker());
+            if !out() {
+                return Poll::Pending;
+            }
         }
+        self.eof.store(true, Ordering::Release);
+        Poll::Ready(())
+    }
+
+    /// Whether hyper was told the stream ended (and so finished at a clean boundary).
+    fn eof_given(&self) -> bool {
+        self.eof.load(Ordering::Acquire)
     }
 }
 
@@ -404,8 +440,8 @@ impl AsyncRead for Feed {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.left == 0 {
-            // Zero bytes read: the end of the stream, for hyper.
-            return this.answered.poll(cx).map(Ok);
+            // Zero bytes read, once the answer is out: the end of the stream, for hyper.
+            return this.answered.poll_out(cx).map(Ok);
         }
         let room = u64::try_from(buf.remaining()).unwrap_or(u64::MAX);
         if !this.buffered.is_empty() {
@@ -455,7 +491,12 @@ impl AsyncWrite for Feed {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            this.answered.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -537,6 +578,7 @@ mod tests {
             b"PUT /v2/images/abc/file HTTP/1.1\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n",
             b"GET /v2/images/abc/file HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
             b"CONNECT x:1 HTTP/1.1\r\n\r\n",
+            b"POST /v2/images HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
             b"garbage\r\n\r\n",
         ] {
             assert_eq!(
