@@ -266,18 +266,10 @@ struct CpuMeter {
 }
 
 impl CpuMeter {
-    /// `pid` and its child processes.
+    /// `pid` and its descendants.
     fn new(pid: u32) -> Self {
-        let mut pids = vec![pid];
-        if let Ok(children) = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            pids.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
         Self {
-            pids,
+            pids: process_tree(pid),
             secs: 0.0,
             bytes: 0,
         }
@@ -1086,16 +1078,56 @@ fn start_upstream(dir: &Path) -> Option<(Upstream, u16)> {
 
 // ---------------------------------------------------------------------------------------
 
-/// Places glance-api and nginx (when it runs) for a cached-GET comparison.
-fn placement(glance: &Server, nginx: &Option<(Server, u16)>) -> Option<Placement> {
+/// A cached-GET comparison of glance-api with nginx (when it runs), placed as
+/// [`Placement`] says: a warm-up, then `runs` interleaved runs of `fetch` on each side,
+/// each moving `total` bytes; prints the rates, their ratio and the servers' CPU.
+fn against_nginx(
+    rows: &mut Vec<Row>,
+    what: &str,
+    runs: usize,
+    (glance, port, path): (&Server, u16, &str),
+    nginx: Option<(&Server, u16, &str)>,
+    total: u64,
+    fetch: impl Fn(u16, &str) -> (u64, f64),
+) {
     let mut servers = vec![glance.pid()];
-    servers.extend(nginx.as_ref().map(|(s, _)| s.pid()));
+    servers.extend(nginx.map(|(s, _, _)| s.pid()));
     let placement = Placement::new(servers);
     match &placement {
         Some(_) => println!("  placement: servers on CPU {SERVER_CPU}, curl on CPU {CLIENT_CPU}"),
         None => println!("  placement: left to the scheduler"),
     }
-    placement
+    let timed = |meter: &mut CpuMeter, samples: &mut Samples, port: u16, path: &str| {
+        meter.measure(|| {
+            let (bytes, secs) = fetch(port, path);
+            assert_eq!(bytes, total);
+            samples.push(gbps(bytes, secs));
+            bytes
+        })
+    };
+    // Warm-up, untimed.
+    fetch(port, path);
+    let mut ours = Samples::new();
+    let mut our_cpu = CpuMeter::new(glance.pid());
+    match nginx {
+        Some((server, nginx_port, nginx_path)) => {
+            fetch(nginx_port, nginx_path);
+            let mut theirs = Samples::new();
+            let mut their_cpu = CpuMeter::new(server.pid());
+            interleave(
+                runs,
+                || timed(&mut our_cpu, &mut ours, port, path),
+                || timed(&mut their_cpu, &mut theirs, nginx_port, nginx_path),
+            );
+            compare(rows, what, &ours, "nginx:", &theirs, 0.95);
+            print_cpu(&our_cpu, Some(&their_cpu));
+        }
+        None => {
+            (0..runs).for_each(|_| timed(&mut our_cpu, &mut ours, port, path));
+            println!("  glance-api:   {} (nginx skipped)", ours.show());
+            print_cpu(&our_cpu, None);
+        }
+    }
 }
 
 fn main() {
@@ -1275,48 +1307,15 @@ fn main() {
     // 1. Cached GET, 1 GiB.
     if want(1) {
         println!("\n1. cached GET of a 1 GiB image (glance-api cache vs nginx sendfile)");
-        let _placement = placement(&glance, &nginx);
-        let mut ours = Samples::new();
-        let mut theirs = Samples::new();
-        let mut our_cpu = CpuMeter::new(glance.pid());
-        let mut their_cpu = nginx.as_ref().map(|(s, _)| CpuMeter::new(s.pid()));
-        // Warm-up, untimed.
-        client.get(port, &big_path);
-        if let Some((_, np)) = &nginx {
-            client.get(*np, "/big.bin");
-        }
-        let mut run_ours = || {
-            our_cpu.measure(|| {
-                let (bytes, secs) = client.get(port, &big_path);
-                assert_eq!(bytes, BIG);
-                ours.push(gbps(bytes, secs));
-                bytes
-            })
-        };
-        match (&nginx, their_cpu.as_mut()) {
-            (Some((_, np)), Some(meter)) => interleave(runs, run_ours, || {
-                meter.measure(|| {
-                    let (bytes, secs) = client.get(*np, "/big.bin");
-                    assert_eq!(bytes, BIG);
-                    theirs.push(gbps(bytes, secs));
-                    bytes
-                })
-            }),
-            _ => (0..runs).for_each(|_| run_ours()),
-        }
-        if nginx.is_some() {
-            compare(
-                &mut rows,
-                "1. cached GET 1 GiB",
-                &ours,
-                "nginx:",
-                &theirs,
-                0.95,
-            );
-        } else {
-            println!("  glance-api:   {} (nginx skipped)", ours.show());
-        }
-        print_cpu(&our_cpu, their_cpu.as_ref());
+        against_nginx(
+            &mut rows,
+            "1. cached GET 1 GiB",
+            runs,
+            (&glance, port, &big_path),
+            nginx.as_ref().map(|(s, p)| (s, *p, "/big.bin")),
+            BIG,
+            |p, path| client.get(p, path),
+        );
     }
 
     // 2. Uncached (tee) GET, 1 GiB, vs md5sum.
@@ -1410,49 +1409,16 @@ fn main() {
         println!(
             "\n4. {CONCURRENCY} concurrent cached GETs of a 256 MiB image (aggregate) vs nginx"
         );
-        let total = CONCURRENCY as u64 * SMALL;
         assert!(api.is_cached(&small_id));
-        let _placement = placement(&glance, &nginx);
-        let mut ours = Samples::new();
-        let mut theirs = Samples::new();
-        client.get_concurrent(port, &small_path, CONCURRENCY);
-        if let Some((_, np)) = &nginx {
-            client.get_concurrent(*np, "/small.bin", CONCURRENCY);
-        }
-        let mut our_cpu = CpuMeter::new(glance.pid());
-        let mut their_cpu = nginx.as_ref().map(|(s, _)| CpuMeter::new(s.pid()));
-        let mut run_ours = || {
-            our_cpu.measure(|| {
-                let (bytes, secs) = client.get_concurrent(port, &small_path, CONCURRENCY);
-                assert_eq!(bytes, total);
-                ours.push(gbps(bytes, secs));
-                bytes
-            })
-        };
-        match (&nginx, their_cpu.as_mut()) {
-            (Some((_, np)), Some(meter)) => interleave(runs, run_ours, || {
-                meter.measure(|| {
-                    let (bytes, secs) = client.get_concurrent(*np, "/small.bin", CONCURRENCY);
-                    assert_eq!(bytes, total);
-                    theirs.push(gbps(bytes, secs));
-                    bytes
-                })
-            }),
-            _ => (0..runs).for_each(|_| run_ours()),
-        }
-        if nginx.is_some() {
-            compare(
-                &mut rows,
-                "4. 8 x cached GET 256 MiB",
-                &ours,
-                "nginx:",
-                &theirs,
-                0.95,
-            );
-        } else {
-            println!("  glance-api:   {} (nginx skipped)", ours.show());
-        }
-        print_cpu(&our_cpu, their_cpu.as_ref());
+        against_nginx(
+            &mut rows,
+            "4. 8 x cached GET 256 MiB",
+            runs,
+            (&glance, port, &small_path),
+            nginx.as_ref().map(|(s, p)| (s, *p, "/small.bin")),
+            CONCURRENCY as u64 * SMALL,
+            |p, path| client.get_concurrent(p, path, CONCURRENCY),
+        );
     }
 
     let bench_hwm = proc_status_mib(glance.pid(), "VmHWM:").unwrap_or(f64::NAN);
