@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 mod common;
 
-use common::cache::{id, md5_hex, put};
+use common::cache::{cached_ids, id, md5_hex, put};
 use glance_operator::cache::{Cache, CacheError, DriverKind, ImageId, xattr_meta};
 use rusqlite::{Connection, params};
 
@@ -150,12 +150,7 @@ fn prune_evicts_least_recently_accessed_until_it_fits() {
         (report.files, report.bytes, report.remaining),
         (5, 500, 500)
     );
-    let left: Vec<ImageId> = cache
-        .cached()
-        .expect("list")
-        .into_iter()
-        .map(|e| e.image_id)
-        .collect();
+    let left = cached_ids(&cache);
     assert_eq!(
         left,
         (0..5).map(id).collect::<Vec<_>>(),

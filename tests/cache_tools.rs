@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 mod common;
 
-use common::cache::{id, md5_hex, put};
+use common::cache::{cached_ids, id, md5_hex, put};
 use glance_operator::cache::{Cache, DriverKind, ImageId};
 use rusqlite::{Connection, params};
 use serde_json::json;
@@ -71,12 +71,7 @@ fn the_pruner_keeps_the_most_recently_used_within_the_limit() {
             && log.contains("bytes=300"),
         "{log}"
     );
-    let left: Vec<ImageId> = cache
-        .cached()
-        .expect("list")
-        .into_iter()
-        .map(|e| e.image_id)
-        .collect();
+    let left = cached_ids(&cache);
     assert_eq!(left, vec![id(3), id(4)]);
 }
 

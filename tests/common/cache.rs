@@ -24,3 +24,13 @@ pub fn put(cache: &Cache, image: &ImageId, data: &[u8]) {
     w.write_all(data).expect("write");
     w.commit().expect("commit");
 }
+
+/// The IDs the cache holds, in its listing order.
+pub fn cached_ids(cache: &Cache) -> Vec<ImageId> {
+    cache
+        .cached()
+        .expect("list")
+        .into_iter()
+        .map(|e| e.image_id)
+        .collect()
+}
