@@ -8,6 +8,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+mod common;
+
 use glance_operator::api::server::{build_state, serve_on};
 use glance_operator::api::settings::{ApiSettings, SettingsError};
 use glance_operator::api::state::AppState;
@@ -29,6 +31,17 @@ struct Server {
 }
 
 fn conf_text(dir: &Path, port: u16, cache: Option<u64>, flavor: &str) -> String {
+    let sqlite = format!("sqlite:///{}/glance.sqlite", dir.display());
+    conf_with_database(dir, port, cache, flavor, &sqlite)
+}
+
+fn conf_with_database(
+    dir: &Path,
+    port: u16,
+    cache: Option<u64>,
+    flavor: &str,
+    connection: &str,
+) -> String {
     let d = dir.display();
     let mut text = format!(
         "[DEFAULT]\nbind_host = 127.0.0.1\nbind_port = {port}\nenabled_backends = default_backend:file\n"
@@ -39,28 +52,28 @@ fn conf_text(dir: &Path, port: u16, cache: Option<u64>, flavor: &str) -> String 
         ));
     }
     text.push_str(&format!(
-        "[glance_store]\ndefault_backend = default_backend\n[default_backend]\nfilesystem_store_datadir = {d}/images\n[database]\nconnection = sqlite:///{d}/glance.sqlite\n[paste_deploy]\nflavor = {flavor}\nlimit_param_default = 3\n"
+        "[glance_store]\ndefault_backend = default_backend\n[default_backend]\nfilesystem_store_datadir = {d}/images\n[database]\nconnection = {connection}\n[paste_deploy]\nflavor = {flavor}\nlimit_param_default = 3\n"
     ));
     text
 }
 
+/// glance-api on port 0 with its catalogue on the backend of GLANCE_TEST_DATABASE.
 async fn start(cache: Option<u64>) -> Server {
     let dir = tempfile::tempdir().expect("tmp");
+    let connection = common::db::fresh_catalogue(dir.path()).await;
+    let flavor = if cache.is_some() {
+        "cachemanagement"
+    } else {
+        ""
+    };
     let config = Config::from_str(
         "test.conf",
-        &conf_text(
-            dir.path(),
-            0,
-            cache,
-            if cache.is_some() {
-                "cachemanagement"
-            } else {
-                ""
-            },
-        ),
+        &conf_with_database(dir.path(), 0, cache, flavor, &connection),
     )
     .expect("conf");
-    let state = build_state(ApiSettings::from_config(&config).expect("settings")).expect("state");
+    let state = build_state(ApiSettings::from_config(&config).expect("settings"))
+        .await
+        .expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

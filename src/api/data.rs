@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::images::path_id;
 use super::state::{AppState, blocking};
 use crate::cache::CacheWriter;
-use crate::db::{Image, now};
+use crate::db::{Activation, Image};
 
 type Shared = Arc<AppState>;
 
@@ -62,25 +62,22 @@ async fn claim(
             ),
         });
     }
-    let db = state.db.clone();
-    let claim_id = id.clone();
-    blocking(move || {
-        let image = db
-            .get(&claim_id)?
-            .ok_or_else(|| ApiError::not_found(format!("No image found with ID {claim_id}")))?;
-        if !db.transition(&claim_id, &["queued"], "saving")? {
-            return Err(ApiError {
-                status: StatusCode::CONFLICT,
-                message: format!(
-                    "Image status transition from {} to saving is not allowed",
-                    image.status
-                ),
-            });
-        }
-        Ok(())
+    // One conditional update decides between replicas: only one moves queued -> saving.
+    if state.db.transition(&id, &["queued"], "saving").await? {
+        return Ok(id);
+    }
+    let image = state
+        .db
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
+    Err(ApiError {
+        status: StatusCode::CONFLICT,
+        message: format!(
+            "Image status transition from {} to saving is not allowed",
+            image.status
+        ),
     })
-    .await?;
-    Ok(id)
 }
 
 /// Streams the body into the store and records size and digests.
@@ -117,46 +114,59 @@ async fn store_body(
     }
     drop(tx);
     let stored = writer.await.map_err(ApiError::internal)?;
-    let db = state.db.clone();
-    let store = state.store.clone();
-    blocking(move || {
-        let fail = |message: String, status: StatusCode| {
-            db.transition(&id, &["saving"], "queued")?;
-            Err(ApiError { status, message })
-        };
-        if let Some(e) = body_error {
-            store.delete(&id).map_err(ApiError::internal)?;
-            return fail(
-                format!("Error reading the image data: {e}"),
-                StatusCode::BAD_REQUEST,
-            );
+    let (message, status) = match (body_error, stored) {
+        (Some(e), _) => (
+            format!("Error reading the image data: {e}"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (None, Err(e)) => {
+            warn!(image = %id, error = %e, "storing image data failed");
+            (
+                "Failed to store the image data.".to_owned(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
         }
-        let stored = match stored {
-            Ok(stored) => stored,
-            Err(e) => {
-                warn!(image = %id, error = %e, "storing image data failed");
-                return fail(
-                    "Failed to store the image data.".to_owned(),
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                );
+        (None, Ok(stored)) => {
+            let activation = Activation {
+                size: i64::try_from(stored.size).map_err(ApiError::internal)?,
+                checksum: stored.md5,
+                os_hash_value: stored.sha512,
+                location: state.store.location(&id),
+                store: state.store.backend().to_owned(),
+            };
+            match state.db.activate(&id, &activation).await {
+                Ok(true) => return Ok(StatusCode::NO_CONTENT),
+                // Deleted (or otherwise moved on) while uploading: the data goes too.
+                Ok(false) => {
+                    remove_data(&state, &id).await?;
+                    return Err(ApiError {
+                        status: StatusCode::GONE,
+                        message: format!("Image {id} was deleted during the upload"),
+                    });
+                }
+                // Not activated: the image must not keep data it does not describe.
+                Err(e) => {
+                    remove_data(&state, &id).await?;
+                    let _ = state.db.transition(&id, &["saving"], "queued").await;
+                    return Err(e.into());
+                }
             }
-        };
-        let Some(mut image) = db.get(&id)? else {
-            // Deleted while uploading: drop the data too.
-            store.delete(&id).map_err(ApiError::internal)?;
-            return Err(ApiError {
-                status: StatusCode::GONE,
-                message: format!("Image {id} was deleted during the upload"),
-            });
-        };
-        image.size = Some(i64::try_from(stored.size).map_err(ApiError::internal)?);
-        image.checksum = Some(stored.md5);
-        image.os_hash_algo = Some("sha512".to_owned());
-        image.os_hash_value = Some(stored.sha512);
-        image.status = "active".to_owned();
-        image.updated_at = now();
-        db.update(&image)?;
-        Ok(StatusCode::NO_CONTENT)
+        }
+    };
+    remove_data(&state, &id).await?;
+    // Back to queued, unless it was deleted meanwhile; another upload may then try.
+    state.db.transition(&id, &["saving"], "queued").await?;
+    Err(ApiError { status, message })
+}
+
+async fn remove_data(state: &Shared, id: &crate::cache::ImageId) -> Result<(), ApiError> {
+    let (state, id) = (state.clone(), id.clone());
+    blocking(move || {
+        state
+            .store
+            .delete(&id)
+            .map(drop)
+            .map_err(ApiError::internal)
     })
     .await
 }
@@ -237,13 +247,14 @@ pub struct Prepared {
 /// up and, when the cache holds it, opens the cached copy and counts a hit.
 pub async fn prepare(state: &Shared, raw: &str, range: Option<&str>) -> Result<Prepared, ApiError> {
     let id = path_id(raw)?;
+    let image = state
+        .db
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
     let state = state.clone();
     let range = range.map(str::to_owned);
     blocking(move || {
-        let image = state
-            .db
-            .get(&id)?
-            .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
         match image.status.as_str() {
             "active" => {}
             "deactivated" => {

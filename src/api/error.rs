@@ -6,9 +6,10 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::cache::CacheError;
+use crate::db::DbError;
 
 /// An HTTP error answer. As upstream (webob), a client that accepts JSON gets
 /// `{"code": "404 Not Found", "title": "Not Found", "message": "..."}` and any other client
@@ -48,6 +49,21 @@ impl ApiError {
     }
 }
 
+impl From<DbError> for ApiError {
+    /// A lost or unreachable database is 503 (the client may retry); the cause is
+    /// logged without the password, and the client is told only that it is unavailable.
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            warn!(error = %e, "database unavailable");
+            return Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "The image database is unavailable; try again later.".to_owned(),
+            };
+        }
+        Self::internal(e)
+    }
+}
+
 impl From<CacheError> for ApiError {
     fn from(e: CacheError) -> Self {
         Self::internal(e)
@@ -60,6 +76,14 @@ impl IntoResponse for ApiError {
         let code = format!("{} {title}", self.status.as_u16());
         let body = json!({"code": code, "title": title, "message": self.message});
         let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Always JSON, with a hint when to come back: clients and load balancers
+            // retry these.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            return response;
+        }
         response.extensions_mut().insert(ErrorPage {
             code,
             message: self.message,

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::error::ApiError;
 use super::state::{AppState, blocking};
 use crate::cache::ImageId;
-use crate::db::{DbError, Image, ListQuery, SortDir, SortKey, now};
+use crate::db::{Image, ListQuery, SortDir, SortKey, now};
 
 type Shared = Arc<AppState>;
 
@@ -49,12 +49,6 @@ const READ_ONLY: &[&str] = &[
     "stores",
 ];
 
-impl From<DbError> for ApiError {
-    fn from(e: DbError) -> Self {
-        Self::internal(e)
-    }
-}
-
 /// An image as the API shows it.
 pub fn image_json(image: &Image) -> Value {
     let id = image.id.as_str();
@@ -83,8 +77,8 @@ pub fn image_json(image: &Image) -> Value {
         "schema": "/v2/schemas/image",
     });
     if let Value::Object(map) = &mut v {
-        if image.status == "active" {
-            map.insert("stores".to_owned(), json!("default_backend"));
+        if !image.stores.is_empty() {
+            map.insert("stores".to_owned(), json!(image.stores.join(",")));
         }
         for (k, val) in &image.properties {
             map.entry(k.clone()).or_insert_with(|| json!(val));
@@ -226,18 +220,13 @@ pub async fn create(
             set_attribute(&mut image, key, Some(value))?;
         }
     }
-    let db = state.db.clone();
-    blocking(move || {
-        if db.get(&image.id)?.is_some() {
-            return Err(conflict(format!(
-                "Image with identifier {} already exists!",
-                image.id
-            )));
-        }
-        db.insert(&image)?;
-        Ok((StatusCode::CREATED, Json(image_json(&image))))
-    })
-    .await
+    if !state.db.insert(&image).await? {
+        return Err(conflict(format!(
+            "Image with identifier {} already exists!",
+            image.id
+        )));
+    }
+    Ok((StatusCode::CREATED, Json(image_json(&image))))
 }
 
 /// GET /v2/images/{id}
@@ -246,13 +235,12 @@ pub async fn show(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path_id(&raw)?;
-    let db = state.db.clone();
-    blocking(move || {
-        db.get(&id)?
-            .map(|i| Json(image_json(&i)))
-            .ok_or_else(|| not_found(&raw))
-    })
-    .await
+    state
+        .db
+        .get(&id)
+        .await?
+        .map(|i| Json(image_json(&i)))
+        .ok_or_else(|| not_found(&raw))
 }
 
 /// PATCH /v2/images/{id} (application/openstack-images-v2.1-json-patch)
@@ -279,9 +267,8 @@ pub async fn update(
     }
     let ops: Vec<Map<String, Value>> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("A JSON patch is a list of operations: {e}")))?;
-    let db = state.db.clone();
-    blocking(move || {
-        let mut image = db.get(&id)?.ok_or_else(|| not_found(&raw))?;
+    let mut image = state.db.get(&id).await?.ok_or_else(|| not_found(&raw))?;
+    {
         for op in &ops {
             let name = op.get("op").and_then(Value::as_str).unwrap_or("");
             let path = op.get("path").and_then(Value::as_str).unwrap_or("");
@@ -317,13 +304,12 @@ pub async fn update(
                 }
             }
         }
-        image.updated_at = now();
-        if !db.update(&image)? {
-            return Err(not_found(&raw));
-        }
-        Ok(Json(image_json(&image)))
-    })
-    .await
+    }
+    image.updated_at = now();
+    if !state.db.update(&image).await? {
+        return Err(not_found(&raw));
+    }
+    Ok(Json(image_json(&image)))
 }
 
 fn is_core(key: &str) -> bool {
@@ -348,15 +334,17 @@ pub async fn delete(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(&raw)?;
-    let state = state.clone();
+    let image = state.db.get(&id).await?.ok_or_else(|| not_found(&raw))?;
+    if image.protected {
+        return Err(forbidden(format!(
+            "Image {id} is protected and cannot be deleted."
+        )));
+    }
+    if !state.db.delete(&id).await? {
+        return Err(not_found(&raw));
+    }
+    // The record is gone first, so no reader is sent to data that is being removed.
     blocking(move || {
-        let image = state.db.get(&id)?.ok_or_else(|| not_found(&raw))?;
-        if image.protected {
-            return Err(forbidden(format!(
-                "Image {id} is protected and cannot be deleted."
-            )));
-        }
-        state.db.delete(&id)?;
         state.store.delete(&id).map_err(ApiError::internal)?;
         if let Some(cache) = &state.cache {
             cache.cache.delete(&id)?;
@@ -400,14 +388,13 @@ async fn edit_tags(
     edit: impl FnOnce(&mut std::collections::BTreeSet<String>) -> Result<(), ApiError> + Send + 'static,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(&raw)?;
-    blocking(move || {
-        let mut image = state.db.get(&id)?.ok_or_else(|| not_found(&raw))?;
-        edit(&mut image.tags)?;
-        image.updated_at = now();
-        state.db.update(&image)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    let mut image = state.db.get(&id).await?.ok_or_else(|| not_found(&raw))?;
+    edit(&mut image.tags)?;
+    image.updated_at = now();
+    if !state.db.update(&image).await? {
+        return Err(not_found(&raw));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 const FILTER_COLUMNS: &[(&str, &str)] = &[
@@ -464,9 +451,7 @@ pub async fn list(
                 }
             }
             "os_hidden" => query.include_hidden = v == "true",
-            "protected" => query
-                .columns
-                .push(("protected", if v == "true" { "1" } else { "0" }.to_owned())),
+            "protected" => query.flags.push(("protected", v == "true")),
             key => {
                 if let Some((_, column)) = FILTER_COLUMNS.iter().find(|(name, _)| *name == key) {
                     query.columns.push((column, v.clone()));
@@ -477,25 +462,26 @@ pub async fn list(
         }
     }
     if query.include_hidden && first.get("os_hidden") == Some(&"true") {
-        query.columns.push(("os_hidden", "1".to_owned()));
+        query.flags.push(("os_hidden", true));
     }
     let marker = first.get("marker").map(|m| (*m).to_owned());
-    let db = state.db.clone();
+    let db = &state.db;
     let limit = query.limit;
     let next_params: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| k != "marker")
         .cloned()
         .collect();
-    blocking(move || {
+    {
         if let Some(marker) = &marker {
             let id = ImageId::parse(marker)
                 .map_err(|_| ApiError::bad_request(format!("marker {marker} not found")))?;
             query.offset = db
-                .offset_after(&query, &id)?
+                .offset_after(&query, &id)
+                .await?
                 .ok_or_else(|| ApiError::bad_request(format!("marker {marker} not found")))?;
         }
-        let (images, more) = db.list(&query)?;
+        let (images, more) = db.list(&query).await?;
         let mut body = json!({
             "images": images.iter().map(image_json).collect::<Vec<_>>(),
             "schema": "/v2/schemas/images",
@@ -516,8 +502,7 @@ pub async fn list(
             ));
         }
         Ok(Json(body))
-    })
-    .await
+    }
 }
 
 fn url_query(params: &[(String, String)]) -> String {

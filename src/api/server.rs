@@ -40,13 +40,17 @@ pub enum ServeError {
     },
 }
 
-/// Opens the database, the store and the cache named by `settings`.
-pub fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeError> {
-    let db = Arc::new(Db::open(&settings.database_url)?);
-    let store = FileStore::open(&settings.store_dir).map_err(|source| ServeError::Io {
-        action: format!("opening the image store {}", settings.store_dir.display()),
-        source,
-    })?;
+/// Opens the store, the database (retrying as `[database]` says) and the cache named by
+/// `settings`.
+pub async fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeError> {
+    let store =
+        FileStore::open(&settings.store_dir, &settings.store_backend).map_err(|source| {
+            ServeError::Io {
+                action: format!("opening the image store {}", settings.store_dir.display()),
+                source,
+            }
+        })?;
+    let db = Arc::new(Db::open(&settings.database, &store).await?);
     let cache = match &settings.cache {
         Some(options) => {
             let dir = options.image_cache_dir.clone().unwrap_or_default();
@@ -59,7 +63,10 @@ pub fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeError> {
                 cache,
                 max_size: options.image_cache_max_size,
                 stall_time: Duration::from_secs(options.image_cache_stall_time),
-                catalog: Arc::new(DbCatalog(db.clone())),
+                catalog: Arc::new(DbCatalog {
+                    db: db.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                }),
                 queued: Arc::default(),
             }))
         }
@@ -112,18 +119,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(super::error::negotiate))
 }
 
-/// The local store as a prefetch source.
-struct LocalImages<'a>(&'a AppState);
+/// The local store as a prefetch source, used from a blocking thread.
+struct LocalImages<'a>(&'a AppState, tokio::runtime::Handle);
 
 impl ImageSource for LocalImages<'_> {
     fn lookup(&self, id: &ImageId) -> Result<Lookup, String> {
-        Ok(match self.0.db.get(id).map_err(|e| e.to_string())? {
-            Some(image) => Lookup::Found {
-                status: image.status,
-                checksum: image.checksum,
+        Ok(
+            match self
+                .1
+                .block_on(self.0.db.get(id))
+                .map_err(|e| e.to_string())?
+            {
+                Some(image) => Lookup::Found {
+                    status: image.status,
+                    checksum: image.checksum,
+                },
+                None => Lookup::Missing,
             },
-            None => Lookup::Missing,
-        })
+        )
     }
 
     fn open(&self, id: &ImageId) -> Result<Box<dyn Read + '_>, String> {
@@ -139,10 +152,11 @@ async fn prefetch_worker(state: Arc<AppState>, cache: Arc<CacheApi>) {
     loop {
         let run_state = state.clone();
         let run_cache = cache.clone();
+        let runtime = tokio::runtime::Handle::current();
         let result = tokio::task::spawn_blocking(move || {
             prefetch(
                 &run_cache.cache,
-                &LocalImages(&run_state),
+                &LocalImages(&run_state, runtime),
                 1,
                 run_cache.max_size,
             )

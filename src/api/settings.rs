@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::conf::{CacheOptions, ConfError, Config, DEFAULT_SECTION};
+use crate::db::{DbError, DbOptions};
 
 /// Configuration used when glance-api is started without --config-file/--config-dir:
 /// everything under ./glance-data, the cache on, listening on localhost.
@@ -36,6 +37,9 @@ pub enum SettingsError {
     /// A malformed option.
     #[error(transparent)]
     Conf(#[from] ConfError),
+    /// A malformed `[database]` option.
+    #[error(transparent)]
+    Database(#[from] DbError),
     /// bind_host is not an IP address.
     #[error("[DEFAULT] bind_host = {0:?} is not an IP address")]
     BindHost(String),
@@ -59,10 +63,12 @@ pub enum SettingsError {
 pub struct ApiSettings {
     /// Where to listen.
     pub bind: SocketAddr,
-    /// `[database] connection`.
-    pub database_url: String,
+    /// `[database]`: the connection URL and oslo.db's pool options.
+    pub database: DbOptions,
     /// filesystem_store_datadir of the default backend.
     pub store_dir: PathBuf,
+    /// The default backend's name in `enabled_backends`, recorded in image locations.
+    pub store_backend: String,
     /// The transparent cache, when image_cache_dir is set and the flavor caches.
     pub cache: Option<CacheOptions>,
     /// Serve the cache management API (flavor cachemanagement).
@@ -99,14 +105,9 @@ impl ApiSettings {
 
         Ok(Self {
             bind: SocketAddr::new(ip, port),
-            database_url: config
-                .get_str(
-                    "database",
-                    "connection",
-                    "sqlite:////var/lib/glance/glance.sqlite",
-                )
-                .to_owned(),
+            database: DbOptions::from_config(config, "sqlite:////var/lib/glance/glance.sqlite")?,
             store_dir: store_dir(config),
+            store_backend: default_backend(config).to_owned(),
             cache_management: cache_management && cache.is_some(),
             cache,
             limit_default: usize::try_from(config.get_u64(
@@ -123,8 +124,17 @@ impl ApiSettings {
     }
 }
 
+/// The default backend's name: `[glance_store] default_backend` with multiple stores,
+/// else `file` (the store's type, as upstream names single-store locations).
+pub fn default_backend(config: &Config) -> &str {
+    config
+        .get("glance_store", "default_backend")
+        .filter(|_| config.get(DEFAULT_SECTION, "enabled_backends").is_some())
+        .unwrap_or("file")
+}
+
 /// filesystem_store_datadir of the default backend (multi-store), else of [glance_store].
-fn store_dir(config: &Config) -> PathBuf {
+pub fn store_dir(config: &Config) -> PathBuf {
     let backend = config
         .get("glance_store", "default_backend")
         .filter(|_| config.get(DEFAULT_SECTION, "enabled_backends").is_some());

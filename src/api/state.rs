@@ -21,16 +21,18 @@ pub struct AppState {
     pub settings: ApiSettings,
 }
 
-/// The database as the cache API sees it.
-pub struct DbCatalog(pub Arc<Db>);
+/// The database as the cache API sees it. The cache API asks from its blocking threads,
+/// which may wait on the runtime.
+pub struct DbCatalog {
+    /// The database.
+    pub db: Arc<Db>,
+    /// The runtime the database's connections live on.
+    pub runtime: tokio::runtime::Handle,
+}
 
 impl ImageCatalog for DbCatalog {
     fn status(&self, id: &ImageId) -> Result<Option<String>, ApiError> {
-        Ok(self
-            .0
-            .get(id)
-            .map_err(ApiError::internal)?
-            .map(|i| i.status))
+        Ok(self.runtime.block_on(self.db.get(id))?.map(|i| i.status))
     }
 }
 

@@ -51,7 +51,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match build_state(settings) {
+    let result = match build_state(settings).await {
         Ok(state) => serve(state, shutdown_signal()).await,
         Err(e) => Err(e),
     };

@@ -1,6 +1,9 @@
-//! `GET /v2/images` as SQL: filters, multi-key sort, and marker paging.
+//! `GET /v2/images` as SQL on upstream Glance's tables: filters, multi-key sort, and
+//! marker paging. Soft-deleted rows never match.
 
 use std::fmt;
+
+use super::dialect::Dialect;
 
 /// A sortable image attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +104,10 @@ impl fmt::Display for SortDir {
 /// A listing request. Filters are exact matches; `properties` match extra properties.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
-    /// Exact-match filters on columns: (column, value).
+    /// Exact-match filters on text columns: (column, value).
     pub columns: Vec<(&'static str, String)>,
+    /// Exact-match filters on boolean columns: (column, value).
+    pub flags: Vec<(&'static str, bool)>,
     /// Every tag must be present.
     pub tags: Vec<String>,
     /// Extra property filters: (name, value).
@@ -128,15 +133,8 @@ pub enum Value {
     Text(String),
     /// Integer.
     Int(i64),
-}
-
-impl rusqlite::ToSql for Value {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        match self {
-            Self::Text(s) => s.to_sql(),
-            Self::Int(i) => i.to_sql(),
-        }
-    }
+    /// Boolean.
+    Bool(bool),
 }
 
 impl ListQuery {
@@ -144,6 +142,7 @@ impl ListQuery {
     pub fn new(limit: usize) -> Self {
         Self {
             columns: Vec::new(),
+            flags: Vec::new(),
             tags: Vec::new(),
             properties: Vec::new(),
             size_min: None,
@@ -155,81 +154,85 @@ impl ListQuery {
         }
     }
 
-    fn where_clause(&self, values: &mut Vec<Value>) -> String {
-        let mut clauses = Vec::new();
+    fn where_clause(&self, dialect: Dialect, values: &mut Vec<Value>) -> String {
+        let mut clauses = vec!["images.deleted = false".to_owned()];
         for (column, value) in &self.columns {
             values.push(Value::Text(value.clone()));
-            clauses.push(format!("{column} = ?{}", values.len()));
+            let placeholder = if *column == "visibility" {
+                dialect.visibility()
+            } else {
+                "?"
+            };
+            clauses.push(format!("images.{column} = {placeholder}"));
+        }
+        for (column, value) in &self.flags {
+            values.push(Value::Bool(*value));
+            clauses.push(format!("images.{column} = ?"));
         }
         for tag in &self.tags {
             values.push(Value::Text(tag.clone()));
-            clauses.push(format!(
-                "EXISTS (SELECT 1 FROM json_each(images.tags) WHERE value = ?{})",
-                values.len()
-            ));
+            clauses.push(
+                "EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = images.id AND t.deleted = false AND t.value = ?)"
+                    .to_owned(),
+            );
         }
         for (name, value) in &self.properties {
-            values.push(Value::Text(format!("$.\"{}\"", name.replace('"', ""))));
-            let path = values.len();
+            values.push(Value::Text(name.clone()));
             values.push(Value::Text(value.clone()));
-            clauses.push(format!(
-                "json_extract(properties, ?{path}) = ?{}",
-                values.len()
-            ));
+            clauses.push(
+                "EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = images.id AND p.deleted = false AND p.name = ? AND p.value = ?)"
+                    .to_owned(),
+            );
         }
         if let Some(min) = self.size_min {
             values.push(Value::Int(min));
-            clauses.push(format!("size >= ?{}", values.len()));
+            clauses.push("images.size >= ?".to_owned());
         }
         if let Some(max) = self.size_max {
             values.push(Value::Int(max));
-            clauses.push(format!("size <= ?{}", values.len()));
+            clauses.push("images.size <= ?".to_owned());
         }
         if !self.include_hidden {
-            clauses.push("os_hidden = 0".to_owned());
+            clauses.push("images.os_hidden = false".to_owned());
         }
-        if clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        }
+        format!(" WHERE {}", clauses.join(" AND "))
     }
 
     fn order_clause(&self) -> String {
         let mut keys: Vec<String> = self
             .sort
             .iter()
-            .map(|(k, d)| format!("{} {d}", k.column()))
+            .map(|(k, d)| format!("images.{} {d}", k.column()))
             .collect();
         if !self.sort.iter().any(|(k, _)| *k == SortKey::Id) {
             let dir = self.sort.last().map_or(SortDir::Desc, |(_, d)| *d);
-            keys.push(format!("id {dir}"));
+            keys.push(format!("images.id {dir}"));
         }
         format!(" ORDER BY {}", keys.join(", "))
     }
 
-    /// The SQL selecting `columns` for this page (one row more than `limit`, to tell
-    /// whether another page follows), and its bound values.
-    pub fn to_sql(&self, columns: &str) -> (String, Vec<Value>) {
+    /// The SQL selecting `columns` of `images` for this page (one row more than `limit`,
+    /// to tell whether another page follows), and its bound values.
+    pub fn to_sql(&self, dialect: Dialect, columns: &str) -> (String, Vec<Value>) {
         let mut values = Vec::new();
         let sql = format!(
             "SELECT {columns} FROM images{}{} LIMIT {} OFFSET {}",
-            self.where_clause(&mut values),
+            self.where_clause(dialect, &mut values),
             self.order_clause(),
             self.limit.saturating_add(1),
             self.offset
         );
-        (sql, values)
+        (dialect.sql(&sql), values)
     }
 
     /// The SQL listing only the IDs in this order (to find a marker's position).
-    pub fn ids_sql(&self) -> (String, Vec<Value>) {
+    pub fn ids_sql(&self, dialect: Dialect) -> (String, Vec<Value>) {
         let mut values = Vec::new();
         let sql = format!(
-            "SELECT id FROM images{}{}",
-            self.where_clause(&mut values),
+            "SELECT images.id FROM images{}{}",
+            self.where_clause(dialect, &mut values),
             self.order_clause()
         );
-        (sql, values)
+        (dialect.sql(&sql), values)
     }
 }

@@ -18,6 +18,7 @@ use crate::digest::BackgroundDigest;
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
+    backend: String,
 }
 
 /// Digests and size of uploaded data.
@@ -32,12 +33,28 @@ pub struct Stored {
 }
 
 impl FileStore {
-    /// The store at `dir`, created if missing.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    /// The store `backend` (its name in `enabled_backends`) at `dir`, created if missing.
+    pub fn open(dir: &Path, backend: &str) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(Self {
+        Ok(Self::new(dir, backend))
+    }
+
+    /// The store `backend` at `dir`, without touching the filesystem.
+    pub fn new(dir: &Path, backend: &str) -> Self {
+        Self {
             dir: dir.to_owned(),
-        })
+            backend: backend.to_owned(),
+        }
+    }
+
+    /// The store's name in `enabled_backends`, recorded in each location's `store`.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// An image's location as glance_store's file driver records it: `file://` and the path.
+    pub fn location(&self, id: &ImageId) -> String {
+        format!("file://{}", self.path(id).display())
     }
 
     /// Where an image's data lives.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cache;
+pub mod db;
 pub mod mock;
 pub mod schema;
 

@@ -1,0 +1,89 @@
+//! glance-manage: upstream Glance's database commands (`db_sync`, `db_version`,
+//! `db_check`, also as `db sync|version|check`), run before glance-api starts.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use glance_operator::api::settings::{default_backend, store_dir};
+use glance_operator::conf::{Config, ConfigSources};
+use glance_operator::db::manage::{Command, run};
+use glance_operator::db::{DbError, DbOptions};
+use glance_operator::store::FileStore;
+use glance_operator::tools::ConfigArgs;
+
+/// Command line of glance-manage.
+#[derive(Debug, Parser)]
+#[command(
+    name = "glance-manage",
+    version,
+    about = "Create and check glance-api's database schema"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// db_sync [VERSION], db_version, db_check, or db sync|version|check.
+    #[arg(required = true, num_args = 1..=3, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn command(words: &[String]) -> Result<Command, String> {
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (name, rest) = match words.as_slice() {
+        ["db", name, rest @ ..] => (format!("db_{name}"), rest),
+        [name, rest @ ..] => ((*name).to_owned(), rest),
+        [] => return Err("a command is needed".to_owned()),
+    };
+    match (name.as_str(), rest) {
+        ("db_sync", []) => Ok(Command::Sync(None)),
+        ("db_sync", [version]) => Ok(Command::Sync(Some((*version).to_owned()))),
+        ("db_version", []) => Ok(Command::Version),
+        ("db_check", []) => Ok(Command::Check),
+        _ => Err(format!(
+            "unknown command {:?}: use db_sync [VERSION], db_version or db_check",
+            words.join(" ")
+        )),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.config.init_logging();
+    let command = match command(&cli.command) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("glance-manage: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sources = ConfigSources {
+        files: cli.config.config_file.clone(),
+        dirs: cli.config.config_dir.clone(),
+    };
+    let loaded = Config::load(&sources)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            let options =
+                DbOptions::from_config(&config, "sqlite:////var/lib/glance/glance.sqlite")
+                    .map_err(|e: DbError| e.to_string())?;
+            let store = FileStore::new(&store_dir(&config), default_backend(&config));
+            Ok((options, store))
+        });
+    let (options, store) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("glance-manage: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&command, &options, &store).await {
+        Ok(outcome) => {
+            print!("{}", outcome.stdout);
+            ExitCode::from(outcome.code)
+        }
+        Err(e) => {
+            eprintln!("glance-manage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
