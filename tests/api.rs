@@ -1,18 +1,19 @@
 //! glance-api over real HTTP: the Image API, uploads and downloads, the transparent cache,
 //! the cache API, start-up refusals, graceful shutdown, and the cache tools against it.
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 mod common;
 
-use glance_operator::api::server::{build_state, serve_on};
+use common::server::{
+    Reply, Server, active_image, call, conf_text, create, data, start, status, upload,
+};
+
 use glance_operator::api::settings::{ApiSettings, SettingsError};
-use glance_operator::api::state::AppState;
 use glance_operator::cache::ImageId;
 use glance_operator::conf::Config;
 use md5::{Digest, Md5};
@@ -20,200 +21,6 @@ use serde_json::{Value, json};
 use sha2::Sha512;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-
-struct Server {
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    state: Arc<AppState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn conf_text(dir: &Path, port: u16, cache: Option<u64>, flavor: &str) -> String {
-    let sqlite = format!("sqlite:///{}/glance.sqlite", dir.display());
-    conf_with_database(dir, port, cache, flavor, &sqlite)
-}
-
-fn conf_with_database(
-    dir: &Path,
-    port: u16,
-    cache: Option<u64>,
-    flavor: &str,
-    connection: &str,
-) -> String {
-    let d = dir.display();
-    let mut text = format!(
-        "[DEFAULT]\nbind_host = 127.0.0.1\nbind_port = {port}\nenabled_backends = default_backend:file\n"
-    );
-    if let Some(max) = cache {
-        text.push_str(&format!(
-            "image_cache_dir = {d}/image-cache\nimage_cache_max_size = {max}\n"
-        ));
-    }
-    text.push_str(&format!(
-        "[glance_store]\ndefault_backend = default_backend\n[default_backend]\nfilesystem_store_datadir = {d}/images\n[database]\nconnection = {connection}\n[paste_deploy]\nflavor = {flavor}\nlimit_param_default = 3\n"
-    ));
-    text
-}
-
-/// glance-api on port 0 with its catalogue on the backend of GLANCE_TEST_DATABASE.
-async fn start(cache: Option<u64>) -> Server {
-    let dir = tempfile::tempdir().expect("tmp");
-    let connection = common::db::fresh_catalogue(dir.path()).await;
-    let flavor = if cache.is_some() {
-        "cachemanagement"
-    } else {
-        ""
-    };
-    let config = Config::from_str(
-        "test.conf",
-        &conf_with_database(dir.path(), 0, cache, flavor, &connection),
-    )
-    .expect("conf");
-    let state = build_state(ApiSettings::from_config(&config).expect("settings"))
-        .await
-        .expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task_state = state.clone();
-    let task = tokio::spawn(async move {
-        serve_on(listener, task_state, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
-    Server {
-        addr,
-        dir,
-        state,
-        stop: Some(stop),
-        task,
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One request with a blocking client, off the async threads. The future owns its
-/// arguments, so callers may pass temporaries.
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> impl std::future::Future<Output = Reply> + Send + use<> {
-    let url = format!("http://{addr}{path}");
-    let method = method.to_owned();
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    async move {
-        tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .build()
-                .into();
-            let mut req = ureq::http::Request::builder()
-                .method(method.as_str())
-                .uri(&url);
-            for (k, v) in &headers {
-                req = req.header(k, v);
-            }
-            let mut res = agent.run(req.body(body).expect("request")).expect("send");
-            let headers = res
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                .collect();
-            let mut data = Vec::new();
-            res.body_mut()
-                .with_config()
-                .limit(u64::MAX)
-                .reader()
-                .read_to_end(&mut data)
-                .expect("body");
-            Reply {
-                status: res.status().as_u16(),
-                headers,
-                body: data,
-            }
-        })
-        .await
-        .expect("join")
-    }
-}
-
-/// The status code of a request without headers or body.
-async fn status(addr: SocketAddr, method: &str, path: &str) -> u16 {
-    call(addr, method, path, &[], vec![]).await.status
-}
-
-async fn create(addr: SocketAddr, body: Value) -> Value {
-    let r = call(
-        addr,
-        "POST",
-        "/v2/images",
-        &[("Content-Type", "application/json")],
-        body.to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    r.json()
-}
-
-async fn upload(addr: SocketAddr, id: &str, data: &[u8]) -> u16 {
-    call(
-        addr,
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        data.to_vec(),
-    )
-    .await
-    .status
-}
-
-fn data(n: usize, seed: u32) -> Vec<u8> {
-    (0..n)
-        .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
-}
-
-/// An active image with `bytes` of data; returns its id.
-async fn active_image(addr: SocketAddr, bytes: &[u8]) -> String {
-    let image = create(
-        addr,
-        json!({"name": "img", "disk_format": "raw", "container_format": "bare"}),
-    )
-    .await;
-    let id = image["id"].as_str().expect("id").to_owned();
-    assert_eq!(upload(addr, &id, bytes).await, 204);
-    id
-}
 
 fn cached_path(server: &Server, id: &str) -> PathBuf {
     server.dir.path().join("image-cache").join(id)

@@ -22,6 +22,10 @@
 # Environment: GLANCE_API_TIMEOUT (seconds, default 120),
 #   GLANCE_API_PROCESSES (uWSGI worker processes, default 2),
 #   GLANCE_API_CACHE_MAX_SIZE (image_cache_max_size in bytes, default 100 GiB),
+#   GLANCE_API_DB_URL ([database] connection; default sqlite in DIR/glance.db;
+#   a MariaDB/MySQL or PostgreSQL URL is synced with db_sync like the default),
+#   GLANCE_API_STORE_DIR (filesystem_store_datadir of store file1; default
+#   DIR/images: point two servers at one directory to share image data),
 #   GLANCE_API_FRONTEND: `socket` (default; the workers speak HTTP
 #   themselves via http-socket) or `router` (uWSGI's HTTP router process in
 #   front of the workers, as devstack runs Glance). The router costs a copy
@@ -54,6 +58,8 @@ TIMEOUT="${GLANCE_API_TIMEOUT:-120}"
 PROCESSES="${GLANCE_API_PROCESSES:-2}"
 CACHE_MAX_SIZE="${GLANCE_API_CACHE_MAX_SIZE:-107374182400}"
 FRONTEND="${GLANCE_API_FRONTEND:-socket}"
+DB_URL="${GLANCE_API_DB_URL:-}"
+STORE_DIR="${GLANCE_API_STORE_DIR:-}"
 case "${FRONTEND}" in
     router) LISTEN="http = 127.0.0.1:${PORT}" ;;
     socket) LISTEN="http-socket = 127.0.0.1:${PORT}" ;;
@@ -80,7 +86,9 @@ if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:${PORT}/"; then
     die "something already answers on 127.0.0.1:${PORT}"
 fi
 
-mkdir -p "${DIR}/etc" "${DIR}/images" "${DIR}/cache" "${DIR}/staging" \
+DB_URL="${DB_URL:-sqlite:///${DIR}/glance.db}"
+STORE_DIR="${STORE_DIR:-${DIR}/images}"
+mkdir -p "${DIR}/etc" "${STORE_DIR}" "${DIR}/cache" "${DIR}/staging" \
     "${DIR}/tasks" "${DIR}/locks"
 
 cp -- "${PASTE_SRC}" "${DIR}/etc/glance-api-paste.ini"
@@ -105,7 +113,7 @@ debug = false
 use_stderr = true
 
 [database]
-connection = sqlite:///${DIR}/glance.db
+connection = ${DB_URL}
 
 [paste_deploy]
 flavor = cachemanagement
@@ -115,7 +123,7 @@ config_file = ${DIR}/etc/glance-api-paste.ini
 default_backend = file1
 
 [file1]
-filesystem_store_datadir = ${DIR}/images
+filesystem_store_datadir = ${STORE_DIR}
 
 # Reserved stores; their defaults live under /var/lib/glance.
 [os_glance_staging_store]

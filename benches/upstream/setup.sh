@@ -8,6 +8,9 @@ set -euo pipefail
 GLANCE_VERSION="33.0.0"
 GLANCECLIENT_VERSION="4.13.0"
 PYUWSGI_VERSION="2.0.30.post1"
+# SQLAlchemy's drivers for MariaDB/MySQL and PostgreSQL URLs.
+PYMYSQL_VERSION="1.2.4"
+PSYCOPG2_VERSION="2.9.13"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "${HERE}/../.." && pwd)"
 VENV="${ROOT}/target/upstream-glance-venv"
@@ -26,6 +29,8 @@ installed_version() {
 if [[ "$(installed_version glance)" != "${GLANCE_VERSION}" ]] \
     || [[ "$(installed_version python-glanceclient)" != "${GLANCECLIENT_VERSION}" ]] \
     || [[ "$(installed_version pyuwsgi)" != "${PYUWSGI_VERSION}" ]] \
+    || [[ "$(installed_version PyMySQL)" != "${PYMYSQL_VERSION}" ]] \
+    || [[ "$(installed_version psycopg2-binary)" != "${PSYCOPG2_VERSION}" ]] \
     || [[ ! -x "${VENV}/bin/glance-cache-pruner" ]] \
     || [[ ! -x "${VENV}/bin/glance" ]] \
     || [[ ! -x "${VENV}/bin/uwsgi" ]]; then
@@ -34,7 +39,9 @@ if [[ "$(installed_version glance)" != "${GLANCE_VERSION}" ]] \
     "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
         "glance==${GLANCE_VERSION}" \
         "python-glanceclient==${GLANCECLIENT_VERSION}" \
-        "pyuwsgi==${PYUWSGI_VERSION}" >&2
+        "pyuwsgi==${PYUWSGI_VERSION}" \
+        "PyMySQL==${PYMYSQL_VERSION}" \
+        "psycopg2-binary==${PSYCOPG2_VERSION}" >&2
 fi
 
 echo "${VENV}"

@@ -73,8 +73,9 @@ impl DbError {
     }
 }
 
-/// Classifies a driver error: lost connections and timeouts are [`DbError::Unavailable`].
-pub(crate) fn classify(location: &str, e: sqlx::Error) -> DbError {
+/// Classifies a driver error: lost connections, timeouts and (SQLite) a database locked
+/// beyond the busy timeout are [`DbError::Unavailable`].
+pub(crate) fn classify(backend: Backend, location: &str, e: sqlx::Error) -> DbError {
     let unavailable = match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -84,12 +85,18 @@ pub(crate) fn classify(location: &str, e: sqlx::Error) -> DbError {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(d) => {
             let code = d.code().unwrap_or_default();
-            // SQLSTATE 08xxx: connection exceptions; 57P0x: the server is shutting down;
-            // MySQL 1053/1927/2006/2013: shutdown or lost connection;
-            // SQLite 5/6: busy or locked beyond the busy timeout.
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || matches!(code.as_ref(), "1053" | "1927" | "2006" | "2013" | "5" | "6")
+            match backend {
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+                Backend::Sqlite => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+                // SQLSTATE 08xxx: connection exceptions; HY000 with 1053/1927/2006/2013:
+                // shutdown or a lost connection.
+                Backend::MySql => {
+                    code.starts_with("08")
+                        || matches!(code.as_ref(), "1053" | "1927" | "2006" | "2013")
+                }
+                // 08xxx: connection exceptions; 57P0x: the server is shutting down.
+                Backend::Postgres => code.starts_with("08") || code.starts_with("57P0"),
+            }
         }
         _ => false,
     };
@@ -242,7 +249,7 @@ impl Db {
     }
 
     pub(crate) fn error(&self, e: sqlx::Error) -> DbError {
-        classify(&self.location, e)
+        classify(self.dialect.0, &self.location, e)
     }
 
     /// Closes every connection.

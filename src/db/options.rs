@@ -148,9 +148,9 @@ impl DbOptions {
                     return self
                         .pool_options()
                         .connect_lazy(&self.url.sqlx)
-                        .map_err(|e| classify(&self.url.location, e));
+                        .map_err(|e| classify(self.url.backend, &self.url.location, e));
                 }
-                Err(e) => classify(&self.url.location, e),
+                Err(e) => classify(self.url.backend, &self.url.location, e),
             };
             if !error.is_unavailable() || self.max_retries.is_some_and(|max| attempt >= max) {
                 return Err(match error {

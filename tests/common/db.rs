@@ -36,7 +36,9 @@ pub fn server_url(backend: Backend) -> String {
 
 /// `url` with its database name replaced by `name`.
 pub fn with_database(url: &str, name: &str) -> String {
-    let (main, query) = url.split_once('?').map_or((url, None), |(m, q)| (m, Some(q)));
+    let (main, query) = url
+        .split_once('?')
+        .map_or((url, None), |(m, q)| (m, Some(q)));
     let (base, _) = main.rsplit_once('/').expect("URL has a database");
     match query {
         Some(q) => format!("{base}/{name}?{q}"),
@@ -81,4 +83,17 @@ pub async fn sync(url: &str, dir: &Path) {
         .await
         .expect("db_sync");
     assert_eq!(outcome.code, 0, "{}", outcome.stdout);
+}
+
+/// The host:port of a server URL.
+pub fn server_addr(url: &str) -> std::net::SocketAddr {
+    let after = url.split_once('@').expect("URL has user@host").1;
+    let hostport = after.split(['/', '?']).next().expect("host");
+    hostport.parse().expect("host is an IP address and port")
+}
+
+/// `url` with its host:port replaced by `addr`.
+pub fn with_addr(url: &str, addr: std::net::SocketAddr) -> String {
+    let old = server_addr(url).to_string();
+    url.replacen(&old, &addr.to_string(), 1)
 }

@@ -4,7 +4,9 @@
 pub mod cache;
 pub mod db;
 pub mod mock;
+pub mod proxy;
 pub mod schema;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 

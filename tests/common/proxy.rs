@@ -1,0 +1,69 @@
+//! A TCP proxy in front of a database server that a test can cut and restore: the
+//! database going away, and coming back, without touching the server other tests use.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The proxy; dropping it stops it.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy on a free loopback port forwarding to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (accept_up, accept_links) = (up.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(client); // refused: closed at once
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accept_links.lock().expect("links").push(link);
+            }
+        });
+        Self {
+            addr,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    /// The database goes away: every open connection is cut and new ones are closed.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    /// The database is back.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
