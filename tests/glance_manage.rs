@@ -1,0 +1,112 @@
+//! glance-manage's db_sync, db_version and db_check print what upstream's print and exit
+//! as upstream's do, on the backend of GLANCE_TEST_DATABASE.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use glance_operator::db::Backend;
+
+fn manage(conf: &Path, args: &[&str]) -> (String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_glance-manage"))
+        .arg("--config-file")
+        .arg(conf)
+        .args(args)
+        .output()
+        .expect("run glance-manage");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+const NOT_UNDER_CONTROL: &str = "Database is either not under migration control or under legacy migration control, please run \"glance-manage db sync\" to place the database under alembic migration control.\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn db_sync_version_and_check_answer_as_upstreams_do() {
+    let backend = common::db::backend();
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite:///{}/glance.sqlite", dir.path().display()),
+        server => common::db::create_database(server).await,
+    };
+    let conf = dir.path().join("glance-api.conf");
+    std::fs::write(&conf, format!("[database]\nconnection = {url}\n")).expect("conf");
+
+    assert_eq!(manage(&conf, &["db_version"]).0, NOT_UNDER_CONTROL);
+    let check = manage(&conf, &["db_check"]);
+    match backend {
+        Backend::Postgres => assert_eq!(
+            (check.0.as_str(), check.2),
+            (
+                "Rolling upgrades are currently supported only for MySQL and Sqlite\n",
+                1
+            )
+        ),
+        _ => assert_eq!(
+            (check.0.as_str(), check.2),
+            (
+                "Your database is not up to date. Your first step is to run `glance-manage db expand`.\n",
+                3
+            )
+        ),
+    }
+    let sync = manage(&conf, &["db_sync"]);
+    assert_eq!(
+        (sync.0.as_str(), sync.2),
+        (
+            "Upgraded database to: 2024_1_expand01, current revision(s): 2024_1_expand01\nDatabase migration is up to date. No migration needed.\nUpgraded database to: 2024_1_contract01, current revision(s): 2024_1_contract01\nDatabase is synced successfully.\n",
+            0
+        ),
+        "{}",
+        sync.1
+    );
+    for args in [
+        &["db_sync"][..],
+        &["db", "sync"],
+        &["db_sync", "2024_1_contract01"],
+    ] {
+        let again = manage(&conf, args);
+        assert_eq!(
+            (again.0.as_str(), again.2),
+            ("Database is up to date. No migrations needed.\n", 0),
+            "{args:?}"
+        );
+    }
+    for args in [&["db_version"][..], &["db", "version"]] {
+        assert_eq!(manage(&conf, args).0, "2024_1_contract01\n", "{args:?}");
+    }
+    let check = manage(&conf, &["db", "check"]);
+    if backend != Backend::Postgres {
+        assert_eq!(
+            (check.0.as_str(), check.2),
+            ("Database is up to date. No upgrades needed.\n", 0)
+        );
+    }
+    let other = manage(&conf, &["db_sync", "2023_1_contract01"]);
+    assert_eq!(other.2, 1);
+    assert!(other.1.contains("only to 2024_1_contract01"), "{}", other.1);
+}
+
+#[test]
+fn bad_commands_and_urls_are_refused_with_the_option_named_and_no_password() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let conf = dir.path().join("glance-api.conf");
+    std::fs::write(
+        &conf,
+        "[database]\nconnection = oracle://glance:hunter2@db/glance\n",
+    )
+    .expect("conf");
+    let (_, stderr, code) = manage(&conf, &["db_sync"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("[database] connection = \"oracle://glance:***@db/glance\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let (_, stderr, code) = manage(&conf, &["db_frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown command"), "{stderr}");
+}
