@@ -1,4 +1,4 @@
-# One image with every binary: glance-operator, glance-api and the glance-cache-* tools.
+# One image with every binary: glance-operator, glance-api, glance-manage and the glance-cache-* tools.
 # The operator passes its own image to the glance-api Deployment and the cache CronJobs.
 
 FROM docker.io/library/rust:1.95-bookworm AS build
@@ -8,7 +8,7 @@ COPY src ./src
 COPY benches ./benches
 RUN cargo build --locked --release --bins \
     && mkdir /out \
-    && for bin in glance-operator glance-api glance-cache-pruner glance-cache-cleaner \
+    && for bin in glance-operator glance-api glance-manage glance-cache-pruner glance-cache-cleaner \
                   glance-cache-prefetcher glance-cache-manage; do \
          cp "target/release/${bin}" /out/; \
        done

@@ -283,6 +283,20 @@ fn deployment_is_hardened_probed_and_rolled_by_config_changes() {
         ])
     );
 
+    // glance-manage db_sync runs first, from the same image, with the same config,
+    // volumes and hardening: the API never starts on a database without its schema.
+    let init = pod["initContainers"].as_array().expect("init containers");
+    assert_eq!(init.len(), 1);
+    assert_eq!(init[0]["name"], json!("db-sync"));
+    assert_eq!(
+        init[0]["command"],
+        json!(["glance-manage", "--config-dir", "/etc/glance/glance.conf.d"])
+    );
+    assert_eq!(init[0]["args"], json!(["db_sync"]));
+    for same in ["image", "volumeMounts", "securityContext", "resources"] {
+        assert_eq!(init[0][same], container[same], "{same}");
+    }
+
     let hash = &d["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION];
     assert_eq!(hash, &json!(config_hash(&c.config)));
     let mut changed = valid("seed.yaml");

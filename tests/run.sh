@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check of the project, each as its own reported step. On a new machine it
-# first installs what it needs (a Python venv with the linters and schema validator).
+# first installs what it needs (a Python venv with the linters and schema validator,
+# MariaDB and PostgreSQL from Debian's packages). The database servers run as an
+# unprivileged user in a temporary directory for the length of the run.
 set -euo pipefail
 
 root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +32,29 @@ install_tools() {
   .ci/venv.sh >/dev/null
 }
 
+db_dir=""
+# Starts MariaDB and PostgreSQL (tests/db/servers.sh) and exports their URLs.
+start_databases() {
+  db_dir="$(mktemp -d /tmp/glance-db.XXXXXX)"
+  tests/db/servers.sh start "${db_dir}" >/dev/null || return 1
+  set -a
+  # shellcheck source=/dev/null
+  source "${db_dir}/env"
+  set +a
+}
+stop_databases() {
+  if [[ -n "${db_dir}" ]]; then
+    tests/db/servers.sh stop "${db_dir}" >/dev/null 2>&1 || true
+    rm -rf -- "${db_dir}"
+  fi
+}
+trap stop_databases EXIT
+
+# Runs the test targets that use a catalogue on the backend $1 (mysql, postgresql).
+tests_on() {
+  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage
+}
+
 # Runs the test suite, or only the named test targets.
 tests() {
   local targets=()
@@ -56,7 +81,8 @@ kustomize_renders() {
 
 linters() {
   .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/*.sh \
-    tests/acceptance/glanceclient.sh tests/e2e/kind.sh \
+    tests/acceptance/glanceclient.sh tests/e2e/kind.sh tests/db/servers.sh \
+    tests/compat/shared_database.sh \
     && .venv/bin/hadolint Dockerfile \
     && .venv/bin/actionlint .github/workflows/*.yml
 }
@@ -70,7 +96,11 @@ licences() {
 step "install tools" install_tools
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --locked --all-targets -- -D warnings
-step "tests" tests
+step "database servers (MariaDB, PostgreSQL)" start_databases
+step "tests (catalogue on SQLite)" tests
+step "tests on MariaDB" tests_on mysql
+step "tests on PostgreSQL" tests_on postgresql
+step "upstream Glance 33 and glance-api on one database and store" tests/compat/shared_database.sh
 step "acceptance: python-glanceclient" tests/acceptance/glanceclient.sh
 step "crds drift" crds_fresh
 step "kustomize renders" kustomize_renders

@@ -44,7 +44,7 @@ pub const SCHEDULE_MESSAGE: &str =
 /// More than one replica needs a shared database.
 pub const REPLICAS_NEED_DATABASE: &str = "!has(self.glanceAPI) || !has(self.glanceAPI.replicas) || self.glanceAPI.replicas <= 1 || (has(self.databaseInstance) && self.databaseInstance != '')";
 /// Message of [`REPLICAS_NEED_DATABASE`].
-pub const REPLICAS_NEED_DATABASE_MESSAGE: &str = "glanceAPI.replicas greater than 1 needs databaseInstance: pods cannot share the SQLite database on the storage volume";
+pub const REPLICAS_NEED_DATABASE_MESSAGE: &str = "glanceAPI.replicas greater than 1 needs databaseInstance: set it to the name of a Secret whose key connection holds a MariaDB/MySQL or PostgreSQL URL (pods cannot share the SQLite database on the storage volume)";
 
 /// More than one replica with the cache on needs a ReadWriteMany cache volume.
 pub const REPLICAS_NEED_SHARED_CACHE: &str = "!has(self.glanceAPI) || !has(self.glanceAPI.replicas) || self.glanceAPI.replicas <= 1 || !has(self.imageCacheSize) || self.imageCacheSize == '' || (has(self.imageCache) && has(self.imageCache.accessMode) && self.imageCache.accessMode == 'ReadWriteMany')";

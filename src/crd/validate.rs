@@ -58,7 +58,7 @@ pub enum InvalidSpec {
     Replicas(i32),
     /// Several replicas cannot share SQLite.
     #[error(
-        "spec.databaseInstance: glanceAPI.replicas is {0}, and more than 1 replica needs databaseInstance"
+        "spec.databaseInstance: glanceAPI.replicas is {0}, and more than 1 replica needs databaseInstance: the name of a Secret whose key connection holds a MariaDB/MySQL or PostgreSQL URL"
     )]
     ReplicasNeedDatabase(i32),
     /// Several replicas need a shared cache volume.

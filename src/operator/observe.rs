@@ -6,6 +6,7 @@ use kube::{Api, Client};
 
 use super::error::Error;
 use crate::crd::validate::{Size, ValidGlance};
+use crate::db::{Backend, DbUrl};
 use crate::quantity;
 use crate::resources::Observed;
 use crate::resources::meta::Component;
@@ -70,7 +71,7 @@ pub async fn observe(client: &Client, glance: &ValidGlance) -> Result<Observatio
         None => Ok(None),
         Some(name) => {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &glance.namespace);
-            database_connection(name, secrets.get_opt(name).await?.as_ref())
+            database_connection(name, secrets.get_opt(name).await?.as_ref(), glance.replicas)
         }
     };
     Ok(Observation {
@@ -84,10 +85,13 @@ pub async fn observe(client: &Client, glance: &ValidGlance) -> Result<Observatio
     })
 }
 
-/// The URL under key `connection` of the Secret `name`.
+/// The URL under key `connection` of the Secret `name`, checked with glance-api's own URL
+/// parser; a SQLite URL is refused when `replicas` is more than 1. No message shows the
+/// password.
 pub fn database_connection(
     name: &str,
     secret: Option<&Secret>,
+    replicas: i32,
 ) -> Result<Option<String>, DatabaseProblem> {
     let secret = secret.ok_or_else(|| {
         DatabaseProblem(format!(
@@ -114,5 +118,79 @@ pub fn database_connection(
             "databaseInstance Secret {name:?}: key {CONNECTION_KEY:?} must hold one database URL on one line"
         )));
     }
+    let parsed = DbUrl::parse(url).map_err(|e| {
+        DatabaseProblem(format!(
+            "databaseInstance Secret {name:?}: key {CONNECTION_KEY:?}: {}",
+            e.reason
+        ))
+    })?;
+    if parsed.backend == Backend::Sqlite && replicas > 1 {
+        return Err(DatabaseProblem(format!(
+            "databaseInstance Secret {name:?}: key {CONNECTION_KEY:?} is a SQLite URL, which only one glance-api replica can use, and glanceAPI.replicas is {replicas}: put a MariaDB/MySQL or PostgreSQL URL in the Secret (mysql+pymysql://USER:PASSWORD@HOST/glance), or set replicas to 1"
+        )));
+    }
     Ok(Some(url.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+
+    use super::*;
+
+    fn secret(url: &str) -> Secret {
+        Secret {
+            data: Some(BTreeMap::from([(
+                CONNECTION_KEY.to_owned(),
+                ByteString(url.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn server_urls_serve_any_number_of_replicas() {
+        for url in [
+            "mysql+pymysql://glance:pw@openstack.openstack.svc/glance?charset=utf8",
+            "postgresql://glance:pw@pg/glance",
+        ] {
+            assert_eq!(
+                database_connection("db", Some(&secret(url)), 3),
+                Ok(Some(url.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_in_the_secret_serves_one_replica_only() {
+        let url = "sqlite:////var/lib/glance/glance.sqlite";
+        assert_eq!(
+            database_connection("db", Some(&secret(url)), 1),
+            Ok(Some(url.to_owned()))
+        );
+        let DatabaseProblem(message) =
+            database_connection("db", Some(&secret(url)), 2).expect_err("refused");
+        assert!(
+            message.contains("is a SQLite URL")
+                && message.contains("glanceAPI.replicas is 2")
+                && message.contains("MariaDB/MySQL or PostgreSQL URL"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_bad_url_is_named_without_its_password() {
+        let DatabaseProblem(message) =
+            database_connection("db", Some(&secret("oracle://glance:hunter2@db/glance")), 1)
+                .expect_err("refused");
+        assert!(
+            message.starts_with(
+                "databaseInstance Secret \"db\": key \"connection\": unknown database \"oracle\""
+            ),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, PodTemplateSpec, Probe};
+use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -17,6 +17,8 @@ use crate::crd::validate::ValidGlance;
 pub const CONFIG_HASH_ANNOTATION: &str = "glance.openstack.org/config-hash";
 /// Name of the API container and of its port.
 pub const API_CONTAINER: &str = "glance-api";
+/// Name of the init container that brings the database schema up to date.
+pub const DB_SYNC_CONTAINER: &str = "db-sync";
 const HTTP_PORT_NAME: &str = "http";
 
 fn healthcheck_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
@@ -46,6 +48,10 @@ fn mounts_read_write_once(glance: &ValidGlance) -> bool {
 /// `<name>-api`, rolled by a change of `config_hash`.
 pub fn deployment(glance: &ValidGlance, config_hash: &str) -> Deployment {
     let (volumes, mounts) = volumes(glance, Mounts::Api);
+    // `glance-manage db_sync` before glance-api: it creates upstream Glance's schema, or
+    // finds it current, so the API never starts on a database without its tables.
+    let mut db_sync = glance_container(glance, DB_SYNC_CONTAINER, "glance-manage", mounts.clone());
+    db_sync.args = Some(vec!["db_sync".to_owned()]);
     let mut container = glance_container(glance, API_CONTAINER, "glance-api", mounts);
     container.ports = Some(vec![ContainerPort {
         name: Some(HTTP_PORT_NAME.to_owned()),
@@ -83,7 +89,10 @@ pub fn deployment(glance: &ValidGlance, config_hash: &str) -> Deployment {
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(glance, container, volumes)),
+                spec: Some(PodSpec {
+                    init_containers: Some(vec![db_sync]),
+                    ..pod_spec(glance, container, volumes)
+                }),
             },
             ..DeploymentSpec::default()
         }),
