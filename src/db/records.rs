@@ -30,6 +30,13 @@ pub struct Activation {
 
 type AnyQuery<'q> = Query<'q, Any, AnyArguments>;
 
+/// The child rows of an image that [`Db::add_rows`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Child {
+    Tags,
+    Properties,
+}
+
 /// A statement. Its text is built here from fixed fragments only; every value is bound.
 fn statement<'q>(sql: String) -> AnyQuery<'q> {
     sqlx::query(AssertSqlSafe(sql))
@@ -183,12 +190,62 @@ impl Db {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(false),
             Err(e) => return Err(self.error(e)),
         }
-        self.write_tags(&mut tx, &image.id, &image.tags, &updated)
+        // A new image has no child rows yet: no need to read them first.
+        let tags: Vec<(&str, Option<&str>)> =
+            image.tags.iter().map(|t| (t.as_str(), None)).collect();
+        self.add_rows(&mut tx, Child::Tags, &image.id, &tags, &updated)
             .await?;
-        self.write_properties(&mut tx, &image.id, &image.properties, &updated)
+        let properties: Vec<(&str, Option<&str>)> = image
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+            .collect();
+        self.add_rows(&mut tx, Child::Properties, &image.id, &properties, &updated)
             .await?;
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
+    }
+
+    /// Inserts tag rows (`(value, None)`) or property rows (`(name, Some(value))`) of
+    /// image `id` in one statement.
+    async fn add_rows(
+        &self,
+        conn: &mut AnyConnection,
+        child: Child,
+        id: &ImageId,
+        rows: &[(&str, Option<&str>)],
+        now: &str,
+    ) -> Result<(), DbError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let d = self.dialect();
+        let (table, columns, row) = match child {
+            Child::Tags => (
+                "image_tags",
+                "image_id, value",
+                format!("(?, ?, {ts}, {ts}, false)", ts = d.ts()),
+            ),
+            Child::Properties => (
+                "image_properties",
+                "image_id, name, value",
+                format!("(?, ?, ?, {ts}, {ts}, false)", ts = d.ts()),
+            ),
+        };
+        let sql = d.sql(&format!(
+            "INSERT INTO {table} ({columns}, created_at, updated_at, deleted) VALUES {}",
+            vec![row; rows.len()].join(", ")
+        ));
+        let mut q = statement(sql);
+        for (key, value) in rows {
+            q = q.bind(id.as_str()).bind(*key);
+            if child == Child::Properties {
+                q = q.bind(*value);
+            }
+            q = q.bind(now).bind(now);
+        }
+        q.execute(&mut *conn).await.map_err(|e| self.error(e))?;
+        Ok(())
     }
 
     /// Writes what a user may change (name, visibility, protected, os_hidden, formats,
@@ -263,20 +320,11 @@ impl Db {
             .await
             .map_err(|e| self.error(e))?;
         }
-        for new in tags.difference(&existing) {
-            statement(d.sql(&format!(
-                "INSERT INTO image_tags (image_id, value, created_at, updated_at, deleted) VALUES (?, ?, {ts}, {ts}, false)",
-                ts = d.ts()
-            )))
-            .bind(id.as_str())
-            .bind(new.as_str())
-            .bind(now)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        }
-        Ok(())
+        let new: Vec<(&str, Option<&str>)> = tags
+            .difference(&existing)
+            .map(|t| (t.as_str(), None))
+            .collect();
+        self.add_rows(conn, Child::Tags, id, &new, now).await
     }
 
     /// Makes the live properties of `id` exactly `properties`. A name keeps its one row
@@ -302,6 +350,7 @@ impl Db {
         for row in &rows {
             existing.insert(text(row, 0)?, (opt_text(row, 1)?, int(row, 2)? != 0));
         }
+        let mut added = Vec::new();
         for (name, value) in properties {
             match existing.get(name) {
                 Some((old, false)) if old.as_deref() == Some(value.as_str()) => {}
@@ -318,22 +367,11 @@ impl Db {
                     .await
                     .map_err(|e| self.error(e))?;
                 }
-                None => {
-                    statement(d.sql(&format!(
-                        "INSERT INTO image_properties (image_id, name, value, created_at, updated_at, deleted) VALUES (?, ?, ?, {ts}, {ts}, false)",
-                        ts = d.ts()
-                    )))
-                    .bind(id.as_str())
-                    .bind(name.as_str())
-                    .bind(value.as_str())
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| self.error(e))?;
-                }
+                None => added.push((name.as_str(), Some(value.as_str()))),
             }
         }
+        self.add_rows(conn, Child::Properties, id, &added, now)
+            .await?;
         for (name, (_, deleted)) in &existing {
             if !deleted && !properties.contains_key(name) {
                 statement(d.sql(&format!(
