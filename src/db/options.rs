@@ -214,6 +214,31 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_pool_is_sized_and_timed_by_the_options() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let o = options(&format!(
+            "[database]\nconnection = sqlite:///{}/g.sqlite\nmax_pool_size = 2\nmax_overflow = 1\npool_timeout = 7\nconnection_recycle_time = 90\n",
+            dir.path().display()
+        ))
+        .expect("ok");
+        let pool = o.connect().await.expect("connect");
+        let set = pool.options();
+        assert_eq!(set.get_max_connections(), 3);
+        assert_eq!(set.get_acquire_timeout(), Duration::from_secs(7));
+        assert_eq!(set.get_max_lifetime(), Some(Duration::from_secs(90)));
+        // Three connections at once, and a fourth waits for one of them.
+        let held = futures::future::try_join_all((0..3).map(|_| pool.acquire()))
+            .await
+            .expect("three");
+        assert!(pool.try_acquire().is_none(), "no fourth connection");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), pool.acquire())
+            .await
+            .expect("a connection comes back")
+            .expect("acquire");
+    }
+
     #[test]
     fn bad_options_name_the_option() {
         for (text, needle) in [
