@@ -29,8 +29,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,193 +40,19 @@ use std::time::{Duration, Instant};
 use md5::{Digest, Md5};
 use serde_json::Value;
 
+mod common;
+use common::{
+    DIR_PREFIX, Samples, Server, TempDir, bench_base, env_flag, env_usize, free_port, process_tree,
+    remove_stale, start_upstream, wait_ready,
+};
+
 const MIB: u64 = 1 << 20;
 const BIG: u64 = 1 << 30;
 const SMALL: u64 = 256 * MIB;
 const CONCURRENCY: usize = 8;
-const DIR_PREFIX: &str = "glance-api-bench-";
 
 // ---------------------------------------------------------------------------------------
-// Environment, temp files, processes
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_owned()
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(default)
-}
-
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// Free bytes of the filesystem holding `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct we pass; `c` is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-/// Where the data goes: BENCH_DIR, else /dev/shm when `needed` bytes fit, else target/.
-fn bench_base(needed: u64) -> PathBuf {
-    if let Some(dir) = std::env::var_os("BENCH_DIR") {
-        return PathBuf::from(dir);
-    }
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() && free_bytes(shm).is_some_and(|free| free > needed) {
-        return shm.to_owned();
-    }
-    root().join("target")
-}
-
-/// Removes directories left by benches that were killed (their process is gone).
-fn remove_stale(base: &Path) {
-    let Ok(entries) = fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(DIR_PREFIX)
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            println!("removing {} left by a killed bench", entry.path().display());
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(path: PathBuf) -> Self {
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create the bench directory");
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A server process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Server {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts `cmd` with its output in `log`. The child gets SIGTERM if the bench dies.
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
-        let out = File::create(&log).expect("create the server log");
-        let err = out.try_clone().expect("clone the log handle");
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self { name, child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Panics with the log when the process has exited.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let log = fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            panic!("{} exited ({status}); its log:\n{tail}", self.name);
-        }
-    }
-
-    fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: signals our own child, which has not been reaped yet.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
-/// Waits until `ready()` holds, failing when the server exits or 30 s pass.
-fn wait_ready(server: &mut Server, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        server.check_alive();
-        if ready() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} not ready after 30 s (log: {})",
-            server.name,
-            server.log.display()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
+// Memory and CPU of processes
 
 /// One field (in kB) of /proc/<pid>/status, in MiB.
 fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
@@ -594,23 +419,6 @@ fn pinning_possible() -> bool {
             .is_ok_and(|s| s.success())
 }
 
-/// `pid` and its descendants (nginx's workers are its master's children).
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", all[i]));
-        all.extend(
-            children
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|c| c.parse::<u32>().ok()),
-        );
-        i += 1;
-    }
-    all
-}
-
 /// Sets the CPUs of every thread of `pid` and its descendants.
 fn set_cpus(pid: u32, cpus: &str) {
     for p in process_tree(pid) {
@@ -940,47 +748,6 @@ fn nginx_version(nginx: &Path) -> String {
 // ---------------------------------------------------------------------------------------
 // Figures
 
-#[derive(Debug, Clone)]
-struct Samples(Vec<f64>);
-
-impl Samples {
-    fn new() -> Self {
-        Self(Vec::new())
-    }
-
-    fn push(&mut self, v: f64) {
-        self.0.push(v);
-    }
-
-    fn sorted(&self) -> Vec<f64> {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        v
-    }
-
-    fn median(&self) -> f64 {
-        let v = self.sorted();
-        let n = v.len();
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    }
-
-    /// "median (min–max)".
-    fn show(&self) -> String {
-        let v = self.sorted();
-        format!(
-            "{:.2} GB/s (min {:.2}, max {:.2}, n={})",
-            self.median(),
-            v[0],
-            v[v.len() - 1],
-            v.len()
-        )
-    }
-}
-
 fn gbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e9
 }
@@ -1042,38 +809,6 @@ fn interleave(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) {
             a();
         }
     }
-}
-
-/// Upstream Glance under uWSGI, started by benches/upstream/glance_api.sh; stopped on drop.
-struct Upstream(PathBuf);
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let pid = fs::read_to_string(self.0.join("uwsgi.pid")).ok();
-        if let Some(pid) = pid.and_then(|p| p.trim().parse::<libc::pid_t>().ok()) {
-            // SAFETY: signals the uWSGI master the script started for this bench.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-    }
-}
-
-/// Starts upstream Glance 33.0.0 with the cache on; None when it cannot be installed or run.
-fn start_upstream(dir: &Path) -> Option<(Upstream, u16)> {
-    let port = free_port();
-    let out = Command::new("bash")
-        .arg(root().join("benches/upstream/glance_api.sh"))
-        .arg(dir)
-        .arg(port.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        println!(
-            "  upstream Glance did not start: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
-    }
-    Some((Upstream(dir.to_owned()), port))
 }
 
 // ---------------------------------------------------------------------------------------
