@@ -39,8 +39,9 @@ async fn db_sync_version_and_check_answer_as_upstreams_do() {
     let check = manage(&conf, &["db_check"]);
     match backend {
         Backend::Postgres => assert_eq!(
-            (check.0.as_str(), check.2),
+            (check.0.as_str(), check.1.as_str(), check.2),
             (
+                "",
                 "Rolling upgrades are currently supported only for MySQL and Sqlite\n",
                 1
             )

@@ -485,7 +485,7 @@ pub async fn list(
         let mut body = json!({
             "images": images.iter().map(image_json).collect::<Vec<_>>(),
             "schema": "/v2/schemas/images",
-            "first": "/v2/images",
+            "first": first_link(&next_params),
         });
         if more && let Some(last) = images.last() {
             let mut q = url_query(&next_params);
@@ -502,6 +502,23 @@ pub async fn list(
             ));
         }
         Ok(Json(body))
+    }
+}
+
+/// The `first` link as upstream builds it: the request's parameters but the marker, one
+/// value per name (the last given, as Python's `dict(request.params)` keeps).
+fn first_link(params: &[(String, String)]) -> String {
+    let mut once: Vec<(String, String)> = Vec::new();
+    for (k, v) in params {
+        match once.iter_mut().find(|(name, _)| name == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => once.push((k.clone(), v.clone())),
+        }
+    }
+    if once.is_empty() {
+        "/v2/images".to_owned()
+    } else {
+        format!("/v2/images?{}", url_query(&once))
     }
 }
 

@@ -79,6 +79,7 @@ async fn main() -> ExitCode {
     match run(&command, &options, &store).await {
         Ok(outcome) => {
             print!("{}", outcome.stdout);
+            eprint!("{}", outcome.stderr);
             ExitCode::from(outcome.code)
         }
         Err(e) => {

@@ -12,6 +12,8 @@ use crate::store::FileStore;
 pub struct Outcome {
     /// Lines for stdout.
     pub stdout: String,
+    /// Lines for stderr.
+    pub stderr: String,
     /// Exit status.
     pub code: u8,
 }
@@ -20,6 +22,7 @@ impl Outcome {
     fn ok(text: &str) -> Self {
         Self {
             stdout: format!("{text}\n"),
+            stderr: String::new(),
             code: 0,
         }
     }
@@ -46,9 +49,11 @@ pub async fn run(
     store: &FileStore,
 ) -> Result<Outcome, DbError> {
     if *command == Command::Check && options.url.backend == Backend::Postgres {
-        // Upstream's rolling-upgrade check knows only MySQL and SQLite.
+        // Upstream's rolling-upgrade check knows only MySQL and SQLite (sys.exit(msg):
+        // the message goes to stderr).
         return Ok(Outcome {
-            stdout: "Rolling upgrades are currently supported only for MySQL and Sqlite\n"
+            stdout: String::new(),
+            stderr: "Rolling upgrades are currently supported only for MySQL and Sqlite\n"
                 .to_owned(),
             code: 1,
         });
@@ -78,6 +83,7 @@ pub async fn run(
             }
             _ => Outcome {
                 stdout: "Your database is not up to date. Your first step is to run `glance-manage db expand`.\n".to_owned(),
+                stderr: String::new(),
                 code: 3,
             },
         }),

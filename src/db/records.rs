@@ -420,9 +420,11 @@ impl Db {
         let now = db_time(&now());
         let mut tx = self.pool().begin().await.map_err(|e| self.error(e))?;
         let n = statement(d.sql(&format!(
-            "UPDATE images SET status = 'active', size = ?, checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving'",
+            // A raw image's virtual size is its size, as upstream's format inspector finds.
+            "UPDATE images SET status = 'active', size = ?, virtual_size = CASE WHEN disk_format = 'raw' THEN ? ELSE virtual_size END, checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving'",
             d.ts()
         )))
+        .bind(data.size)
         .bind(data.size)
         .bind(data.checksum.as_str())
         .bind(data.os_hash_value.as_str())
