@@ -68,7 +68,7 @@ async fn claim(
     }
     let image = state
         .db
-        .get(&id)
+        .get_row(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
     Err(ApiError {
@@ -249,7 +249,7 @@ pub async fn prepare(state: &Shared, raw: &str, range: Option<&str>) -> Result<P
     let id = path_id(raw)?;
     let image = state
         .db
-        .get(&id)
+        .get_row(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
     let state = state.clone();

@@ -46,7 +46,7 @@ pub async fn list_versions(State(state): State<Arc<AppState>>, headers: HeaderMa
 
 /// GET /healthcheck: OK while the database answers.
 pub async fn healthcheck(State(state): State<Arc<AppState>>) -> Response {
-    match state.db.get(&crate::cache::ImageId::random()).await {
+    match state.db.get_row(&crate::cache::ImageId::random()).await {
         Ok(_) => (StatusCode::OK, "OK").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response(),
     }

@@ -334,7 +334,11 @@ pub async fn delete(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(&raw)?;
-    let image = state.db.get(&id).await?.ok_or_else(|| not_found(&raw))?;
+    let image = state
+        .db
+        .get_row(&id)
+        .await?
+        .ok_or_else(|| not_found(&raw))?;
     if image.protected {
         return Err(forbidden(format!(
             "Image {id} is protected and cannot be deleted."

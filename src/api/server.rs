@@ -127,7 +127,7 @@ impl ImageSource for LocalImages<'_> {
         Ok(
             match self
                 .1
-                .block_on(self.0.db.get(id))
+                .block_on(self.0.db.get_row(id))
                 .map_err(|e| e.to_string())?
             {
                 Some(image) => Lookup::Found {

@@ -32,7 +32,10 @@ pub struct DbCatalog {
 
 impl ImageCatalog for DbCatalog {
     fn status(&self, id: &ImageId) -> Result<Option<String>, ApiError> {
-        Ok(self.runtime.block_on(self.db.get(id))?.map(|i| i.status))
+        Ok(self
+            .runtime
+            .block_on(self.db.get_row(id))?
+            .map(|i| i.status))
     }
 }
 

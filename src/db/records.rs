@@ -66,8 +66,18 @@ impl Db {
         )
     }
 
-    /// One image that is not deleted.
+    /// One image that is not deleted, with its tags, properties and stores.
     pub async fn get(&self, id: &ImageId) -> Result<Option<Image>, DbError> {
+        self.fetch(id, true).await
+    }
+
+    /// One image that is not deleted, its row only (no tags, properties or stores): one
+    /// query, for downloads, upload claims and status checks.
+    pub async fn get_row(&self, id: &ImageId) -> Result<Option<Image>, DbError> {
+        self.fetch(id, false).await
+    }
+
+    async fn fetch(&self, id: &ImageId, children: bool) -> Result<Option<Image>, DbError> {
         let sql = self.dialect().sql(&format!(
             "SELECT {} FROM images WHERE images.id = ? AND images.deleted = false",
             self.image_columns()
@@ -80,7 +90,9 @@ impl Db {
             .map_err(|e| self.error(e))?;
         let Some(row) = row else { return Ok(None) };
         let mut images = vec![image_of(&row)?];
-        self.attach(&mut conn, &mut images).await?;
+        if children {
+            self.attach(&mut conn, &mut images).await?;
+        }
         Ok(images.pop())
     }
 
