@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::server::{Server, call, create, data, replica, start, start_on, status, upload};
+use common::server::{
+    Server, call, create, data, post_image, replica, start, start_on, status, upload,
+};
 use glance_operator::db::Backend;
 use md5::{Digest, Md5};
 use serde_json::json;
@@ -167,14 +169,7 @@ async fn soft_deleted_images_are_gone_but_their_ids_stay_taken() {
             .collect();
         assert!(!ids.contains(&id), "{query}: {ids:?}");
     }
-    let again = call(
-        addr,
-        "POST",
-        "/v2/images",
-        &[("Content-Type", "application/json")],
-        body.to_string().into_bytes(),
-    )
-    .await;
+    let again = post_image(addr, body).await;
     assert_eq!(again.status, 409, "a deleted image's id is not reused");
     assert_eq!(
         status(

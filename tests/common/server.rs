@@ -199,15 +199,21 @@ pub async fn status(addr: SocketAddr, method: &str, path: &str) -> u16 {
     call(addr, method, path, &[], vec![]).await.status
 }
 
-pub async fn create(addr: SocketAddr, body: Value) -> Value {
-    let r = call(
+/// POST /v2/images with a JSON body, whatever the answer.
+pub async fn post_image(addr: SocketAddr, body: Value) -> Reply {
+    call(
         addr,
         "POST",
         "/v2/images",
         &[("Content-Type", "application/json")],
         body.to_string().into_bytes(),
     )
-    .await;
+    .await
+}
+
+/// A created image (201 asserted).
+pub async fn create(addr: SocketAddr, body: Value) -> Value {
+    let r = post_image(addr, body).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     r.json()
 }
