@@ -18,27 +18,60 @@ use super::images::path_id;
 use super::state::{AppState, blocking};
 use crate::cache::CacheWriter;
 use crate::db::{Activation, Image};
+pub use crate::store::Span;
+use crate::store::{Reader, Store, StoreError, Stored};
 
 type Shared = Arc<AppState>;
 
 /// Size of the chunks read from disk and sent to clients.
 pub const CHUNK: usize = 1 << 20;
 
-/// PUT /v2/images/{id}/file
+/// PUT /v2/images/{id}/file, into the store `X-Image-Meta-Store` names (with
+/// `enabled_backends`), else the default one.
 pub async fn upload(
     State(state): State<Shared>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    match claim(&state, &raw, &headers).await {
-        Ok(id) => store_body(state, id, body).await,
+    let claimed = match target_store(&state, &headers) {
+        Ok(store) => claim(&state, &raw, &headers).await.map(|id| (id, store)),
+        Err(e) => Err(e),
+    };
+    match claimed {
+        Ok((id, store)) => {
+            let size = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            store_body(state, id, store, size, body).await
+        }
         Err(e) => {
-            // Read the body anyway, so that the client sees this answer rather than a
-            // connection reset while it is still sending.
-            let mut stream = body.into_data_stream();
-            while let Some(Ok(_)) = stream.next().await {}
+            drain(body).await;
             Err(e)
+        }
+    }
+}
+
+/// Reads a body to its end, so that the client sees the answer rather than a connection
+/// reset while it is still sending.
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(_)) = stream.next().await {}
+}
+
+/// The store an upload goes to.
+fn target_store(state: &Shared, headers: &HeaderMap) -> Result<Store, ApiError> {
+    let named = headers
+        .get("x-image-meta-store")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| state.stores.multi());
+    match named {
+        None => Ok(state.stores.default_store().clone()),
+        Some(name) => {
+            state.stores.named(name).cloned().ok_or_else(|| {
+                ApiError::bad_request(format!("Unknown scheme '{name}' found in URI"))
+            })
         }
     }
 }
@@ -80,104 +113,95 @@ async fn claim(
     })
 }
 
-/// Streams the body into the store and records size and digests.
+/// What the request handler hands the store's writer thread.
+enum Piece {
+    /// More data.
+    Chunk(Bytes),
+    /// The body ended where the client said it would.
+    End,
+}
+
+/// Streams the body into `store` and records size and digests. Whatever fails, no data
+/// is left behind: a partial file is removed, a multipart upload aborted, and data whose
+/// image could not be activated deleted.
 async fn store_body(
     state: Shared,
     id: crate::cache::ImageId,
+    store: Store,
+    size: Option<u64>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     // A blocking thread writes and hashes; the request body is fed to it chunk by chunk.
-    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-    let writer_state = state.clone();
-    let writer_id = id.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<crate::store::Stored, io::Error> {
-        let mut upload = writer_state.store.begin_upload(&writer_id)?;
-        while let Some(chunk) = rx.blocking_recv() {
-            upload.write(chunk)?;
+    let (tx, mut rx) = mpsc::channel::<Piece>(8);
+    let (writer_store, writer_id) = (store.clone(), id.clone());
+    let writer = tokio::task::spawn_blocking(move || -> Result<Stored, StoreError> {
+        let mut upload = writer_store.begin_upload(&writer_id, size)?;
+        loop {
+            match rx.blocking_recv() {
+                Some(Piece::Chunk(chunk)) => upload.write(&chunk)?,
+                Some(Piece::End) => return upload.finish(),
+                None => {
+                    upload.abort();
+                    return Err(StoreError::Io {
+                        store: writer_store.name().to_owned(),
+                        source: io::Error::other("the upload ended before its data did"),
+                    });
+                }
+            }
         }
-        upload.finish()
     });
     let mut stream = body.into_data_stream();
     let mut body_error = None;
+    let mut writer_gone = false;
     while let Some(chunk) = stream.next().await {
         match chunk {
-            Ok(chunk) => {
-                if tx.send(chunk).await.is_err() {
-                    break; // the writer failed; its error is reported below
-                }
-            }
+            // Once the writer failed, the rest is read and dropped (see `drain`).
+            Ok(chunk) if !writer_gone => writer_gone = tx.send(Piece::Chunk(chunk)).await.is_err(),
+            Ok(_) => {}
             Err(e) => {
                 body_error = Some(e.to_string());
                 break;
             }
         }
     }
+    if body_error.is_none() {
+        let _ = tx.send(Piece::End).await;
+    }
     drop(tx);
     let stored = writer.await.map_err(ApiError::internal)?;
-    let (message, status) = match (body_error, stored) {
-        (Some(e), _) => (
-            format!("Error reading the image data: {e}"),
-            StatusCode::BAD_REQUEST,
-        ),
+    let failure = match (body_error, stored) {
+        (Some(e), _) => ApiError::bad_request(format!("Error reading the image data: {e}")),
         (None, Err(e)) => {
             warn!(image = %id, error = %e, "storing image data failed");
-            (
-                "Failed to store the image data.".to_owned(),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )
+            e.into()
         }
         (None, Ok(stored)) => {
+            let location = store.location(&id);
             let activation = Activation {
                 size: i64::try_from(stored.size).map_err(ApiError::internal)?,
                 checksum: stored.md5,
                 os_hash_value: stored.sha512,
-                location: state.store.location(&id),
-                store: state.store.backend().to_owned(),
+                location: location.clone(),
+                store: store.name().to_owned(),
             };
-            match state.db.activate(&id, &activation).await {
+            let failure = match state.db.activate(&id, &activation).await {
                 Ok(true) => return Ok(StatusCode::NO_CONTENT),
                 // Deleted (or otherwise moved on) while uploading: the data goes too.
-                Ok(false) => {
-                    remove_data(&state, &id).await?;
-                    return Err(ApiError {
-                        status: StatusCode::GONE,
-                        message: format!("Image {id} was deleted during the upload"),
-                    });
-                }
+                Ok(false) => ApiError {
+                    status: StatusCode::GONE,
+                    message: format!("Image {id} was deleted during the upload"),
+                },
                 // Not activated: the image must not keep data it does not describe.
-                Err(e) => {
-                    remove_data(&state, &id).await?;
-                    let _ = state.db.transition(&id, &["saving"], "queued").await;
-                    return Err(e.into());
-                }
-            }
+                Err(e) => e.into(),
+            };
+            let (state, name) = (state.clone(), store.name().to_owned());
+            blocking(move || Ok(state.stores.delete(&location, Some(&name))?)).await?;
+            failure
         }
     };
-    remove_data(&state, &id).await?;
     // Back to queued, unless it was deleted meanwhile; another upload may then try.
-    state.db.transition(&id, &["saving"], "queued").await?;
-    Err(ApiError { status, message })
-}
-
-async fn remove_data(state: &Shared, id: &crate::cache::ImageId) -> Result<(), ApiError> {
-    let (state, id) = (state.clone(), id.clone());
-    blocking(move || {
-        state
-            .store
-            .delete(&id)
-            .map(drop)
-            .map_err(ApiError::internal)
-    })
-    .await
-}
-
-/// A byte range of an image of `size` bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    /// First byte.
-    pub start: u64,
-    /// Bytes.
-    pub len: u64,
+    let _ = state.db.transition(&id, &["saving"], "queued").await;
+    Err(failure)
 }
 
 /// Parses a Range header: `bytes=a-b`, `bytes=a-` or `bytes=-n`, one range only. None
@@ -223,8 +247,9 @@ pub enum Source {
     Nothing,
     /// The cached copy, already opened, its hit counted.
     Cache(File),
-    /// The store, through the cache tee when the read fills the cache.
-    Store(Box<Image>),
+    /// The store, opened at the span, through the cache tee when the read fills the
+    /// cache.
+    Store(Box<Image>, Reader),
 }
 
 /// A GET of image data, decided before a byte is sent: the status and headers of the
@@ -254,6 +279,7 @@ pub async fn prepare(state: &Shared, raw: &str, range: Option<&str>) -> Result<P
         .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
     let state = state.clone();
     let range = range.map(str::to_owned);
+    let runtime = tokio::runtime::Handle::current();
     blocking(move || {
         match image.status.as_str() {
             "active" => {}
@@ -300,17 +326,23 @@ pub async fn prepare(state: &Shared, raw: &str, range: Option<&str>) -> Result<P
             Some(cache) => cache.cache.open_for_read(&image.id).map_err(ApiError::internal)?,
             None => None,
         };
+        let span = span.unwrap_or(Span {
+            start: 0,
+            len: size,
+        });
+        // The store is opened before the answer starts, so that a store that fails
+        // gets a JSON error naming it rather than a cut-off body.
         let source = match cached {
             Some((file, _)) => Source::Cache(file),
-            None => Source::Store(Box::new(image)),
+            None => {
+                let reader = state.open_data(&runtime, &image.id, span)?;
+                Source::Store(Box::new(image), reader)
+            }
         };
         Ok(Prepared {
             status,
             headers,
-            span: span.unwrap_or(Span {
-                start: 0,
-                len: size,
-            }),
+            span,
             source,
         })
     })
@@ -350,7 +382,7 @@ impl Prepared {
                 // and its MD5 thread (the slowest part) then has more to work on while the
                 // client's side hiccups: 0.91 of md5sum with 4, 0.94-0.95 with 8 (9 runs).
                 let ahead = match source {
-                    Source::Store(_) => 8,
+                    Source::Store(..) => 8,
                     _ => 4,
                 };
                 let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(ahead);
@@ -388,12 +420,15 @@ fn send(
 ) {
     let (id, result) = match source {
         Source::Nothing => return,
-        Source::Cache(file) => {
+        Source::Cache(mut file) => {
             debug!("serving from the cache");
-            (None, pump(file, span, None, &tx))
+            let result = file
+                .seek(SeekFrom::Start(span.start))
+                .and_then(|_| pump(file, span.len, None, &tx));
+            (None, result)
         }
-        Source::Store(image) => {
-            let result = from_store(state, &image, status == StatusCode::OK, span, &tx);
+        Source::Store(image, reader) => {
+            let result = from_store(state, &image, reader, status == StatusCode::OK, span, &tx);
             (Some(image.id), result)
         }
     };
@@ -408,6 +443,7 @@ fn send(
 fn from_store(
     state: &AppState,
     image: &Image,
+    reader: Reader,
     whole: bool,
     span: Span,
     tx: &mpsc::Sender<io::Result<Bytes>>,
@@ -421,16 +457,15 @@ fn from_store(
             .open_for_write(&image.id, image.checksum.as_deref())
             .map_err(io::Error::other)?;
         if let Some(writer) = writer {
-            let file = state.store.open_data(&image.id)?;
             let admit = |writer: CacheWriter<'_>| {
                 if let Err(e) = cache.cache.admit(writer, cache.max_size) {
                     warn!(image = %image.id, error = %e, "not cached");
                 }
             };
-            return pump(file, span, Some((writer, &admit)), tx);
+            return pump(reader, span.len, Some((writer, &admit)), tx);
         }
     }
-    pump(state.store.open_data(&image.id)?, span, None, tx)
+    pump(reader, span.len, None, tx)
 }
 
 /// A CHUNK buffer lent to the response body; it returns to its download's pool once hyper
@@ -457,14 +492,14 @@ impl Drop for Pooled {
 /// A cache write fed by a download, and what to do with it once the data is complete.
 type Tee<'a, 'c> = (CacheWriter<'c>, &'a dyn Fn(CacheWriter<'c>));
 
-/// Copies the `span` of `file` to the client in CHUNK pieces; a file that ends before the
-/// span does is an error (the client was promised every byte). With a tee, each
+/// Copies `len` bytes of `source` to the client in CHUNK pieces; a source that ends
+/// early is an error (the client was promised every byte). With a tee, each
 /// piece is written to the cache too, and the last piece is held back until the cache
 /// write is published, so a client that has every byte can rely on the next read being a
 /// hit. A client that goes away stops the copy (BrokenPipe) and the cache write is dropped.
 fn pump(
-    mut file: File,
-    span: Span,
+    mut source: impl Read,
+    len: u64,
     mut tee: Option<Tee<'_, '_>>,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
@@ -472,14 +507,13 @@ fn pump(
         tx.blocking_send(Ok(chunk))
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
     };
-    file.seek(SeekFrom::Start(span.start))?;
-    let mut remaining = span.len;
+    let mut remaining = len;
     let mut held: Option<Bytes> = None;
     let (home, returned) = std::sync::mpsc::channel::<Vec<u8>>();
     while remaining > 0 {
         let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
         let mut buf = returned.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-        let n = read_full(&mut file, &mut buf[..want])?;
+        let n = read_full(&mut source, &mut buf[..want])?;
         if n == 0 {
             return Err(short(remaining));
         }
@@ -516,10 +550,10 @@ pub fn short(remaining: u64) -> io::Error {
     )
 }
 
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
+        match source.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::error::ApiError;
 use super::images::{CONTAINER_FORMATS, DISK_FORMATS};
 use super::state::AppState;
 
@@ -50,6 +51,16 @@ pub async fn healthcheck(State(state): State<Arc<AppState>>) -> Response {
         Ok(_) => (StatusCode::OK, "OK").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response(),
     }
+}
+
+/// GET /v2/info/stores: the enabled backends, the default marked, as upstream lists them;
+/// 404 without `enabled_backends`.
+pub async fn stores(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    state
+        .stores
+        .info()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("Multi backend is not supported at this site."))
 }
 
 /// The image schema, as upstream publishes it (python-glanceclient validates with it).

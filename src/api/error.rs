@@ -10,6 +10,7 @@ use tracing::{error, warn};
 
 use crate::cache::CacheError;
 use crate::db::DbError;
+use crate::store::{Failure, StoreError};
 
 /// An HTTP error answer. As upstream (webob), a client that accepts JSON gets
 /// `{"code": "404 Not Found", "title": "Not Found", "message": "..."}` and any other client
@@ -61,6 +62,26 @@ impl From<DbError> for ApiError {
             };
         }
         Self::internal(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// A remote store that cannot be reached is 503 (try again later); one that answers
+    /// with an error is 502; either way the message names the store. Local file errors
+    /// are 500.
+    fn from(e: StoreError) -> Self {
+        warn!(error = %e, "store failure");
+        let status = match &e {
+            StoreError::Remote { failure, .. } if *failure == Failure::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            StoreError::Remote { .. } => StatusCode::BAD_GATEWAY,
+            _ => return Self::internal(e),
+        };
+        Self {
+            status,
+            message: e.to_string(),
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value, json};
 
+use tracing::warn;
+
 use super::error::ApiError;
 use super::state::{AppState, blocking};
 use crate::cache::ImageId;
@@ -344,12 +346,18 @@ pub async fn delete(
             "Image {id} is protected and cannot be deleted."
         )));
     }
+    let locations = state.db.locations(&id).await?;
     if !state.db.delete(&id).await? {
         return Err(not_found(&raw));
     }
-    // The record is gone first, so no reader is sent to data that is being removed.
+    // The record is gone first, so no reader is sent to data that is being removed. A
+    // store that fails now leaves an orphan object behind, logged; the image is deleted.
     blocking(move || {
-        state.store.delete(&id).map_err(ApiError::internal)?;
+        for (url, store) in &locations {
+            if let Err(e) = state.stores.delete(url, store.as_deref()) {
+                warn!(image = %id, error = %e, "image data not deleted");
+            }
+        }
         if let Some(cache) = &state.cache {
             cache.cache.delete(&id)?;
             cache.cache.dequeue(&id)?;

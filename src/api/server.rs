@@ -18,7 +18,7 @@ use super::state::{AppState, DbCatalog};
 use super::{connection, data, discovery, images};
 use crate::cache::{Cache, CacheError, ImageId};
 use crate::db::{Db, DbError};
-use crate::store::FileStore;
+use crate::store::{Span, StoreError, Stores};
 use crate::tools::prefetch::{ImageSource, Lookup, prefetch};
 
 /// Why glance-api could not start or stopped.
@@ -27,6 +27,9 @@ pub enum ServeError {
     /// The database.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// An image store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The cache.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -43,14 +46,8 @@ pub enum ServeError {
 /// Opens the store, the database (retrying as `[database]` says) and the cache named by
 /// `settings`.
 pub async fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeError> {
-    let store =
-        FileStore::open(&settings.store_dir, &settings.store_backend).map_err(|source| {
-            ServeError::Io {
-                action: format!("opening the image store {}", settings.store_dir.display()),
-                source,
-            }
-        })?;
-    let db = Arc::new(Db::open(&settings.database, &store).await?);
+    let stores = Stores::start(&settings.stores, &tokio::runtime::Handle::current())?;
+    let db = Arc::new(Db::open(&settings.database, &settings.stores.legacy_store()).await?);
     let cache = match &settings.cache {
         Some(options) => {
             let dir = options.image_cache_dir.clone().unwrap_or_default();
@@ -74,7 +71,7 @@ pub async fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeEr
     };
     Ok(Arc::new(AppState {
         db,
-        store,
+        stores,
         cache,
         settings,
     }))
@@ -88,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthcheck", get(discovery::healthcheck))
         .route("/v2/schemas/image", get(discovery::schema_image))
         .route("/v2/schemas/images", get(discovery::schema_images))
+        .route("/v2/info/stores", get(discovery::stores))
         .route("/v2/images", get(images::list).post(images::create))
         .route(
             "/v2/images/{id}",
@@ -140,9 +138,19 @@ impl ImageSource for LocalImages<'_> {
     }
 
     fn open(&self, id: &ImageId) -> Result<Box<dyn Read + '_>, String> {
-        Ok(Box::new(
-            self.0.store.open_data(id).map_err(|e| e.to_string())?,
-        ))
+        let size = self
+            .1
+            .block_on(self.0.db.get_row(id))
+            .map_err(|e| e.to_string())?
+            .and_then(|image| image.size)
+            .and_then(|size| u64::try_from(size).ok())
+            .unwrap_or(0);
+        let span = Span {
+            start: 0,
+            len: size,
+        };
+        let reader = self.0.open_data(&self.1, id, span).map_err(|e| e.message)?;
+        Ok(reader)
     }
 }
 

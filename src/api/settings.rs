@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::conf::{CacheOptions, ConfError, Config, DEFAULT_SECTION};
 use crate::db::{DbError, DbOptions};
+use crate::store::StoreConfig;
 
 /// Configuration used when glance-api is started without --config-file/--config-dir:
 /// everything under ./glance-data, the cache on, listening on localhost.
@@ -65,10 +66,8 @@ pub struct ApiSettings {
     pub bind: SocketAddr,
     /// `[database]`: the connection URL and oslo.db's pool options.
     pub database: DbOptions,
-    /// filesystem_store_datadir of the default backend.
-    pub store_dir: PathBuf,
-    /// The default backend's name in `enabled_backends`, recorded in image locations.
-    pub store_backend: String,
+    /// The image stores (`enabled_backends`, or `[glance_store]`'s single store).
+    pub stores: StoreConfig,
     /// The transparent cache, when image_cache_dir is set and the flavor caches.
     pub cache: Option<CacheOptions>,
     /// Serve the cache management API (flavor cachemanagement).
@@ -106,8 +105,7 @@ impl ApiSettings {
         Ok(Self {
             bind: SocketAddr::new(ip, port),
             database: DbOptions::from_config(config, "sqlite:////var/lib/glance/glance.sqlite")?,
-            store_dir: store_dir(config),
-            store_backend: default_backend(config).to_owned(),
+            stores: StoreConfig::from_config(config)?,
             cache_management: cache_management && cache.is_some(),
             cache,
             limit_default: usize::try_from(config.get_u64(

@@ -7,14 +7,14 @@ use super::error::ApiError;
 use super::settings::ApiSettings;
 use crate::cache::ImageId;
 use crate::db::Db;
-use crate::store::FileStore;
+use crate::store::{Reader, Span, StoreError, Stores};
 
 /// Shared state of the server.
 pub struct AppState {
     /// Image metadata.
     pub db: Arc<Db>,
     /// Image data.
-    pub store: FileStore,
+    pub stores: Stores,
     /// The transparent cache and its API, when the cache is on.
     pub cache: Option<Arc<CacheApi>>,
     /// Settings.
@@ -46,4 +46,29 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(ApiError::internal)?
+}
+
+impl AppState {
+    /// Opens `span` of image `id`'s data at its first location a configured store reads.
+    /// Called from blocking threads: it waits on the runtime for the database.
+    pub fn open_data(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        id: &ImageId,
+        span: Span,
+    ) -> Result<Reader, ApiError> {
+        let locations = runtime.block_on(self.db.locations(id))?;
+        let mut failure = None;
+        for (url, store) in &locations {
+            match self.stores.open(url, store.as_deref(), span) {
+                Ok(reader) => return Ok(reader),
+                Err(e @ StoreError::NoStore { .. }) => failure = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(match failure {
+            Some(e) => e.into(),
+            None => ApiError::internal(format!("image {id} is active but has no location")),
+        })
+    }
 }

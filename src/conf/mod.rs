@@ -81,6 +81,16 @@ pub enum ConfError {
         /// What was expected instead.
         expected: String,
     },
+    /// A required option is not set.
+    #[error("[{section}] {key} is not set: {why}")]
+    Missing {
+        /// The section.
+        section: String,
+        /// The option.
+        key: String,
+        /// What needs it.
+        why: String,
+    },
     /// The cache tools were started without an image cache directory.
     #[error(
         "image_cache_dir is not set in [DEFAULT]; the cache tools need it \
@@ -268,7 +278,7 @@ impl Config {
     }
 
     /// A [`ConfError::InvalidValue`] for a key that is set.
-    fn invalid(&self, section: &str, key: &str, expected: &str) -> ConfError {
+    pub fn invalid(&self, section: &str, key: &str, expected: &str) -> ConfError {
         ConfError::InvalidValue {
             section: section.to_string(),
             key: key.to_string(),

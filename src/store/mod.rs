@@ -1,25 +1,24 @@
-//! The file store at `filesystem_store_datadir`: one file per image, named by its ID.
-//!
-//! An upload streams into `.<id>.upload` (created exclusively), is hashed with MD5 and
-//! SHA-512 on two threads while it is written, then fsynced and renamed into place.
+//! Image data stores: glance_store's `file` and `s3` drivers, one or several at once
+//! (`enabled_backends`). [`config`] reads their options, [`file`] and [`s3`] are the
+//! drivers, and [`Stores`] picks one by name or by an image's location.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+pub mod config;
+pub mod file;
+pub mod s3;
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 
 use bytes::Bytes;
-use md5::Md5;
-use sha2::Sha512;
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::runtime::Handle;
+
+pub use config::{BackendConfig, BackendKind, S3Options, StoreConfig};
+pub use file::FileStore;
+pub use s3::S3Store;
 
 use crate::cache::ImageId;
-use crate::digest::BackgroundDigest;
-
-/// Image files on a local filesystem.
-#[derive(Debug, Clone)]
-pub struct FileStore {
-    dir: PathBuf,
-    backend: String,
-}
 
 /// Digests and size of uploaded data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,113 +31,325 @@ pub struct Stored {
     pub sha512: String,
 }
 
-impl FileStore {
-    /// The store `backend` (its name in `enabled_backends`) at `dir`, created if missing.
-    pub fn open(dir: &Path, backend: &str) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        Ok(Self::new(dir, backend))
-    }
+/// A byte range of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: u64,
+    /// Bytes.
+    pub len: u64,
+}
 
-    /// The store `backend` at `dir`, without touching the filesystem.
-    pub fn new(dir: &Path, backend: &str) -> Self {
-        Self {
-            dir: dir.to_owned(),
-            backend: backend.to_owned(),
-        }
-    }
+/// How a remote store failed, which decides the answer's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Unreachable, timed out, cut off, or a 5xx: try again later (503).
+    Unavailable,
+    /// The credentials were refused.
+    Denied,
+    /// The bucket does not exist.
+    NoBucket,
+    /// The object does not exist.
+    NotFound,
+    /// Anything else the server answered.
+    Other,
+}
 
-    /// The store's name in `enabled_backends`, recorded in each location's `store`.
-    pub fn backend(&self) -> &str {
-        &self.backend
-    }
+/// A store failure. Messages name the store and never hold a secret key.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A local file operation failed.
+    #[error("store {store:?}: {source}")]
+    Io {
+        /// The store's name.
+        store: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A request to a remote store failed.
+    #[error("store {store:?} ({server}): {operation} failed: {detail}")]
+    Remote {
+        /// The store's name.
+        store: String,
+        /// The endpoint and bucket.
+        server: String,
+        /// The S3 operation.
+        operation: &'static str,
+        /// What kind of failure.
+        failure: Failure,
+        /// What the server or client library said.
+        detail: String,
+    },
+    /// A store cannot be set up with its options.
+    #[error("store {store:?}: {message}")]
+    Config {
+        /// The store's name.
+        store: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No configured store reads a location.
+    #[error("no configured store reads the location {url} (store {store:?})")]
+    NoStore {
+        /// The location's URL, without credentials.
+        url: String,
+        /// The store its metadata names.
+        store: Option<String>,
+    },
+}
 
-    /// An image's location as glance_store's file driver records it: `file://` and the path.
-    pub fn location(&self, id: &ImageId) -> String {
-        format!("file://{}", self.path(id).display())
-    }
-
-    /// Where an image's data lives.
-    pub fn path(&self, id: &ImageId) -> PathBuf {
-        self.dir.join(id.as_str())
-    }
-
-    /// Opens an image's data.
-    pub fn open_data(&self, id: &ImageId) -> io::Result<File> {
-        File::open(self.path(id))
-    }
-
-    /// Deletes an image's data; true if it existed.
-    pub fn delete(&self, id: &ImageId) -> io::Result<bool> {
-        match fs::remove_file(self.path(id)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Starts an upload; fails with AlreadyExists while another upload of `id` runs.
-    pub fn begin_upload(&self, id: &ImageId) -> io::Result<Upload> {
-        let tmp = self.dir.join(format!(".{id}.upload"));
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        Ok(Upload {
-            file: Some(file),
-            tmp,
-            target: self.path(id),
-            md5: BackgroundDigest::new::<Md5>(),
-            sha512: BackgroundDigest::new::<Sha512>(),
-            size: 0,
-        })
+impl StoreError {
+    /// Whether a client should try again later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Remote {
+                failure: Failure::Unavailable,
+                ..
+            }
+        )
     }
 }
 
-/// An upload in progress. Dropping it without `finish` removes the partial file.
-pub struct Upload {
-    file: Option<File>,
-    tmp: PathBuf,
-    target: PathBuf,
-    md5: BackgroundDigest,
-    sha512: BackgroundDigest,
-    size: u64,
+/// One store.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A directory.
+    File(FileStore),
+    /// An S3 bucket.
+    S3(S3Store),
+}
+
+/// An upload in progress to one store.
+pub enum Upload {
+    /// Into a file of the named store.
+    File(file::Upload, String),
+    /// Into an S3 object.
+    S3(s3::S3Upload),
+}
+
+/// The bytes of an image, from any store.
+pub type Reader = Box<dyn Read + Send>;
+
+impl Store {
+    /// Its name in `enabled_backends`.
+    pub fn name(&self) -> &str {
+        match self {
+            Store::File(store) => store.backend(),
+            Store::S3(store) => store.name(),
+        }
+    }
+
+    /// The location an image's data gets in this store.
+    pub fn location(&self, id: &ImageId) -> String {
+        match self {
+            Store::File(store) => store.location(id),
+            Store::S3(store) => store.location(id.as_str()),
+        }
+    }
+
+    /// Starts storing image `id`, of `size` bytes when the client said so.
+    pub fn begin_upload(&self, id: &ImageId, size: Option<u64>) -> Result<Upload, StoreError> {
+        match self {
+            Store::File(store) => store
+                .begin_upload(id)
+                .map(|upload| Upload::File(upload, store.backend().to_owned()))
+                .map_err(|source| self.io(source)),
+            Store::S3(store) => store.begin_upload(id.as_str(), size).map(Upload::S3),
+        }
+    }
+
+    fn io(&self, source: io::Error) -> StoreError {
+        StoreError::Io {
+            store: self.name().to_owned(),
+            source,
+        }
+    }
+
+    /// Whether this store wrote `url`.
+    fn reads(&self, url: &str) -> bool {
+        match self {
+            Store::File(_) => FileStore::parse_location(url).is_some(),
+            Store::S3(_) => S3Store::parse_location(url).is_some(),
+        }
+    }
+
+    fn open(&self, url: &str, span: Span) -> Result<Reader, StoreError> {
+        match self {
+            Store::File(_) => {
+                let path = FileStore::parse_location(url).ok_or_else(|| no_store(url, None))?;
+                let mut file = File::open(&path).map_err(|e| self.io(e))?;
+                file.seek(SeekFrom::Start(span.start))
+                    .map_err(|e| self.io(e))?;
+                Ok(Box::new(file.take(span.len)))
+            }
+            Store::S3(store) => {
+                let (bucket, key) =
+                    S3Store::parse_location(url).ok_or_else(|| no_store(url, None))?;
+                Ok(Box::new(store.open(&bucket, &key, span)?))
+            }
+        }
+    }
+
+    fn delete(&self, url: &str) -> Result<(), StoreError> {
+        match self {
+            Store::File(_) => {
+                let path = FileStore::parse_location(url).ok_or_else(|| no_store(url, None))?;
+                FileStore::delete(&path).map(drop).map_err(|e| self.io(e))
+            }
+            Store::S3(store) => {
+                let (bucket, key) =
+                    S3Store::parse_location(url).ok_or_else(|| no_store(url, None))?;
+                store.delete(&bucket, &key)
+            }
+        }
+    }
+}
+
+fn no_store(url: &str, store: Option<&str>) -> StoreError {
+    StoreError::NoStore {
+        url: url.to_owned(),
+        store: store.map(str::to_owned),
+    }
 }
 
 impl Upload {
-    /// Writes one chunk and hands it to both hashers.
-    pub fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.md5.feed(&chunk)?;
-        self.sha512.feed(&chunk)?;
-        self.file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("upload finished"))?
-            .write_all(&chunk)?;
-        self.size += chunk.len() as u64;
-        Ok(())
+    /// Takes one chunk; MD5 and SHA-512 are computed on the way.
+    pub fn write(&mut self, chunk: &Bytes) -> Result<(), StoreError> {
+        match self {
+            Upload::File(upload, store) => upload.write(chunk).map_err(|source| StoreError::Io {
+                store: store.clone(),
+                source,
+            }),
+            Upload::S3(upload) => upload.write(chunk),
+        }
     }
 
-    /// Fsyncs and moves the data into place.
-    pub fn finish(mut self) -> io::Result<Stored> {
-        let md5 = self.md5.finish()?;
-        let sha512 = self.sha512.finish()?;
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| io::Error::other("upload finished"))?;
-        file.sync_all()?;
-        fs::rename(&self.tmp, &self.target)?;
-        if let Some(dir) = self.target.parent() {
-            File::open(dir)?.sync_all()?;
+    /// Makes the data durable and returns its size and digests.
+    pub fn finish(self) -> Result<Stored, StoreError> {
+        match self {
+            Upload::File(upload, store) => upload
+                .finish()
+                .map_err(|source| StoreError::Io { store, source }),
+            Upload::S3(upload) => upload.finish(),
         }
-        Ok(Stored {
-            size: self.size,
-            md5,
-            sha512,
-        })
+    }
+
+    /// Drops what was written: the partial file, or the multipart upload's parts.
+    pub fn abort(self) {
+        match self {
+            Upload::File(upload, _) => drop(upload),
+            Upload::S3(mut upload) => upload.abort(),
+        }
     }
 }
 
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
+/// The enabled stores.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    stores: Vec<Store>,
+    descriptions: Vec<Option<String>>,
+    default: usize,
+    multi: bool,
+}
+
+impl Stores {
+    /// Sets up every store of `config` (creating file stores' directories); S3 calls
+    /// run on `runtime`.
+    pub fn start(config: &StoreConfig, runtime: &Handle) -> Result<Self, StoreError> {
+        let mut stores = Vec::new();
+        for backend in &config.backends {
+            stores.push(match &backend.kind {
+                BackendKind::File { dir } => {
+                    Store::File(FileStore::open(dir, &backend.name).map_err(|source| {
+                        StoreError::Io {
+                            store: backend.name.clone(),
+                            source: io::Error::new(
+                                source.kind(),
+                                format!("filesystem_store_datadir {}: {source}", dir.display()),
+                            ),
+                        }
+                    })?)
+                }
+                BackendKind::S3(options) => {
+                    Store::S3(S3Store::new(&backend.name, options, runtime.clone())?)
+                }
+            });
         }
+        let default = stores
+            .iter()
+            .position(|s| s.name() == config.default)
+            .ok_or_else(|| StoreError::Config {
+                store: config.default.clone(),
+                message: "the default backend is not among the enabled backends".to_owned(),
+            })?;
+        Ok(Self {
+            stores,
+            descriptions: config
+                .backends
+                .iter()
+                .map(|b| b.description.clone())
+                .collect(),
+            default,
+            multi: config.multi,
+        })
+    }
+
+    /// The store new images go to.
+    pub fn default_store(&self) -> &Store {
+        &self.stores[self.default]
+    }
+
+    /// The store called `name`.
+    pub fn named(&self, name: &str) -> Option<&Store> {
+        self.stores.iter().find(|s| s.name() == name)
+    }
+
+    /// Whether `enabled_backends` is set.
+    pub fn multi(&self) -> bool {
+        self.multi
+    }
+
+    /// `GET /v2/info/stores`, as upstream answers it; None without `enabled_backends`.
+    pub fn info(&self) -> Option<Value> {
+        self.multi.then(|| {
+            let stores: Vec<Value> = self
+                .stores
+                .iter()
+                .zip(&self.descriptions)
+                .enumerate()
+                .map(|(n, (store, description))| {
+                    let mut entry = json!({"id": store.name()});
+                    if let Some(description) = description {
+                        entry["description"] = json!(description);
+                    }
+                    if n == self.default {
+                        entry["default"] = json!("true");
+                    }
+                    entry
+                })
+                .collect();
+            json!({ "stores": stores })
+        })
+    }
+
+    /// The store that reads `url`: the one its metadata names, else the first that
+    /// reads its scheme.
+    fn reader_of(&self, url: &str, store: Option<&str>) -> Result<&Store, StoreError> {
+        store
+            .and_then(|name| self.named(name))
+            .filter(|s| s.reads(url))
+            .or_else(|| self.stores.iter().find(|s| s.reads(url)))
+            .ok_or_else(|| no_store(url, store))
+    }
+
+    /// Opens `span` of the data at `url` (recorded with metadata `store`).
+    pub fn open(&self, url: &str, store: Option<&str>, span: Span) -> Result<Reader, StoreError> {
+        self.reader_of(url, store)?.open(url, span)
+    }
+
+    /// Deletes the data at `url`.
+    pub fn delete(&self, url: &str, store: Option<&str>) -> Result<(), StoreError> {
+        self.reader_of(url, store)?.delete(url)
     }
 }
