@@ -180,10 +180,19 @@ impl S3Store {
             (_, _, Some("NoSuchKey")) | (_, Some(404), _) => Failure::NotFound,
             _ => Failure::Other,
         };
-        let detail = match (code, e.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code,
-            _ => DisplayErrorContext(&e).to_string(),
+        let said = match (code, e.message(), status) {
+            (Some(code), Some(message), _) if !message.is_empty() => format!("{code}: {message}"),
+            (Some(code), _, _) => code,
+            // HEAD answers have no body, hence no error code.
+            (None, _, Some(status)) => format!("HTTP {status}"),
+            (None, _, None) => DisplayErrorContext(&e).to_string(),
+        };
+        let detail = match failure {
+            Failure::Denied => format!(
+                "{said}: the credentials were refused; check s3_store_access_key and s3_store_secret_key"
+            ),
+            Failure::NoBucket => format!("{said}: the bucket does not exist"),
+            _ => said,
         };
         StoreError::Remote {
             store: self.name.clone(),
@@ -517,39 +526,76 @@ fn wait_oldest(store: &S3Store, multipart: &mut Multipart) -> Result<(), StoreEr
     Ok(())
 }
 
+/// How long an abort that S3 could not take is retried in the background.
+const ABORT_PATIENCE: Duration = Duration::from_secs(600);
+
 impl S3Upload {
     /// Stops the parts in flight and aborts the multipart upload, waiting for S3's
-    /// answer, so that a failed upload leaves no parts behind.
+    /// answer, so that a failed upload leaves no parts behind. When S3 cannot be
+    /// reached, the abort is retried in the background until it can.
     pub fn abort(&mut self) {
-        if let Some(abort) = self.abort_request() {
-            self.store.runtime.block_on(abort);
+        let Some(multipart) = self.stop() else {
+            return;
+        };
+        let (store, key) = (self.store.clone(), self.key.clone());
+        let first = store
+            .runtime
+            .block_on(abort_upload(&store, &key, &multipart.upload_id));
+        match first {
+            Ok(()) => debug!(%key, "multipart upload aborted"),
+            Err(e) if e.is_unavailable() => {
+                warn!(%key, error = %e, "multipart upload not aborted yet; retrying in the background");
+                drop(
+                    store
+                        .runtime
+                        .spawn(abort_until_done(store.clone(), key, multipart)),
+                );
+            }
+            Err(e) => warn!(%key, error = %e, "multipart upload not aborted"),
         }
     }
 
-    fn abort_request(&mut self) -> Option<impl std::future::Future<Output = ()> + use<>> {
+    fn stop(&mut self) -> Option<Multipart> {
         let multipart = self.multipart.take()?;
         for task in &multipart.sending {
             task.abort();
         }
-        let store = self.store.clone();
-        let key = self.key.clone();
-        Some(async move {
-            let result = store
-                .client
-                .abort_multipart_upload()
-                .bucket(&store.options.bucket)
-                .key(&key)
-                .upload_id(&multipart.upload_id)
-                .send()
-                .await;
-            match result {
-                Ok(_) => debug!(%key, "multipart upload aborted"),
-                Err(e) => {
-                    let e = store.fail("AbortMultipartUpload", e);
-                    warn!(%key, error = %e, "multipart upload not aborted");
-                }
+        Some(multipart)
+    }
+}
+
+async fn abort_upload(store: &S3Store, key: &str, upload_id: &str) -> Result<(), StoreError> {
+    store
+        .client
+        .abort_multipart_upload()
+        .bucket(&store.options.bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| store.fail("AbortMultipartUpload", e))
+}
+
+/// Retries an abort with growing pauses while S3 is unavailable, for [`ABORT_PATIENCE`].
+async fn abort_until_done(store: S3Store, key: String, multipart: Multipart) {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match abort_upload(&store, &key, &multipart.upload_id).await {
+            Ok(()) => {
+                debug!(%key, "multipart upload aborted");
+                return;
             }
-        })
+            Err(e) if e.is_unavailable() && started.elapsed() < ABORT_PATIENCE => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                warn!(%key, upload_id = %multipart.upload_id, error = %e, "multipart upload left behind");
+                return;
+            }
+        }
     }
 }
 
@@ -557,8 +603,9 @@ impl Drop for S3Upload {
     /// An upload dropped without `finish` or `abort` (a panic) is aborted in the
     /// background.
     fn drop(&mut self) {
-        if let Some(abort) = self.abort_request() {
-            drop(self.store.runtime.spawn(abort));
+        if let Some(multipart) = self.stop() {
+            let task = abort_until_done(self.store.clone(), self.key.clone(), multipart);
+            drop(self.store.runtime.spawn(task));
         }
     }
 }
@@ -618,7 +665,7 @@ impl S3Reader {
                     resumed += 1;
                     warn!(store = %self.store.name, key = %self.key, at = self.next, error = %e, "S3 read broke; resuming");
                     std::thread::sleep(Duration::from_millis(100 << resumed.min(5)));
-                    self.body = self.get().ok();
+                    self.body = Some(self.get().map_err(io::Error::other)?);
                 }
             }
         }

@@ -90,7 +90,13 @@ pub async fn start_on(
         "[database]\n",
         &format!("[database]\n{extra_database_options}"),
     );
-    let config = Config::from_str("test.conf", &text).expect("conf");
+    start_conf(dir, connection, &text).await
+}
+
+/// glance-api on port 0 in `dir` with the configuration `text` (whose catalogue is
+/// `connection`).
+pub async fn start_conf(dir: Arc<tempfile::TempDir>, connection: String, text: &str) -> Server {
+    let config = Config::from_str("test.conf", text).expect("conf");
     let state = build_state(ApiSettings::from_config(&config).expect("settings"))
         .await
         .expect("state");

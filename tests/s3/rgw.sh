@@ -27,6 +27,9 @@
 # Path-style requests work on any host name. `localhost` is the gateway's DNS
 # name, so BUCKET.localhost:PORT is a virtual-hosted request, where the
 # resolver maps *.localhost to 127.0.0.1 (glibc's files+dns does not).
+# The gateway (Ceph 16) predates S3's flexible checksums: a client must not
+# send aws-chunked bodies with trailing checksums (compute checksums only when
+# an operation requires them).
 set -euo pipefail
 
 readonly S3_USER="glance"
