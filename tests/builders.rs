@@ -3,10 +3,15 @@
 mod common;
 
 use common::{DEFAULT_IMAGE, valid, with_cache_size};
+use glance_operator::conf::{Config, ConfigSources};
 use glance_operator::crd::validate::Size;
-use glance_operator::resources::config::{CUSTOM_KEY, RENDERED_KEY, config_hash, config_secret};
+use glance_operator::resources::config::{
+    CONFIG_DIR, CUSTOM_KEY, ConfigSecret, RENDERED_KEY, config_hash, config_hash_with_secrets,
+    config_secret, extra_config_file,
+};
 use glance_operator::resources::deployment::CONFIG_HASH_ANNOTATION;
 use glance_operator::resources::{Children, Observed, build};
+use k8s_openapi::ByteString;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
@@ -463,4 +468,215 @@ fn service_exposes_port_9292_of_the_api_pods() {
     );
     let d = to_json(&c.deployment);
     assert_eq!(d["spec"]["selector"]["matchLabels"], s["spec"]["selector"]);
+}
+
+/// A customServiceConfigSecrets Secret as the operator reads it.
+fn config_secret_of(name: &str, data: &[(&str, &str)]) -> ConfigSecret {
+    ConfigSecret {
+        name: name.to_owned(),
+        data: data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
+    }
+}
+
+const CEPH_KEYS: &str =
+    "[ceph]\ns3_store_access_key = AKIA-FROM-SECRET\ns3_store_secret_key = from-secret\n";
+
+/// The seed Glance naming two Secrets, `ceph-keys` (keys `s3.conf` and `tuning`) and
+/// `overrides` (key `z.conf`), with the first carrying `keys` as its s3.conf.
+fn with_config_secrets(keys: &str) -> (Children, Vec<ConfigSecret>) {
+    let mut g = valid("seed.yaml");
+    g.custom_config = "[DEFAULT]\ndebug = true\n[ceph]\ns3_store_access_key = from-custom\ns3_store_bucket = glance\n".to_owned();
+    g.config_secrets = vec!["ceph-keys".to_owned(), "overrides".to_owned()];
+    let extra = vec![
+        config_secret_of(
+            "ceph-keys",
+            &[
+                ("s3.conf", keys),
+                ("tuning", "[ceph]\ns3_store_thread_pools = 4\n"),
+            ],
+        ),
+        config_secret_of(
+            "overrides",
+            &[("z.conf", "[ceph]\ns3_store_thread_pools = 8\n")],
+        ),
+    ];
+    let observed = Observed {
+        database_connection: Some(DB_URL.to_owned()),
+        config_secrets: extra.clone(),
+        ..Observed::default()
+    };
+    (build(&g, &observed), extra)
+}
+
+#[test]
+fn config_secret_keys_become_numbered_conf_files() {
+    assert_eq!(
+        extra_config_file(0, "ceph-keys", "s3.conf"),
+        "02-ceph-keys-s3.conf"
+    );
+    assert_eq!(
+        extra_config_file(0, "ceph-keys", "credentials"),
+        "02-ceph-keys-credentials.conf"
+    );
+    assert_eq!(extra_config_file(1, "a.b", "x.ini"), "03-a.b-x.ini.conf");
+    assert_eq!(extra_config_file(15, "last", "k"), "17-last-k.conf");
+}
+
+#[test]
+fn config_secrets_are_projected_after_01_custom_conf_into_every_pod() {
+    let (c, _) = with_config_secrets(CEPH_KEYS);
+    let expected_volume = json!({
+        "name": "config",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {"secret": {"name": "glance-config"}},
+                {"secret": {"name": "ceph-keys", "items": [
+                    {"key": "s3.conf", "path": "02-ceph-keys-s3.conf"},
+                    {"key": "tuning", "path": "02-ceph-keys-tuning.conf"},
+                ]}},
+                {"secret": {"name": "overrides", "items": [
+                    {"key": "z.conf", "path": "03-overrides-z.conf"},
+                ]}},
+            ],
+        },
+    });
+    let d = to_json(&c.deployment);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0], expected_volume);
+    // One directory, mounted the same way by glance-api and by db-sync.
+    let config_mount = json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true});
+    assert_eq!(pod["containers"][0]["volumeMounts"][0], config_mount);
+    assert_eq!(pod["initContainers"][0]["volumeMounts"][0], config_mount);
+    // The cache jobs read the very same files.
+    let cache = c.cache.as_ref().expect("cache on");
+    for cronjob in [&cache.pruner, &cache.cleaner] {
+        let job_pod = &to_json(cronjob)["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(job_pod["volumes"][0], expected_volume);
+        assert_eq!(job_pod["containers"][0]["volumeMounts"][0], config_mount);
+    }
+
+    // Every file is a *.conf file, and name order (what --config-dir reads) is
+    // 00-config.conf, 01-custom.conf, then the Secrets in list order.
+    let mut files: Vec<String> = c
+        .config
+        .data
+        .as_ref()
+        .expect("data")
+        .keys()
+        .cloned()
+        .collect();
+    for source in expected_volume["projected"]["sources"]
+        .as_array()
+        .expect("sources")
+    {
+        for item in source["secret"]["items"].as_array().into_iter().flatten() {
+            files.push(item["path"].as_str().expect("path").to_owned());
+        }
+    }
+    assert!(files.iter().all(|f| f.ends_with(".conf")), "{files:?}");
+    let mut sorted = files.clone();
+    sorted.sort();
+    assert_eq!(sorted, files);
+    assert_eq!(&files[..2], [RENDERED_KEY, CUSTOM_KEY]);
+}
+
+#[test]
+fn config_secret_files_override_custom_service_config_when_read_like_glance_api() {
+    let (c, extra) = with_config_secrets(CEPH_KEYS);
+    // Lay the projected volume out as the kubelet does, then load it with --config-dir.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, value) in c.config.data.as_ref().expect("data") {
+        std::fs::write(dir.path().join(key), &value.0).expect("write");
+    }
+    for (position, secret) in extra.iter().enumerate() {
+        for (key, value) in &secret.data {
+            let file = extra_config_file(position, &secret.name, key);
+            std::fs::write(dir.path().join(file), &value.0).expect("write");
+        }
+    }
+    let conf = Config::load(&ConfigSources {
+        files: vec![],
+        dirs: vec![dir.path().to_path_buf()],
+    })
+    .expect("loads");
+    assert_eq!(
+        conf.get("ceph", "s3_store_access_key"),
+        Some("AKIA-FROM-SECRET")
+    );
+    assert_eq!(conf.get("ceph", "s3_store_secret_key"), Some("from-secret"));
+    assert_eq!(
+        conf.get("ceph", "s3_store_bucket"),
+        Some("glance"),
+        "customServiceConfig still applies"
+    );
+    assert_eq!(
+        conf.get("ceph", "s3_store_thread_pools"),
+        Some("8"),
+        "a later Secret wins"
+    );
+    assert_eq!(conf.get("DEFAULT", "debug"), Some("true"));
+    assert_eq!(conf.get("DEFAULT", "bind_port"), Some("9292"));
+}
+
+#[test]
+fn a_config_secret_change_changes_the_config_hash_annotation() {
+    let annotation = |c: &Children| {
+        to_json(&c.deployment)["spec"]["template"]["metadata"]["annotations"]
+            [CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let (first, extra) = with_config_secrets(CEPH_KEYS);
+    assert_eq!(
+        annotation(&first),
+        json!(config_hash_with_secrets(&first.config, &extra))
+    );
+    let (again, _) = with_config_secrets(CEPH_KEYS);
+    assert_eq!(
+        annotation(&first),
+        annotation(&again),
+        "same data, same hash"
+    );
+    let (rotated, _) = with_config_secrets(&CEPH_KEYS.replace("from-secret", "rotated"));
+    assert_eq!(
+        first.config, rotated.config,
+        "the keys never reach the config Secret"
+    );
+    assert_ne!(
+        annotation(&first),
+        annotation(&rotated),
+        "a rotated key rolls the pods"
+    );
+    // Without customServiceConfigSecrets the hash is the config Secret's alone, as before.
+    let plain = seed_children();
+    assert_eq!(annotation(&plain), json!(config_hash(&plain.config)));
+    assert_eq!(
+        config_hash_with_secrets(&plain.config, &[]),
+        config_hash(&plain.config)
+    );
+    assert_ne!(annotation(&first), annotation(&plain));
+}
+
+#[test]
+fn without_config_secrets_the_config_volume_is_the_secret_itself() {
+    let d = to_json(&seed_children().deployment);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["volumes"][0],
+        json!({"name": "config", "secret": {"secretName": "glance-config", "defaultMode": 0o440}})
+    );
+    // A named Secret without keys adds no source (an empty item list would mean every key).
+    let mut g = valid("seed.yaml");
+    g.config_secrets = vec!["empty".to_owned()];
+    let observed = Observed {
+        config_secrets: vec![config_secret_of("empty", &[])],
+        ..Observed::default()
+    };
+    let d = to_json(&build(&g, &observed).deployment);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"],
+        json!([{"secret": {"name": "glance-config"}}])
+    );
 }

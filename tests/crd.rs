@@ -63,6 +63,16 @@ fn cel_rules_are_exactly_the_forms_the_server_compiles() {
             rules::REPLICAS_NEED_SHARED_CACHE_MESSAGE,
         ),
         (
+            ".spec.customServiceConfigSecrets",
+            rules::CONFIG_SECRET_NAMES,
+            rules::CONFIG_SECRET_NAMES_MESSAGE,
+        ),
+        (
+            ".spec.customServiceConfigSecrets",
+            rules::CONFIG_SECRETS_UNIQUE,
+            rules::CONFIG_SECRETS_UNIQUE_MESSAGE,
+        ),
+        (
             ".spec.imageCache.cleanerSchedule",
             rules::SCHEDULE,
             rules::SCHEDULE_MESSAGE,
@@ -103,6 +113,19 @@ fn cel_rules_are_exactly_the_forms_the_server_compiles() {
         rules::SCHEDULE,
         r"self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\\S+( +\\S+){4})$')"
     );
+    assert_eq!(
+        rules::CONFIG_SECRET_NAMES,
+        "self.all(s, s.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))"
+    );
+    assert_eq!(
+        rules::CONFIG_SECRETS_UNIQUE,
+        "self.all(s, self.exists_one(t, t == s))"
+    );
+    // The list and its entries are bounded, so the server can estimate the rules' cost.
+    let list = &schema()["properties"]["spec"]["properties"]["customServiceConfigSecrets"];
+    assert_eq!(list["maxItems"], json!(16));
+    assert_eq!(rules::CONFIG_SECRETS_MAX, 16);
+    assert_eq!(list["items"], json!({"type": "string", "maxLength": 253}));
     for (_, rule, message) in &found {
         assert!(
             !rule.contains(".isQuantity()") && !rule.contains(".sign()"),
@@ -160,6 +183,8 @@ fn cel_accepts_the_seed_example_and_the_samples() {
         json!({"imageCacheSize": "10Gi", "glanceAPI": {"replicas": 3}, "databaseInstance": "db",
                "imageCache": {"accessMode": "ReadWriteMany", "prunerSchedule": "@hourly", "cleanerSchedule": "0  3 * * 1-5"}}),
         json!({"glanceAPI": {"replicas": 2}, "databaseInstance": "db"}),
+        json!({"customServiceConfigSecrets": []}),
+        json!({"customServiceConfigSecrets": ["ceph-s3-keys", "a.b-c", "0"]}),
     ] {
         assert_eq!(
             messages(&glance("glance", spec.clone())),
@@ -233,6 +258,32 @@ fn cel_rejects_with_messages_a_person_understands() {
             ),
             rules::REPLICAS_NEED_SHARED_CACHE_MESSAGE,
         ),
+        (
+            glance(
+                "glance",
+                json!({"customServiceConfigSecrets": ["ceph-keys", "Ceph_Keys"]}),
+            ),
+            rules::CONFIG_SECRET_NAMES_MESSAGE,
+        ),
+        (
+            glance("glance", json!({"customServiceConfigSecrets": ["keys-"]})),
+            rules::CONFIG_SECRET_NAMES_MESSAGE,
+        ),
+        (
+            glance("glance", json!({"customServiceConfigSecrets": ["a..b"]})),
+            rules::CONFIG_SECRET_NAMES_MESSAGE,
+        ),
+        (
+            glance("glance", json!({"customServiceConfigSecrets": [""]})),
+            rules::CONFIG_SECRET_NAMES_MESSAGE,
+        ),
+        (
+            glance(
+                "glance",
+                json!({"customServiceConfigSecrets": ["keys", "more", "keys"]}),
+            ),
+            rules::CONFIG_SECRETS_UNIQUE_MESSAGE,
+        ),
     ];
     for (object, message) in cases {
         assert_eq!(messages(&object), vec![message.to_owned()], "{object}");
@@ -288,7 +339,7 @@ fn no_field_is_pruned_silently() {
     });
     let value = serde_json::to_value(&g).expect("json");
     // The fixture sets every spec field, and the status every status field.
-    assert_eq!(value["spec"].as_object().map(|m| m.len()), Some(7));
+    assert_eq!(value["spec"].as_object().map(|m| m.len()), Some(8));
     assert_eq!(value["status"].as_object().map(|m| m.len()), Some(5));
     assert_not_pruned(&schema(), &value, "");
 }

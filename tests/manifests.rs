@@ -9,9 +9,14 @@ use std::process::Command;
 
 use common::schema::{assert_not_pruned, crd_schema};
 use common::{DEFAULT_IMAGE, glance, valid};
+use glance_operator::conf::{Config, ConfigSources};
 use glance_operator::crd::Glance;
 use glance_operator::crd::validate::validate;
+use glance_operator::resources::config::{ConfigSecret, extra_config_file};
 use glance_operator::resources::{Children, Observed, build};
+use glance_operator::store::{BackendKind, StoreConfig};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use kube::core::cel::Validator;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
@@ -79,6 +84,7 @@ fn every_manifest_validates_strictly_against_upstream_schemas() {
     let mut docs = kustomize("config/default");
     docs.extend(kustomize("samples/image-cache"));
     docs.extend(kustomize("samples/base"));
+    docs.extend(kustomize("samples/ceph-s3"));
     for fixture in ["seed.yaml", "cache-off.yaml", "shared.yaml"] {
         let observed = Observed {
             database_connection: Some("mysql://x".into()),
@@ -86,6 +92,16 @@ fn every_manifest_validates_strictly_against_upstream_schemas() {
         };
         docs.extend(children_docs(&build(&valid(fixture), &observed)));
     }
+    // With customServiceConfigSecrets the config volume is a projected one.
+    let observed = Observed {
+        database_connection: Some("mysql://x".into()),
+        config_secrets: vec![ConfigSecret {
+            name: "images-s3-keys".into(),
+            data: [("s3.conf".to_owned(), ByteString(b"[ceph]\n".to_vec()))].into(),
+        }],
+        ..Observed::default()
+    };
+    docs.extend(children_docs(&build(&valid("shared.yaml"), &observed)));
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("all.yaml");
     let stream: String = docs
@@ -138,13 +154,14 @@ fn every_manifest_validates_strictly_against_upstream_schemas() {
 #[test]
 fn samples_are_valid_glances() {
     let schema = crd_schema();
-    for (dir, cache) in [
-        ("samples/base", None),
-        ("samples/image-cache", Some(10_000_000_000u64)),
+    for (dir, count, cache) in [
+        ("samples/base", 1, None),
+        ("samples/image-cache", 1, Some(10_000_000_000u64)),
+        ("samples/ceph-s3", 2, Some(10_000_000_000u64)),
     ] {
         let docs = kustomize(dir);
-        assert_eq!(docs.len(), 1, "{dir}");
-        let doc = &docs[0];
+        assert_eq!(docs.len(), count, "{dir}");
+        let doc = find_glance(&docs);
         assert_not_pruned(&schema, doc, "");
         Validator::new()
             .validate(&schema, doc, None)
@@ -167,6 +184,94 @@ fn samples_are_valid_glances() {
         .validate(&schema, &seed, None)
         .expect("seed example passes CEL");
     assert_not_pruned(&schema, &seed, "");
+}
+
+fn find_glance(docs: &[Value]) -> &Value {
+    docs.iter()
+        .find(|d| d["kind"] == json!("Glance"))
+        .expect("a Glance")
+}
+
+#[test]
+fn ceph_s3_sample_keeps_the_keys_in_the_secret_it_names() {
+    let docs = kustomize("samples/ceph-s3");
+    let glance_doc = find_glance(&docs);
+    let mut g: Glance = serde_json::from_value(glance_doc.clone()).expect("a Glance");
+    assert_eq!(
+        g.spec.custom_service_config_secrets,
+        vec!["glance-s3-keys".to_owned()]
+    );
+    // The rendered Secret has exactly the name the Glance uses (no hash suffix).
+    let secret_doc = docs
+        .iter()
+        .find(|d| d["kind"] == json!("Secret"))
+        .expect("a Secret");
+    assert_eq!(secret_doc["metadata"]["name"], json!("glance-s3-keys"));
+    // kustomize wraps base64 at 70 columns; the API server's decoder skips the newlines.
+    let mut unwrapped = secret_doc.clone();
+    for value in unwrapped["data"]
+        .as_object_mut()
+        .expect("data")
+        .values_mut()
+    {
+        *value = json!(value.as_str().expect("base64").replace('\n', ""));
+    }
+    let secret: Secret = serde_json::from_value(unwrapped).expect("Secret");
+    let data = secret.data.clone().expect("data");
+    assert_eq!(data.keys().collect::<Vec<_>>(), vec!["s3.conf"]);
+
+    let custom = g
+        .spec
+        .custom_service_config
+        .clone()
+        .expect("customServiceConfig");
+    assert!(!custom.contains("s3_store_access_key") && !custom.contains("s3_store_secret_key"));
+    let keys = String::from_utf8(data["s3.conf"].0.clone()).expect("utf-8");
+    assert!(keys.contains("REPLACE-WITH"), "placeholders only: {keys}");
+
+    // What glance-api reads in the pod: the operator's files and the Secret's, in name order.
+    g.metadata.namespace = Some("openstack".into());
+    g.metadata.uid = Some("u".into());
+    let v = validate(&g, DEFAULT_IMAGE).expect("valid");
+    let extra = vec![ConfigSecret {
+        name: "glance-s3-keys".into(),
+        data,
+    }];
+    let children = build(
+        &v,
+        &Observed {
+            config_secrets: extra.clone(),
+            ..Observed::default()
+        },
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, value) in children.config.data.as_ref().expect("data") {
+        std::fs::write(dir.path().join(key), &value.0).expect("write");
+    }
+    for (key, value) in &extra[0].data {
+        let file = extra_config_file(0, "glance-s3-keys", key);
+        assert_eq!(file, "02-glance-s3-keys-s3.conf");
+        std::fs::write(dir.path().join(file), &value.0).expect("write");
+    }
+    let conf = Config::load(&ConfigSources {
+        files: vec![],
+        dirs: vec![dir.path().to_path_buf()],
+    })
+    .expect("loads");
+    let stores = StoreConfig::from_config(&conf).expect("glance-api accepts the stores");
+    assert_eq!(stores.default, "ceph");
+    let names: Vec<&str> = stores.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, vec!["fast", "ceph"]);
+    let BackendKind::S3(s3) = &stores.backends[1].kind else {
+        panic!("ceph is not an s3 store: {:?}", stores.backends[1]);
+    };
+    assert_eq!(s3.access_key, "REPLACE-WITH-RGW-ACCESS-KEY");
+    assert_eq!(s3.bucket, "glance");
+    assert!(s3.create_bucket_on_put);
+    assert_eq!(
+        conf.get("DEFAULT", "image_cache_max_size"),
+        Some("10000000000")
+    );
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {

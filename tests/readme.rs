@@ -59,5 +59,5 @@ fn the_configuration_reference_matches_the_crd() {
     let mut crd = BTreeMap::new();
     crd_fields(&crd_schema()["properties"]["spec"], "spec", &mut crd);
     assert_eq!(readme_fields(), crd, "README table (left) vs CRD (right)");
-    assert_eq!(crd.len(), 15);
+    assert_eq!(crd.len(), 16);
 }

@@ -14,6 +14,7 @@ use glance_operator::operator::context::Context;
 use glance_operator::operator::error::Error;
 use glance_operator::operator::metrics::Metrics;
 use glance_operator::operator::reconcile::{error_policy, reconcile};
+use glance_operator::resources::config::{ConfigSecret, config_hash, config_hash_with_secrets};
 use glance_operator::resources::{Children, Observed, build};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -397,6 +398,7 @@ fn bound_seed(cache_size: &str, db_url: &str) -> (Glance, Vec<Call>) {
         database_connection: Some(db_url.into()),
         storage_request: size("10G", 10_000_000_000),
         cache_request: size("10G", 10_000_000_000),
+        ..Default::default()
     };
     let expected = children(&object, &observed);
     let mut calls = observe_calls(
@@ -801,6 +803,195 @@ async fn a_malformed_object_is_reported_not_crashing_the_watch() {
         ("Warning", "InvalidObject")
     );
     assert!(events[0].2.contains("\"many\""), "{}", events[0].2);
+}
+
+const KEYS_SECRET: &str = "ceph-s3-keys";
+
+fn keys_secret(conf: &str) -> Value {
+    to_json(&Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(KEYS_SECRET.into()),
+            namespace: Some("openstack".into()),
+            ..Default::default()
+        },
+        data: Some([("s3.conf".to_owned(), ByteString(conf.as_bytes().to_vec()))].into()),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
+}
+
+/// A ready seed Glance naming KEYS_SECRET in customServiceConfigSecrets, whose s3.conf is
+/// `conf`: the calls of a steady reconcile (the Secret is read right after the database
+/// Secret, before the PVCs), and the config hash the Deployment must carry.
+fn seed_with_keys(conf: &str) -> (Glance, Vec<Call>, String) {
+    let mut object = ready_glance(
+        "seed.yaml",
+        Some(10_000_000_000),
+        condition(
+            "CacheReady",
+            "True",
+            "Bound",
+            "PVC glance-image-cache is bound",
+        ),
+    );
+    object.spec.custom_service_config_secrets = vec![KEYS_SECRET.into()];
+    let secret: Secret = serde_json::from_value(keys_secret(conf)).expect("secret");
+    let extra = vec![ConfigSecret {
+        name: KEYS_SECRET.into(),
+        data: secret.data.clone().expect("data"),
+    }];
+    let observed = Observed {
+        database_connection: Some(DB_URL.into()),
+        config_secrets: extra.clone(),
+        storage_request: size("10G", 10_000_000_000),
+        cache_request: size("10G", 10_000_000_000),
+    };
+    let expected = children(&object, &observed);
+    let hash = config_hash_with_secrets(&expected.config, &extra);
+    let mut calls = observe_calls(
+        Some(DB_URL),
+        Some(pvc_with("glance-storage", "10G")),
+        Some(pvc_with("glance-image-cache", "10G")),
+    );
+    calls.insert(
+        1,
+        Call::get(
+            format!("{NS}/secrets/{KEYS_SECRET}"),
+            200,
+            keys_secret(conf),
+        ),
+    );
+    calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
+    (object, calls, hash)
+}
+
+/// The pod template annotations of the applied Deployment, and its config volume.
+fn sent_deployment(seen: &[Seen]) -> (Value, Value) {
+    let deployment = seen
+        .iter()
+        .find(|s| s.uri.contains("deployments/glance-api?"))
+        .expect("the Deployment was applied");
+    let template = &deployment.body["spec"]["template"];
+    (
+        template["metadata"]["annotations"]["glance.openstack.org/config-hash"].clone(),
+        template["spec"]["volumes"][0].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_named_config_secret_is_read_mounted_and_hashed_into_the_deployment() {
+    let conf = "[ceph]\ns3_store_access_key = AKIA0\ns3_store_secret_key = s0\n";
+    let (object, calls, hash) = seed_with_keys(conf);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(300))
+    );
+    assert_eq!(seen[1].method, "GET");
+    assert_eq!(seen[1].uri, format!("{NS}/secrets/{KEYS_SECRET}"));
+    let (annotation, volume) = sent_deployment(&seen);
+    assert_eq!(annotation, json!(hash));
+    let config = seen
+        .iter()
+        .find(|s| s.uri.contains("secrets/glance-config?"))
+        .expect("config Secret applied");
+    let plain: Secret = serde_json::from_value(config.body.clone()).expect("secret");
+    assert_ne!(
+        annotation,
+        json!(config_hash(&plain)),
+        "the keys Secret is part of the hash"
+    );
+    assert!(
+        !config
+            .body
+            .to_string()
+            .contains(&json!(ByteString(conf.as_bytes().to_vec())).to_string()),
+        "the keys are mounted from their own Secret, never copied into the config Secret"
+    );
+    assert_eq!(
+        volume["projected"]["sources"][1],
+        json!({"secret": {"name": KEYS_SECRET, "items": [{"key": "s3.conf", "path": "02-ceph-s3-keys-s3.conf"}]}})
+    );
+    // The cache jobs mount it too.
+    for name in ["glance-cache-pruner", "glance-cache-cleaner"] {
+        let cronjob = seen
+            .iter()
+            .find(|s| s.uri.contains(&format!("cronjobs/{name}?")))
+            .expect("cronjob applied");
+        assert_eq!(
+            cronjob.body["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"][0], volume,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_changed_config_secret_rolls_the_pods() {
+    let mut annotations = Vec::new();
+    for conf in [
+        "[ceph]\ns3_store_secret_key = before\n",
+        "[ceph]\ns3_store_secret_key = rotated\n",
+    ] {
+        let (object, calls, hash) = seed_with_keys(conf);
+        let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+        result.expect("reconciled");
+        let (annotation, _) = sent_deployment(&seen);
+        assert_eq!(annotation, json!(hash));
+        annotations.push(annotation);
+    }
+    assert_ne!(annotations[0], annotations[1]);
+}
+
+#[tokio::test]
+async fn a_missing_config_secret_is_named_in_a_condition_and_nothing_is_applied() {
+    let mut object = glance("seed.yaml");
+    object.spec.custom_service_config_secrets = vec![KEYS_SECRET.into(), "other-keys".into()];
+    // The script ends with the status and the event: any apply or delete would be an
+    // unexpected request and fail the test.
+    let calls = vec![
+        Call::get(format!("{NS}/secrets/openstack"), 200, db_secret(DB_URL)),
+        not_found(format!("{NS}/secrets/{KEYS_SECRET}")),
+        Call::get(
+            format!("{NS}/secrets/other-keys"),
+            200,
+            json!({"metadata": {"name": "other-keys", "namespace": "openstack"}}),
+        ),
+        not_found(format!("{NS}/persistentvolumeclaims/glance-storage")),
+        not_found(format!("{NS}/persistentvolumeclaims/glance-image-cache")),
+        status_call(),
+        event_call(),
+    ];
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    assert_eq!(
+        result.expect("reported"),
+        Action::requeue(Duration::from_secs(30))
+    );
+    let message = "customServiceConfigSecrets: Secret \"ceph-s3-keys\" not found in this namespace: create it, or remove it from the list";
+    assert_eq!(
+        sent_status(&seen)["status"]["conditions"],
+        json!([
+            condition(
+                "Ready",
+                "False",
+                "ConfigSecretNotReady",
+                &format!("ConfigReady: {message}")
+            ),
+            condition("ConfigReady", "False", "ConfigSecretNotReady", message),
+        ])
+    );
+    assert_eq!(
+        sent_events(&seen),
+        vec![(
+            "Warning".into(),
+            "ConfigSecretNotReady".into(),
+            message.into()
+        )]
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.method == "GET" || s.uri.contains("/status") || s.uri.contains("/events")),
+        "nothing applied or deleted"
+    );
 }
 
 #[test]

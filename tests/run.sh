@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check of the project, each as its own reported step. On a new machine it
 # first installs what it needs (a Python venv with the linters and schema validator,
-# MariaDB and PostgreSQL from Debian's packages). The database servers run as an
-# unprivileged user in a temporary directory for the length of the run.
+# MariaDB, PostgreSQL and Ceph from Debian's packages). The servers run in temporary
+# directories for the length of the run: the databases as an unprivileged user, and a
+# single-node Ceph cluster whose RADOS Gateway is the S3 server of the S3 tests.
 set -euo pipefail
 
 root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,22 +34,32 @@ install_tools() {
 }
 
 db_dir=""
-# Starts MariaDB and PostgreSQL (tests/db/servers.sh) and exports their URLs.
-start_databases() {
+s3_dir=""
+# Starts MariaDB and PostgreSQL (tests/db/servers.sh) and Ceph's RADOS Gateway
+# (tests/s3/rgw.sh), and exports where they listen.
+start_servers() {
   db_dir="$(mktemp -d /tmp/glance-db.XXXXXX)"
+  s3_dir="$(mktemp -d /tmp/glance-s3.XXXXXX)"
   tests/db/servers.sh start "${db_dir}" >/dev/null || return 1
+  tests/s3/rgw.sh start "${s3_dir}" >/dev/null || return 1
   set -a
   # shellcheck source=/dev/null
   source "${db_dir}/env"
+  # shellcheck source=/dev/null
+  source "${s3_dir}/env"
   set +a
 }
-stop_databases() {
+stop_servers() {
   if [[ -n "${db_dir}" ]]; then
     tests/db/servers.sh stop "${db_dir}" >/dev/null 2>&1 || true
     rm -rf -- "${db_dir}"
   fi
+  if [[ -n "${s3_dir}" ]]; then
+    tests/s3/rgw.sh stop "${s3_dir}" >/dev/null 2>&1 || true
+    rm -rf -- "${s3_dir}"
+  fi
 }
-trap stop_databases EXIT
+trap stop_servers EXIT
 
 # Runs the test targets that use a catalogue on the backend $1 (mysql, postgresql).
 tests_on() {
@@ -74,7 +85,7 @@ crds_fresh() {
 
 kustomize_renders() {
   local dir
-  for dir in config/default samples/base samples/image-cache; do
+  for dir in config/default samples/base samples/image-cache samples/ceph-s3; do
     kubectl kustomize "${dir}" >/dev/null || return 1
   done
 }
@@ -82,7 +93,8 @@ kustomize_renders() {
 linters() {
   .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/*.sh \
     tests/acceptance/glanceclient.sh tests/e2e/kind.sh tests/db/servers.sh \
-    tests/compat/shared_database.sh \
+    tests/lib/daemons.sh tests/s3/rgw.sh \
+    tests/compat/shared_database.sh tests/compat/shared_s3.sh \
     && .venv/bin/hadolint Dockerfile \
     && .venv/bin/actionlint .github/workflows/*.yml
 }
@@ -96,7 +108,7 @@ licences() {
 step "install tools" install_tools
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --locked --all-targets -- -D warnings
-step "database servers (MariaDB, PostgreSQL)" start_databases
+step "servers (MariaDB, PostgreSQL, Ceph RADOS Gateway)" start_servers
 step "tests (catalogue on SQLite)" tests
 step "tests on MariaDB" tests_on mysql
 step "tests on PostgreSQL" tests_on postgresql

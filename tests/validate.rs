@@ -87,6 +87,43 @@ fn errors_name_the_field() {
             Box::new(|g| g.metadata.namespace = None),
             "metadata.namespace: missing",
         ),
+        (
+            Box::new(|g| g.spec.custom_service_config_secrets = vec!["Ceph_Keys".into()]),
+            "spec.customServiceConfigSecrets[0]: \"Ceph_Keys\" is not a Secret name: set it to the name of a Secret in this namespace (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters)",
+        ),
+        (
+            Box::new(|g| g.spec.custom_service_config_secrets = vec!["ok".into(), String::new()]),
+            "spec.customServiceConfigSecrets[1]: \"\" is not a Secret name",
+        ),
+        (
+            Box::new(|g| g.spec.custom_service_config_secrets = vec!["-keys".into()]),
+            "spec.customServiceConfigSecrets[0]: \"-keys\" is not a Secret name",
+        ),
+        (
+            Box::new(|g| g.spec.custom_service_config_secrets = vec!["keys.".into()]),
+            "spec.customServiceConfigSecrets[0]: \"keys.\" is not a Secret name",
+        ),
+        (
+            Box::new(|g| g.spec.custom_service_config_secrets = vec!["a..b".into()]),
+            "spec.customServiceConfigSecrets[0]: \"a..b\" is not a Secret name",
+        ),
+        (
+            Box::new(|g| g.spec.custom_service_config_secrets = vec!["a".repeat(254)]),
+            "spec.customServiceConfigSecrets[0]: \"aaaa",
+        ),
+        (
+            Box::new(|g| {
+                g.spec.custom_service_config_secrets =
+                    vec!["keys".into(), "more".into(), "keys".into()];
+            }),
+            "spec.customServiceConfigSecrets[2]: Secret \"keys\" is already listed; name each Secret once",
+        ),
+        (
+            Box::new(|g| {
+                g.spec.custom_service_config_secrets = (0..17).map(|i| format!("s{i}")).collect();
+            }),
+            "spec.customServiceConfigSecrets: 17 Secrets listed; at most 16 are allowed",
+        ),
     ];
     for (edit, expected) in cases {
         let message = error(edit);
@@ -121,5 +158,34 @@ fn valid_specs_parse_to_exact_values() {
     assert_eq!(
         v.image, DEFAULT_IMAGE,
         "an empty containerImage means the default"
+    );
+}
+
+#[test]
+fn config_secret_names_are_kept_in_order() {
+    let mut g = glance("seed.yaml");
+    let names: Vec<String> = ["ceph-s3-keys", "a.b-c", "0", &"a".repeat(253)]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    g.spec.custom_service_config_secrets = names.clone();
+    assert_eq!(
+        validate(&g, DEFAULT_IMAGE).expect("valid").config_secrets,
+        names
+    );
+    g.spec.custom_service_config_secrets = (0..16).map(|i| format!("s{i}")).collect();
+    assert_eq!(
+        validate(&g, DEFAULT_IMAGE)
+            .expect("valid")
+            .config_secrets
+            .len(),
+        16
+    );
+    assert!(
+        validate(&glance("seed.yaml"), DEFAULT_IMAGE)
+            .expect("valid")
+            .config_secrets
+            .is_empty(),
+        "default: none"
     );
 }

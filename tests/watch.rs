@@ -1,5 +1,5 @@
 //! Which Glances a Secret change wakes: the owner of a config Secret, and every Glance
-//! naming the Secret as its databaseInstance.
+//! naming the Secret as its databaseInstance or in its customServiceConfigSecrets.
 
 mod common;
 
@@ -48,6 +48,41 @@ fn a_secret_wakes_its_owner_and_the_glances_that_read_it() {
         serde_json::from_value(json!({"metadata": {"name": "x", "namespace": "openstack"}}))
             .expect("secret");
     assert!(glances_for_secret(&store, &unrelated).is_empty());
+}
+
+#[test]
+fn a_config_secret_wakes_the_glances_that_name_it() {
+    let (store, mut writer) = reflector::store::<DeserializeGuard<kube_glance::Glance>>();
+    let mut a = glance("cache-off.yaml");
+    a.metadata.name = Some("a".into());
+    a.spec.custom_service_config_secrets = vec!["ceph-keys".into(), "tuning".into()];
+    let mut b = glance("cache-off.yaml");
+    b.metadata.name = Some("b".into());
+    b.spec.custom_service_config_secrets = vec!["tuning".into()];
+    let mut elsewhere = a.clone();
+    elsewhere.metadata.name = Some("c".into());
+    elsewhere.metadata.namespace = Some("other".into());
+    for g in [a, b, elsewhere] {
+        writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(g))));
+    }
+    let secret = |name: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "openstack"}}))
+            .expect("secret")
+    };
+    assert_eq!(
+        glances_for_secret(&store, &secret("ceph-keys")),
+        vec![ObjectRef::new("a").within("openstack")]
+    );
+    let mut woken = glances_for_secret(&store, &secret("tuning"));
+    woken.sort_by_key(|r| r.name.clone());
+    assert_eq!(
+        woken,
+        vec![
+            ObjectRef::new("a").within("openstack"),
+            ObjectRef::new("b").within("openstack")
+        ]
+    );
+    assert!(glances_for_secret(&store, &secret("ceph")).is_empty());
 }
 
 mod kube_glance {

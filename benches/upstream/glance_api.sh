@@ -26,6 +26,11 @@
 #   a MariaDB/MySQL or PostgreSQL URL is synced with db_sync like the default),
 #   GLANCE_API_STORE_DIR (filesystem_store_datadir of store file1; default
 #   DIR/images: point two servers at one directory to share image data),
+#   GLANCE_API_ENABLED_BACKENDS ([DEFAULT] enabled_backends, default
+#   `file1:file`) and GLANCE_API_DEFAULT_BACKEND ([glance_store]
+#   default_backend, default `file1`), GLANCE_API_STORE_CONF (INI text
+#   appended to glance-api.conf, e.g. the sections of the backends named in
+#   GLANCE_API_ENABLED_BACKENDS other than file1; default none),
 #   GLANCE_API_FRONTEND: `socket` (default; the workers speak HTTP
 #   themselves via http-socket) or `router` (uWSGI's HTTP router process in
 #   front of the workers, as devstack runs Glance). The router costs a copy
@@ -60,6 +65,9 @@ CACHE_MAX_SIZE="${GLANCE_API_CACHE_MAX_SIZE:-107374182400}"
 FRONTEND="${GLANCE_API_FRONTEND:-socket}"
 DB_URL="${GLANCE_API_DB_URL:-}"
 STORE_DIR="${GLANCE_API_STORE_DIR:-}"
+ENABLED_BACKENDS="${GLANCE_API_ENABLED_BACKENDS:-file1:file}"
+DEFAULT_BACKEND="${GLANCE_API_DEFAULT_BACKEND:-file1}"
+STORE_CONF="${GLANCE_API_STORE_CONF:-}"
 case "${FRONTEND}" in
     router) LISTEN="http = 127.0.0.1:${PORT}" ;;
     socket) LISTEN="http-socket = 127.0.0.1:${PORT}" ;;
@@ -102,7 +110,7 @@ EOF
 
 cat >"${DIR}/etc/glance-api.conf" <<EOF
 [DEFAULT]
-enabled_backends = file1:file
+enabled_backends = ${ENABLED_BACKENDS}
 image_cache_dir = ${DIR}/cache
 # The default centralized_db driver refuses to start without
 # worker_self_reference_url.
@@ -120,7 +128,7 @@ flavor = cachemanagement
 config_file = ${DIR}/etc/glance-api-paste.ini
 
 [glance_store]
-default_backend = file1
+default_backend = ${DEFAULT_BACKEND}
 
 [file1]
 filesystem_store_datadir = ${STORE_DIR}
@@ -138,6 +146,9 @@ lock_path = ${DIR}/locks
 [oslo_policy]
 policy_file = ${DIR}/etc/policy.yaml
 EOF
+if [[ -n "${STORE_CONF}" ]]; then
+    printf '\n%s\n' "${STORE_CONF}" >>"${DIR}/etc/glance-api.conf"
+fi
 
 # Modelled on devstack's uWSGI config for Glance. Glance reads chunked
 # request bodies itself with uwsgi.chunked_read() (each chunk bounded by

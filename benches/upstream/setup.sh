@@ -2,7 +2,8 @@
 # Create (idempotently) a virtualenv holding upstream OpenStack Glance, so the
 # benchmarks can run upstream's `glance-cache-pruner` against a cache directory
 # built by make_cache.py, and serve upstream's API under uWSGI (glance_api.sh)
-# for glanceclient / HTTP comparisons. Prints the venv path on stdout.
+# for glanceclient / HTTP comparisons (with glance_store's s3 driver, which
+# needs boto3). Prints the venv path on stdout.
 set -euo pipefail
 
 GLANCE_VERSION="33.0.0"
@@ -11,6 +12,10 @@ PYUWSGI_VERSION="2.0.30.post1"
 # SQLAlchemy's drivers for MariaDB/MySQL and PostgreSQL URLs.
 PYMYSQL_VERSION="1.2.4"
 PSYCOPG2_VERSION="2.9.13"
+# glance_store's s3 driver (tests/compat/shared_s3.sh). boto3 1.36 and later
+# support the checksum options glance_store passes (when_required by default:
+# no flexible checksums, which Ceph 16's radosgw does not understand).
+BOTO3_VERSION="1.44.8"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "${HERE}/../.." && pwd)"
 VENV="${ROOT}/target/upstream-glance-venv"
@@ -31,6 +36,7 @@ if [[ "$(installed_version glance)" != "${GLANCE_VERSION}" ]] \
     || [[ "$(installed_version pyuwsgi)" != "${PYUWSGI_VERSION}" ]] \
     || [[ "$(installed_version PyMySQL)" != "${PYMYSQL_VERSION}" ]] \
     || [[ "$(installed_version psycopg2-binary)" != "${PSYCOPG2_VERSION}" ]] \
+    || [[ "$(installed_version boto3)" != "${BOTO3_VERSION}" ]] \
     || [[ ! -x "${VENV}/bin/glance-cache-pruner" ]] \
     || [[ ! -x "${VENV}/bin/glance" ]] \
     || [[ ! -x "${VENV}/bin/uwsgi" ]]; then
@@ -41,7 +47,8 @@ if [[ "$(installed_version glance)" != "${GLANCE_VERSION}" ]] \
         "python-glanceclient==${GLANCECLIENT_VERSION}" \
         "pyuwsgi==${PYUWSGI_VERSION}" \
         "PyMySQL==${PYMYSQL_VERSION}" \
-        "psycopg2-binary==${PSYCOPG2_VERSION}" >&2
+        "psycopg2-binary==${PSYCOPG2_VERSION}" \
+        "boto3==${BOTO3_VERSION}" >&2
 fi
 
 echo "${VENV}"

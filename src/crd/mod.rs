@@ -79,6 +79,19 @@ pub struct GlanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_service_config: Option<String>,
 
+    /// Names of Secrets in this namespace whose keys are more glance-api.conf files, for
+    /// options that must not be written into the Glance itself, such as s3_store_access_key
+    /// and s3_store_secret_key. Every key of the i-th Secret (counting from 0) is mounted in
+    /// the config directory as <NN>-<secret>-<key>.conf with NN = i + 2 (a key that already
+    /// ends in .conf keeps a single .conf). So they are read after 01-custom.conf and override
+    /// customServiceConfig, and a later Secret overrides an earlier one. At most 16 Secrets.
+    /// A change to one of them rolls the glance-api pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = rules::CONFIG_SECRETS_MAX), inner(length(max = rules::SECRET_NAME_MAX)))]
+    #[x_kube(validation = Rule::new(rules::CONFIG_SECRET_NAMES).message(rules::CONFIG_SECRET_NAMES_MESSAGE))]
+    #[x_kube(validation = Rule::new(rules::CONFIG_SECRETS_UNIQUE).message(rules::CONFIG_SECRETS_UNIQUE_MESSAGE))]
+    pub custom_service_config_secrets: Vec<String>,
+
     /// Name of a Secret in this namespace whose key `connection` holds the database URL.
     /// Absent or "" keeps the metadata in SQLite on the storage PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -50,3 +50,22 @@ pub const REPLICAS_NEED_DATABASE_MESSAGE: &str = "glanceAPI.replicas greater tha
 pub const REPLICAS_NEED_SHARED_CACHE: &str = "!has(self.glanceAPI) || !has(self.glanceAPI.replicas) || self.glanceAPI.replicas <= 1 || !has(self.imageCacheSize) || self.imageCacheSize == '' || (has(self.imageCache) && has(self.imageCache.accessMode) && self.imageCache.accessMode == 'ReadWriteMany')";
 /// Message of [`REPLICAS_NEED_SHARED_CACHE`].
 pub const REPLICAS_NEED_SHARED_CACHE_MESSAGE: &str = "glanceAPI.replicas greater than 1 with the image cache on needs imageCache.accessMode ReadWriteMany";
+
+/// Most Secrets spec.customServiceConfigSecrets may name; their files are numbered 02 to 17,
+/// two digits, so that name order is list order.
+pub const CONFIG_SECRETS_MAX: usize = 16;
+/// Longest Secret name (a DNS-1123 subdomain).
+pub const SECRET_NAME_MAX: usize = 253;
+
+/// Every entry of customServiceConfigSecrets is a Secret name (DNS-1123 subdomain; the
+/// length is bounded by the schema's maxLength).
+pub const CONFIG_SECRET_NAMES: &str =
+    "self.all(s, s.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))";
+/// Message of [`CONFIG_SECRET_NAMES`].
+pub const CONFIG_SECRET_NAMES_MESSAGE: &str = "customServiceConfigSecrets must list Secret names: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, such as glance-s3-keys";
+
+/// No Secret is listed twice in customServiceConfigSecrets.
+pub const CONFIG_SECRETS_UNIQUE: &str = "self.all(s, self.exists_one(t, t == s))";
+/// Message of [`CONFIG_SECRETS_UNIQUE`].
+pub const CONFIG_SECRETS_UNIQUE_MESSAGE: &str =
+    "customServiceConfigSecrets must name each Secret once: remove the repeated name";

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use thiserror::Error;
 
-use super::rules::NAME_MAX;
+use super::rules::{CONFIG_SECRETS_MAX, NAME_MAX, SECRET_NAME_MAX};
 use super::{CacheAccessMode, CacheDriver, Glance};
 use crate::quantity::{self, QuantityError};
 
@@ -81,6 +81,31 @@ pub enum InvalidSpec {
         "metadata.name: {0:?} must start with a lowercase letter, end with a letter or digit, and hold only lowercase letters, digits and '-'"
     )]
     NameFormat(String),
+    /// An entry of customServiceConfigSecrets is not a Secret name.
+    #[error(
+        "spec.customServiceConfigSecrets[{index}]: {name:?} is not a Secret name: set it to the name of a Secret in this namespace (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most {SECRET_NAME_MAX} characters)"
+    )]
+    ConfigSecretName {
+        /// Position in the list.
+        index: usize,
+        /// The entry.
+        name: String,
+    },
+    /// A Secret is listed twice in customServiceConfigSecrets.
+    #[error(
+        "spec.customServiceConfigSecrets[{index}]: Secret {name:?} is already listed; name each Secret once"
+    )]
+    ConfigSecretRepeated {
+        /// Position of the repetition.
+        index: usize,
+        /// The Secret name.
+        name: String,
+    },
+    /// customServiceConfigSecrets is too long.
+    #[error(
+        "spec.customServiceConfigSecrets: {0} Secrets listed; at most {CONFIG_SECRETS_MAX} are allowed: put several files into one Secret, one key each"
+    )]
+    TooManyConfigSecrets(usize),
     /// The object has no namespace or uid (it did not come from the API server).
     #[error("metadata.{0}: missing")]
     Metadata(&'static str),
@@ -131,6 +156,8 @@ pub struct ValidGlance {
     pub database_instance: Option<String>,
     /// 01-custom.conf, verbatim.
     pub custom_config: String,
+    /// Secrets whose keys are mounted as more config files after 01-custom.conf, in order.
+    pub config_secrets: Vec<String>,
     /// Deployment replicas.
     pub replicas: i32,
     /// Image of the API and the CronJobs.
@@ -179,6 +206,8 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
         }
     };
 
+    check_config_secrets(&spec.custom_service_config_secrets)?;
+
     let api = &spec.glance_api;
     let database_instance = non_empty(&spec.database_instance);
     if api.replicas < 0 {
@@ -205,6 +234,7 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
         cache,
         database_instance,
         custom_config: spec.custom_service_config.clone().unwrap_or_default(),
+        config_secrets: spec.custom_service_config_secrets.clone(),
         replicas: api.replicas,
         image: non_empty(&api.container_image).unwrap_or_else(|| default_image.to_owned()),
         resources: api.resources.clone(),
@@ -249,6 +279,46 @@ fn check_name(name: &str) -> Result<(), InvalidSpec> {
     } else {
         Err(InvalidSpec::NameFormat(name.to_owned()))
     }
+}
+
+/// True for a DNS-1123 subdomain: what Kubernetes accepts as a Secret name.
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        let bytes = label.as_bytes();
+        bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && bytes
+                .last()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    };
+    name.len() <= SECRET_NAME_MAX && name.split('.').all(label_ok)
+}
+
+/// Same rules as the CEL and the schema: at most CONFIG_SECRETS_MAX entries, each a Secret
+/// name, none repeated.
+fn check_config_secrets(names: &[String]) -> Result<(), InvalidSpec> {
+    if names.len() > CONFIG_SECRETS_MAX {
+        return Err(InvalidSpec::TooManyConfigSecrets(names.len()));
+    }
+    for (index, name) in names.iter().enumerate() {
+        if !is_dns1123_subdomain(name) {
+            return Err(InvalidSpec::ConfigSecretName {
+                index,
+                name: name.clone(),
+            });
+        }
+        if names[..index].contains(name) {
+            return Err(InvalidSpec::ConfigSecretRepeated {
+                index,
+                name: name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 const CRON_MACROS: [&str; 7] = [

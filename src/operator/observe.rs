@@ -1,5 +1,7 @@
-//! Reads what the builders need from the cluster: the database Secret and the current
-//! size of the PVCs.
+//! Reads what the builders need from the cluster: the database Secret, the Secrets of
+//! spec.customServiceConfigSecrets and the current size of the PVCs.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::{Api, Client};
@@ -9,6 +11,7 @@ use crate::crd::validate::{Size, ValidGlance};
 use crate::db::{Backend, DbUrl};
 use crate::quantity;
 use crate::resources::Observed;
+use crate::resources::config::{ConfigSecret, FILE_NAME_MAX, extra_config_file};
 use crate::resources::meta::Component;
 
 /// Key of the database URL in the databaseInstance Secret.
@@ -18,11 +21,17 @@ pub const CONNECTION_KEY: &str = "connection";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseProblem(pub String);
 
+/// Why a customServiceConfigSecrets Secret cannot be used. The message names the Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSecretProblem(pub String);
+
 /// What was read from the cluster.
 #[derive(Debug, Clone)]
 pub struct Observation {
     /// The database URL (None = SQLite), or why it could not be read.
     pub database: Result<Option<String>, DatabaseProblem>,
+    /// The customServiceConfigSecrets Secrets in list order, or why one cannot be used.
+    pub config_secrets: Result<Vec<ConfigSecret>, ConfigSecretProblem>,
     /// `<name>-storage`, if it exists.
     pub storage_pvc: Option<PersistentVolumeClaim>,
     /// `<name>-image-cache`, if it exists.
@@ -30,10 +39,15 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// The builders' input, once the database URL is known.
-    pub fn observed(&self, database_connection: Option<String>) -> Observed {
+    /// The builders' input, once the database URL and the config Secrets are known.
+    pub fn observed(
+        &self,
+        database_connection: Option<String>,
+        config_secrets: Vec<ConfigSecret>,
+    ) -> Observed {
         Observed {
             database_connection,
+            config_secrets,
             storage_request: self.storage_pvc.as_ref().and_then(pvc_request),
             cache_request: self.cache_pvc.as_ref().and_then(pvc_request),
         }
@@ -64,18 +78,24 @@ pub fn pvc_request(pvc: &PersistentVolumeClaim) -> Option<Size> {
     })
 }
 
-/// Reads the Secret and PVCs of `glance`.
+/// Reads the Secrets and PVCs of `glance`: the databaseInstance Secret, then each
+/// customServiceConfigSecrets Secret in list order, then the PVCs.
 pub async fn observe(client: &Client, glance: &ValidGlance) -> Result<Observation, Error> {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &glance.namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &glance.namespace);
     let database = match &glance.database_instance {
         None => Ok(None),
         Some(name) => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &glance.namespace);
             database_connection(name, secrets.get_opt(name).await?.as_ref(), glance.replicas)
         }
     };
+    let mut found = Vec::with_capacity(glance.config_secrets.len());
+    for name in &glance.config_secrets {
+        found.push((name.as_str(), secrets.get_opt(name).await?));
+    }
     Ok(Observation {
         database,
+        config_secrets: config_secrets(&found),
         storage_pvc: pvcs
             .get_opt(&Component::Storage.child_name(&glance.name))
             .await?,
@@ -132,10 +152,63 @@ pub fn database_connection(
     Ok(Some(url.to_owned()))
 }
 
+/// The customServiceConfigSecrets Secrets as the builders use them, from what was read
+/// (name, Secret if found), in list order. Refused, naming the Secret: a missing Secret (all
+/// missing ones are named at once), two keys of one Secret that map to the same file (`a` and
+/// `a.conf`), and a file name longer than the filesystem allows.
+pub fn config_secrets(
+    found: &[(&str, Option<Secret>)],
+) -> Result<Vec<ConfigSecret>, ConfigSecretProblem> {
+    let missing: Vec<String> = found
+        .iter()
+        .filter(|(_, secret)| secret.is_none())
+        .map(|(name, _)| format!("{name:?}"))
+        .collect();
+    match missing.as_slice() {
+        [] => {}
+        [one] => {
+            return Err(ConfigSecretProblem(format!(
+                "customServiceConfigSecrets: Secret {one} not found in this namespace: create it, or remove it from the list"
+            )));
+        }
+        many => {
+            return Err(ConfigSecretProblem(format!(
+                "customServiceConfigSecrets: Secrets {} not found in this namespace: create them, or remove them from the list",
+                many.join(", ")
+            )));
+        }
+    }
+    let mut secrets = Vec::with_capacity(found.len());
+    for (position, (name, secret)) in found.iter().enumerate() {
+        let data = secret
+            .as_ref()
+            .and_then(|s| s.data.clone())
+            .unwrap_or_default();
+        let mut files: BTreeMap<String, &str> = BTreeMap::new();
+        for key in data.keys() {
+            let file = extra_config_file(position, name, key);
+            if file.len() > FILE_NAME_MAX {
+                return Err(ConfigSecretProblem(format!(
+                    "customServiceConfigSecrets: Secret {name:?}: key {key:?} would be mounted as a file name of {} characters, more than {FILE_NAME_MAX}: use a shorter key or Secret name",
+                    file.len()
+                )));
+            }
+            if let Some(other) = files.insert(file.clone(), key) {
+                return Err(ConfigSecretProblem(format!(
+                    "customServiceConfigSecrets: Secret {name:?}: keys {other:?} and {key:?} would both be mounted as {file}: rename one of them"
+                )));
+            }
+        }
+        secrets.push(ConfigSecret {
+            name: (*name).to_owned(),
+            data,
+        });
+    }
+    Ok(secrets)
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use k8s_openapi::ByteString;
 
     use super::*;
@@ -192,5 +265,76 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("hunter2"), "{message}");
+    }
+    fn keys(name: &str, keys: &[&str]) -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            data: Some(
+                keys.iter()
+                    .map(|k| ((*k).to_owned(), ByteString(b"[ceph]\n".to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn config_secrets_keep_list_order_and_every_key() {
+        let read = config_secrets(&[
+            ("b", Some(keys("b", &["s3.conf", "tuning"]))),
+            ("a", Some(keys("a", &["x"]))),
+            ("empty", Some(Secret::default())),
+        ])
+        .expect("usable");
+        let names: Vec<(&str, Vec<&str>)> = read
+            .iter()
+            .map(|s| (s.name.as_str(), s.data.keys().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("b", vec!["s3.conf", "tuning"]),
+                ("a", vec!["x"]),
+                ("empty", vec![])
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_config_secrets_are_all_named() {
+        let ConfigSecretProblem(one) =
+            config_secrets(&[("a", Some(keys("a", &["x"]))), ("gone", None)]).expect_err("missing");
+        assert_eq!(
+            one,
+            "customServiceConfigSecrets: Secret \"gone\" not found in this namespace: create it, or remove it from the list"
+        );
+        let ConfigSecretProblem(two) =
+            config_secrets(&[("x", None), ("y", None)]).expect_err("missing");
+        assert_eq!(
+            two,
+            "customServiceConfigSecrets: Secrets \"x\", \"y\" not found in this namespace: create them, or remove them from the list"
+        );
+    }
+
+    #[test]
+    fn keys_that_would_share_a_file_or_overflow_a_file_name_are_refused() {
+        let ConfigSecretProblem(clash) =
+            config_secrets(&[("k", Some(keys("k", &["s3", "s3.conf"])))]).expect_err("clash");
+        assert_eq!(
+            clash,
+            "customServiceConfigSecrets: Secret \"k\": keys \"s3\" and \"s3.conf\" would both be mounted as 02-k-s3.conf: rename one of them"
+        );
+        let long_name = "n".repeat(200);
+        let long_key = "k".repeat(60);
+        let ConfigSecretProblem(long) =
+            config_secrets(&[(long_name.as_str(), Some(keys(&long_name, &[&long_key])))])
+                .expect_err("too long");
+        assert!(
+            long.contains("would be mounted as a file name of 269 characters, more than 255"),
+            "{long}"
+        );
     }
 }

@@ -18,7 +18,8 @@ use super::context::Context;
 use super::error::Error;
 use super::observe::observe;
 use super::status::{
-    Check, applied_checks, database_checks, invalid_spec_checks, next_status, transitions,
+    Check, applied_checks, config_secret_checks, database_checks, invalid_spec_checks, next_status,
+    transitions,
 };
 use crate::crd::validate::{ValidGlance, validate};
 use crate::crd::{Glance, GlanceStatus};
@@ -27,7 +28,8 @@ use crate::resources::meta::MANAGER;
 
 /// Resync period of a healthy Glance.
 pub const RESYNC: Duration = Duration::from_secs(300);
-/// Retry period while a databaseInstance Secret is missing.
+/// Retry period while a Secret the spec names (databaseInstance, customServiceConfigSecrets)
+/// is missing or unusable. Changes to those Secrets are also watched.
 pub const DATABASE_RETRY: Duration = Duration::from_secs(30);
 
 fn backoff_key(obj: &DeserializeGuard<Glance>) -> String {
@@ -109,7 +111,19 @@ async fn reconcile_glance(glance: &Glance, ctx: &Context) -> Result<Action, Erro
             return Ok(Action::requeue(DATABASE_RETRY));
         }
     };
-    let children = build(&valid, &observation.observed(database_connection));
+    let config_secrets = match &observation.config_secrets {
+        Ok(secrets) => secrets.clone(),
+        Err(problem) => {
+            warn!(problem = %problem.0, "customServiceConfigSecrets Secret not usable");
+            let checks = config_secret_checks(problem.0.clone());
+            write_status(ctx, glance, Some(&valid), None, &checks).await?;
+            return Ok(Action::requeue(DATABASE_RETRY));
+        }
+    };
+    let children = build(
+        &valid,
+        &observation.observed(database_connection, config_secrets),
+    );
     let applied = apply(
         &ctx.client,
         &valid.namespace,

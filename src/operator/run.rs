@@ -193,7 +193,7 @@ where
 }
 
 /// Glances to reconcile when `secret` changes: its owner (the config Secret) and every
-/// Glance naming it as databaseInstance.
+/// Glance naming it as databaseInstance or in customServiceConfigSecrets.
 pub fn glances_for_secret(
     store: &Store<DeserializeGuard<Glance>>,
     secret: &Secret,
@@ -215,6 +215,10 @@ pub fn glances_for_secret(
             .filter(|g| match &g.0 {
                 Ok(glance) => {
                     glance.spec.database_instance.as_deref() == Some(secret_name.as_str())
+                        || glance
+                            .spec
+                            .custom_service_config_secrets
+                            .contains(&secret_name)
                 }
                 Err(_) => false,
             })

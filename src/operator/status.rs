@@ -85,6 +85,15 @@ pub fn database_checks(message: String) -> Vec<Check> {
     )])
 }
 
+/// Checks for a customServiceConfigSecrets Secret that cannot be used.
+pub fn config_secret_checks(message: String) -> Vec<Check> {
+    with_ready(vec![Check::failed(
+        CONFIG_READY,
+        "ConfigSecretNotReady",
+        message,
+    )])
+}
+
 /// Checks after every child was applied.
 pub fn applied_checks(glance: &ValidGlance, applied: &Applied) -> Vec<Check> {
     let config = match &glance.cache {

@@ -1,5 +1,6 @@
 //! The configuration Secret: `00-config.conf` rendered from the spec with upstream Glance's
-//! option names, and `01-custom.conf` holding spec.customServiceConfig verbatim.
+//! option names, and `01-custom.conf` holding spec.customServiceConfig verbatim; and the
+//! names under which the keys of the spec.customServiceConfigSecrets Secrets join them.
 
 use std::collections::BTreeMap;
 
@@ -92,15 +93,54 @@ pub fn config_secret(glance: &ValidGlance, database_connection: Option<&str>) ->
     }
 }
 
+/// A Secret named in spec.customServiceConfigSecrets, as read from the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigSecret {
+    /// The Secret's name.
+    pub name: String,
+    /// Its data: each key becomes one config file.
+    pub data: BTreeMap<String, ByteString>,
+}
+
+/// The file in the config directory that key `key` of the Secret `secret`, listed at
+/// `position` (from 0) in spec.customServiceConfigSecrets, is mounted as:
+/// `<NN>-<secret>-<key>.conf` with NN = position + 2 in two digits, and a key that already
+/// ends in `.conf` keeping a single `.conf`. glance-api reads the `*.conf` files of its
+/// `--config-dir` in name order, so these come after `01-custom.conf` and in list order.
+pub fn extra_config_file(position: usize, secret: &str, key: &str) -> String {
+    let stem = key.strip_suffix(".conf").unwrap_or(key);
+    format!("{:02}-{secret}-{stem}.conf", position + 2)
+}
+
+/// Longest file name most filesystems allow (NAME_MAX).
+pub const FILE_NAME_MAX: usize = 255;
+
 /// SHA-256 over the Secret's keys and values, as hex. A pod template annotated with it
 /// rolls whenever the configuration changes.
 pub fn config_hash(secret: &Secret) -> String {
+    config_hash_with_secrets(secret, &[])
+}
+
+/// [`config_hash`] extended over the customServiceConfigSecrets Secrets, in list order:
+/// their names, keys and values. With no such Secret it equals [`config_hash`], so a Glance
+/// that names none keeps its pod template.
+pub fn config_hash_with_secrets(secret: &Secret, extra: &[ConfigSecret]) -> String {
+    fn field(hasher: &mut Sha256, bytes: &[u8]) {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    }
     let mut hasher = Sha256::new();
     for (key, value) in secret.data.iter().flatten() {
-        hasher.update((key.len() as u64).to_be_bytes());
-        hasher.update(key.as_bytes());
-        hasher.update((value.0.len() as u64).to_be_bytes());
-        hasher.update(&value.0);
+        field(&mut hasher, key.as_bytes());
+        field(&mut hasher, &value.0);
+    }
+    for config_secret in extra {
+        field(&mut hasher, config_secret.name.as_bytes());
+        hasher.update((config_secret.data.len() as u64).to_be_bytes());
+        for (key, value) in &config_secret.data {
+            field(&mut hasher, key.as_bytes());
+            field(&mut hasher, &value.0);
+        }
     }
     hex::encode(hasher.finalize())
 }

@@ -4,6 +4,7 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::config::ConfigSecret;
 use super::meta::{Component, child_meta, labels};
 use super::pod::{Mounts, cache_job_affinity, glance_container, pod_spec, volumes};
 use crate::crd::validate::{CacheSettings, ValidGlance};
@@ -41,11 +42,16 @@ impl CacheTool {
     }
 }
 
-/// The CronJob running `tool`, while the cache is on.
-pub fn cache_cronjob(glance: &ValidGlance, tool: CacheTool) -> Option<CronJob> {
+/// The CronJob running `tool`, while the cache is on. It mounts the same config files as
+/// the API pods, including those of the customServiceConfigSecrets Secrets (`extra`).
+pub fn cache_cronjob(
+    glance: &ValidGlance,
+    extra: &[ConfigSecret],
+    tool: CacheTool,
+) -> Option<CronJob> {
     let cache = glance.cache.as_ref()?;
     let component = tool.component();
-    let (volumes, mounts) = volumes(glance, Mounts::CacheJob);
+    let (volumes, mounts) = volumes(glance, extra, Mounts::CacheJob);
     let container = glance_container(glance, tool.program(), tool.program(), mounts);
     let mut pod = pod_spec(glance, container, volumes);
     pod.restart_policy = Some("OnFailure".to_owned());

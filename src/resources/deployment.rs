@@ -7,13 +7,14 @@ use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, PodSpec, PodTempl
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config::API_PORT;
+use super::config::{API_PORT, ConfigSecret};
 use super::meta::{Component, child_meta, labels, selector_labels};
 use super::pod::{Mounts, glance_container, pod_spec, volumes};
 use crate::crd::CacheAccessMode;
 use crate::crd::validate::ValidGlance;
 
-/// Pod template annotation carrying the hash of the configuration Secret.
+/// Pod template annotation carrying the hash of the configuration Secret and of the
+/// customServiceConfigSecrets Secrets.
 pub const CONFIG_HASH_ANNOTATION: &str = "glance.openstack.org/config-hash";
 /// Name of the API container and of its port.
 pub const API_CONTAINER: &str = "glance-api";
@@ -45,9 +46,10 @@ fn mounts_read_write_once(glance: &ValidGlance) -> bool {
     storage_rwo || cache_rwo
 }
 
-/// `<name>-api`, rolled by a change of `config_hash`.
-pub fn deployment(glance: &ValidGlance, config_hash: &str) -> Deployment {
-    let (volumes, mounts) = volumes(glance, Mounts::Api);
+/// `<name>-api`, rolled by a change of `config_hash`. `extra` are the customServiceConfigSecrets
+/// Secrets, mounted beside the config Secret in both containers.
+pub fn deployment(glance: &ValidGlance, extra: &[ConfigSecret], config_hash: &str) -> Deployment {
+    let (volumes, mounts) = volumes(glance, extra, Mounts::Api);
     // `glance-manage db_sync` before glance-api: it creates upstream Glance's schema, or
     // finds it current, so the API never starts on a database without its tables.
     let mut db_sync = glance_container(glance, DB_SYNC_CONTAINER, "glance-manage", mounts.clone());

@@ -21,6 +21,8 @@ use cronjob::CacheTool;
 pub struct Observed {
     /// Key `connection` of the databaseInstance Secret; None = SQLite.
     pub database_connection: Option<String>,
+    /// The spec.customServiceConfigSecrets Secrets, in list order.
+    pub config_secrets: Vec<config::ConfigSecret>,
     /// Current request of `<name>-storage`, if it exists.
     pub storage_request: Option<Size>,
     /// Current request of `<name>-image-cache`, if it exists.
@@ -56,11 +58,12 @@ pub struct Children {
 /// Builds every child of `glance`.
 pub fn build(glance: &ValidGlance, observed: &Observed) -> Children {
     let config = config::config_secret(glance, observed.database_connection.as_deref());
-    let hash = config::config_hash(&config);
+    let extra = observed.config_secrets.as_slice();
+    let hash = config::config_hash_with_secrets(&config, extra);
     let cache = match (
         storage::cache_pvc(glance, observed.cache_request.as_ref()),
-        cronjob::cache_cronjob(glance, CacheTool::Pruner),
-        cronjob::cache_cronjob(glance, CacheTool::Cleaner),
+        cronjob::cache_cronjob(glance, extra, CacheTool::Pruner),
+        cronjob::cache_cronjob(glance, extra, CacheTool::Cleaner),
     ) {
         (Some(pvc), Some(pruner), Some(cleaner)) => Some(CacheChildren {
             pvc,
@@ -73,7 +76,7 @@ pub fn build(glance: &ValidGlance, observed: &Observed) -> Children {
         storage: storage::storage_pvc(glance, observed.storage_request.as_ref()),
         cache,
         service: service::service(glance),
-        deployment: deployment::deployment(glance, &hash),
+        deployment: deployment::deployment(glance, extra, &hash),
         config,
     }
 }

@@ -3,13 +3,14 @@
 //! cannot drift apart.
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource,
-    PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, KeyToPath,
+    PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec,
+    ProjectedVolumeSource, SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::config::{CACHE_DIR, CONFIG_DIR, STORAGE_DIR};
+use super::config::{CACHE_DIR, CONFIG_DIR, ConfigSecret, STORAGE_DIR, extra_config_file};
 use super::meta::{Component, selector_labels};
 use crate::crd::CacheAccessMode;
 use crate::crd::validate::ValidGlance;
@@ -52,17 +53,71 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// Volumes of a pod, and the container's mounts of them.
-pub fn volumes(glance: &ValidGlance, which: Mounts) -> (Vec<Volume>, Vec<VolumeMount>) {
-    let mut volumes = vec![Volume {
+/// Mode of the config files: readable by the glance user and group (fsGroup), nobody else.
+const CONFIG_FILE_MODE: i32 = 0o440;
+
+/// The volume mounted at the config directory. With no customServiceConfigSecrets it is the
+/// `<name>-config` Secret itself. Otherwise it is a projected volume of that Secret and of
+/// every key of each extra Secret, each key renamed to its `NN-<secret>-<key>.conf` file, so
+/// all of them land in the one directory glance-api reads, after `01-custom.conf`. Keys are
+/// listed one by one: a Secret projected without items would keep its raw key names, which
+/// may not end in `.conf` or may sort before `01-custom.conf`. A Secret without keys adds
+/// nothing (an empty item list would mean "every key").
+fn config_volume(glance: &ValidGlance, extra: &[ConfigSecret]) -> Volume {
+    let config_secret = Component::Config.child_name(&glance.name);
+    if extra.is_empty() {
+        return Volume {
+            name: CONFIG_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(config_secret),
+                default_mode: Some(CONFIG_FILE_MODE),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        };
+    }
+    let secret_source = |name: String, items: Option<Vec<KeyToPath>>| VolumeProjection {
+        secret: Some(SecretProjection {
+            name,
+            items,
+            optional: None,
+        }),
+        ..VolumeProjection::default()
+    };
+    let mut sources = vec![secret_source(config_secret, None)];
+    for (position, secret) in extra.iter().enumerate() {
+        if secret.data.is_empty() {
+            continue;
+        }
+        let items = secret
+            .data
+            .keys()
+            .map(|key| KeyToPath {
+                key: key.clone(),
+                path: extra_config_file(position, &secret.name, key),
+                mode: None,
+            })
+            .collect();
+        sources.push(secret_source(secret.name.clone(), Some(items)));
+    }
+    Volume {
         name: CONFIG_VOLUME.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(Component::Config.child_name(&glance.name)),
-            default_mode: Some(0o440),
-            ..SecretVolumeSource::default()
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(CONFIG_FILE_MODE),
+            sources: Some(sources),
         }),
         ..Volume::default()
-    }];
+    }
+}
+
+/// Volumes of a pod, and the container's mounts of them. `extra` are the Secrets of
+/// spec.customServiceConfigSecrets as read, in list order.
+pub fn volumes(
+    glance: &ValidGlance,
+    extra: &[ConfigSecret],
+    which: Mounts,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![config_volume(glance, extra)];
     let mut mounts = vec![mount(CONFIG_VOLUME, CONFIG_DIR, true)];
     if which == Mounts::Api {
         volumes.push(pvc_volume(

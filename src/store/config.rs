@@ -44,7 +44,7 @@ pub enum BackendKind {
         dir: PathBuf,
     },
     /// glance_store's `s3` store.
-    S3(S3Options),
+    S3(Box<S3Options>),
 }
 
 /// `s3_store_bucket_url_format`.
@@ -354,7 +354,10 @@ fn backend_kind(
                 DEFAULT_DATADIR,
             )),
         })),
-        "s3" => Some(S3Options::from_config(config, section).map(BackendKind::S3)),
+        "s3" => Some(
+            S3Options::from_config(config, section)
+                .map(|options| BackendKind::S3(Box::new(options))),
+        ),
         _ => None,
     }
 }

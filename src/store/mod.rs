@@ -125,7 +125,7 @@ pub enum Upload {
     /// Into a file of the named store.
     File(file::Upload, String),
     /// Into an S3 object.
-    S3(s3::S3Upload),
+    S3(Box<s3::S3Upload>),
 }
 
 /// The bytes of an image, from any store.
@@ -155,7 +155,9 @@ impl Store {
                 .begin_upload(id)
                 .map(|upload| Upload::File(upload, store.backend().to_owned()))
                 .map_err(|source| self.io(source)),
-            Store::S3(store) => store.begin_upload(id.as_str(), size).map(Upload::S3),
+            Store::S3(store) => store
+                .begin_upload(id.as_str(), size)
+                .map(|upload| Upload::S3(Box::new(upload))),
         }
     }
 

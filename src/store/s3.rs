@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -37,13 +38,24 @@ use crate::digest::BackgroundDigest;
 /// sent. With 10 MiB parts, two are sent at once while the third fills.
 pub const UPLOAD_BUDGET: u64 = 32 << 20;
 
-/// An S3 bucket as an image store.
+/// An S3 bucket as an image store; clones share one client.
 #[derive(Clone)]
-pub struct S3Store {
+pub struct S3Store(Arc<Shared>);
+
+/// What the clones of an [`S3Store`] share.
+pub struct Shared {
     name: String,
     options: S3Options,
     client: Client,
     runtime: Handle,
+}
+
+impl std::ops::Deref for S3Store {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for S3Store {
@@ -116,12 +128,12 @@ impl S3Store {
                     .build(),
             )
             .build();
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             name: name.to_owned(),
             options: options.clone(),
             client: Client::from_conf(config),
             runtime,
-        })
+        })))
     }
 
     /// Its name in `enabled_backends`.

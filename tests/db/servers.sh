@@ -18,6 +18,8 @@
 #   GLANCE_TEST_MYSQL_SOCKET=DIR/mariadb/mysqld.sock
 # Starting again after a stop reuses the data directories (on new ports).
 set -euo pipefail
+# shellcheck source=tests/lib/daemons.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/../lib/daemons.sh"
 
 readonly DB_NAME="glance"
 readonly DB_USER="glance"
@@ -97,39 +99,12 @@ find_binaries() {
 ensure_installed() {
   find_binaries && return 0
   log "installing mariadb-server and postgresql"
-  local apt=("${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
-  if ! "${apt[@]}" install -y -qq mariadb-server postgresql >&2; then
-    "${apt[@]}" update -qq >&2
-    "${apt[@]}" install -y -qq mariadb-server postgresql >&2
-  fi
+  apt_install mariadb-server postgresql
   find_binaries || { log "server binaries still missing after install"; return 1; }
 }
 
 # --- helpers ----------------------------------------------------------------
 
-# Prints two distinct free TCP ports on 127.0.0.1.
-free_ports() {
-  if command -v python3 >/dev/null; then
-    python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-    return
-  fi
-  # No Python: random ports on which nothing answers.
-  local ports=() p
-  while ((${#ports[@]} < 2)); do
-    p=$((20000 + RANDOM % 40000))
-    [[ " ${ports[*]} " == *" ${p} "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/${p}") 2>/dev/null; then ports+=("${p}"); fi
-  done
-  echo "${ports[*]}"
-}
 
 # Prints the pid from pid file $1 if that process is alive.
 live_pid() {

@@ -31,6 +31,8 @@
 # send aws-chunked bodies with trailing checksums (compute checksums only when
 # an operation requires them).
 set -euo pipefail
+# shellcheck source=tests/lib/daemons.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/../lib/daemons.sh"
 
 readonly S3_USER="glance"
 readonly S3_REGION="default"
@@ -61,41 +63,13 @@ find_binaries() {
 ensure_installed() {
   find_binaries && return 0
   log "installing ${PACKAGES[*]}"
-  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
-  [[ "$(id -u)" == 0 ]] || apt=(sudo "${apt[@]}")
   # Recommends would add only tools for real disks (lvm, smartmontools, ...).
-  if ! "${apt[@]}" install -y -qq --no-install-recommends "${PACKAGES[@]}" >&2; then
-    "${apt[@]}" update -qq >&2
-    "${apt[@]}" install -y -qq --no-install-recommends "${PACKAGES[@]}" >&2
-  fi
+  apt_install "${PACKAGES[@]}"
   find_binaries || { log "ceph binaries still missing after install"; return 1; }
 }
 
 # --- helpers ----------------------------------------------------------------
 
-# Prints two distinct free TCP ports on 127.0.0.1.
-free_ports() {
-  if command -v python3 >/dev/null; then
-    python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-    return
-  fi
-  # No Python: random ports on which nothing answers.
-  local ports=() p
-  while ((${#ports[@]} < 2)); do
-    p=$((20000 + RANDOM % 40000))
-    [[ " ${ports[*]} " == *" ${p} "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/${p}") 2>/dev/null; then ports+=("${p}"); fi
-  done
-  echo "${ports[*]}"
-}
 
 # Prints $1 random bytes as upper-case hex.
 random_hex() {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Shell helpers shared by the scripts that start servers for the tests
+# (tests/db/servers.sh, tests/s3/rgw.sh). Sourced, not run.
+
+# Installs Debian packages $@ (apt-get, through sudo unless root), refreshing
+# the package lists only when the first attempt fails.
+apt_install() {
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+  [[ "$(id -u)" == 0 ]] || apt=(sudo "${apt[@]}")
+  if ! "${apt[@]}" install -y -qq --no-install-recommends "$@" >&2; then
+    "${apt[@]}" update -qq >&2
+    "${apt[@]}" install -y -qq --no-install-recommends "$@" >&2
+  fi
+}
+
+# Prints two distinct free TCP ports on 127.0.0.1.
+free_ports() {
+  if command -v python3 >/dev/null; then
+    python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+    return
+  fi
+  # No Python: random ports on which nothing answers.
+  local ports=() p
+  while ((${#ports[@]} < 2)); do
+    p=$((20000 + RANDOM % 40000))
+    [[ " ${ports[*]} " == *" ${p} "* ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/${p}") 2>/dev/null; then ports+=("${p}"); fi
+  done
+  echo "${ports[*]}"
+}
