@@ -28,7 +28,7 @@
 //! Run: `cargo bench --bench api` (BENCH_SECTIONS=1,4 runs only those sections).
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,261 +37,17 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
-use serde_json::Value;
-
 mod common;
 use common::{
-    DIR_PREFIX, Samples, Server, TempDir, bench_base, env_flag, env_usize, free_port, process_tree,
-    remove_stale, start_upstream, wait_ready,
+    Api, CLIENT_CPU, CpuMeter, DIR_PREFIX, MIB, Placement, Row, SERVER_CPU, Samples, Server,
+    TempDir, bench_base, compare, curl_get, curl_put, env_flag, env_usize, file_stores, free_port,
+    gbps, hash_tool, interleave, machine, make_data, parse_curl, print_cpu, print_summary,
+    proc_status_mib, remove_stale, start_glance, start_upstream, wait_ready,
 };
 
-const MIB: u64 = 1 << 20;
 const BIG: u64 = 1 << 30;
 const SMALL: u64 = 256 * MIB;
 const CONCURRENCY: usize = 8;
-
-// ---------------------------------------------------------------------------------------
-// Memory and CPU of processes
-
-/// One field (in kB) of /proc/<pid>/status, in MiB.
-fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-/// CPU time (user + system) of `pid` so far, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // After "pid (comm) ": state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks / hz
-}
-
-/// The CPU time a server's processes (e.g. nginx's master and workers) spend on what is
-/// measured, and the bytes it served meanwhile.
-struct CpuMeter {
-    pids: Vec<u32>,
-    secs: f64,
-    bytes: u64,
-}
-
-impl CpuMeter {
-    /// `pid` and its descendants.
-    fn new(pid: u32) -> Self {
-        Self {
-            pids: process_tree(pid),
-            secs: 0.0,
-            bytes: 0,
-        }
-    }
-
-    fn now(&self) -> f64 {
-        self.pids.iter().map(|&p| cpu_secs(p)).sum()
-    }
-
-    /// Runs `f`, which returns the bytes it moved, and counts the server CPU it took.
-    fn measure(&mut self, f: impl FnOnce() -> u64) {
-        let before = self.now();
-        let bytes = f();
-        self.secs += self.now() - before;
-        self.bytes += bytes;
-    }
-
-    /// "N ms per GiB" of server CPU.
-    fn show(&self) -> String {
-        format!(
-            "{:.0} ms CPU per GiB",
-            self.secs * 1e3 / (self.bytes as f64 / (1u64 << 30) as f64)
-        )
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Data
-
-/// Writes `size` pseudo-random bytes (xorshift64*, so nothing compresses or dedups).
-fn make_data(path: &Path, size: u64, seed: u64) {
-    let mut out = BufWriter::with_capacity(MIB as usize, File::create(path).expect("create"));
-    let mut state = seed | 1;
-    let mut buf = vec![0u8; MIB as usize];
-    let mut left = size;
-    while left > 0 {
-        for word in buf.chunks_exact_mut(8) {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            word.copy_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-        }
-        let n = left.min(MIB) as usize;
-        out.write_all(&buf[..n]).expect("write data");
-        left -= n as u64;
-    }
-    out.into_inner()
-        .expect("flush")
-        .sync_all()
-        .expect("sync data");
-}
-
-/// Runs `tool FILE` (md5sum, sha512sum); returns the hex digest and the wall time.
-fn hash_tool(tool: &str, file: &Path) -> (String, f64) {
-    let start = Instant::now();
-    let out = Command::new(tool)
-        .arg(file)
-        .output()
-        .unwrap_or_else(|e| panic!("running {tool}: {e}"));
-    let secs = start.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{tool} failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let digest = text.split_whitespace().next().expect("digest").to_owned();
-    (digest, secs)
-}
-
-// ---------------------------------------------------------------------------------------
-// Control requests (ureq): not timed
-
-struct Api {
-    agent: ureq::Agent,
-    base: String,
-}
-
-impl Api {
-    fn new(port: u16) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Self {
-            agent,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// Status and body; None when the server cannot be reached.
-    fn try_call(&self, method: &str, path: &str, json: Option<&Value>) -> Option<(u16, String)> {
-        let request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        let response = match json {
-            Some(body) => self.agent.run(
-                request
-                    .header("Content-Type", "application/json")
-                    .body(body.to_string())
-                    .ok()?,
-            ),
-            None => self.agent.run(request.body(()).ok()?),
-        };
-        let mut response = response.ok()?;
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        Some((status, body))
-    }
-
-    fn call(&self, method: &str, path: &str, json: Option<&Value>) -> (u16, String) {
-        self.try_call(method, path, json)
-            .unwrap_or_else(|| panic!("{method} {}{path}: no answer", self.base))
-    }
-
-    fn expect(&self, method: &str, path: &str, json: Option<&Value>, status: u16) -> String {
-        let (got, body) = self.call(method, path, json);
-        assert_eq!(got, status, "{method} {path}: {body}");
-        body
-    }
-
-    fn create_image(&self, name: &str) -> String {
-        let body = serde_json::json!({
-            "name": name, "disk_format": "raw", "container_format": "bare"
-        });
-        let answer = self.expect("POST", "/v2/images", Some(&body), 201);
-        let image: Value = serde_json::from_str(&answer).expect("image JSON");
-        image["id"].as_str().expect("image id").to_owned()
-    }
-
-    fn image(&self, id: &str) -> Value {
-        serde_json::from_str(&self.expect("GET", &format!("/v2/images/{id}"), None, 200))
-            .expect("image JSON")
-    }
-
-    fn is_cached(&self, id: &str) -> bool {
-        let listing: Value =
-            serde_json::from_str(&self.expect("GET", "/v2/cache", None, 200)).expect("JSON");
-        listing["cached_images"]
-            .as_array()
-            .expect("cached_images")
-            .iter()
-            .any(|e| e["image_id"] == id)
-    }
-
-    /// Polls GET /v2/cache until `id` is cached; returns how long that took.
-    fn wait_cached(&self, id: &str, poll: Duration) -> Duration {
-        let start = Instant::now();
-        while !self.is_cached(id) {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "image {id} not cached after 120 s"
-            );
-            thread::sleep(poll);
-        }
-        start.elapsed()
-    }
-
-    fn uncache(&self, id: &str) {
-        self.expect("DELETE", &format!("/v2/cache/{id}"), None, 204);
-        assert!(!self.is_cached(id), "image {id} still cached after DELETE");
-    }
-
-    /// Full GET, untimed: checks status, Content-Length, Content-MD5 (when `md5_header`)
-    /// and the MD5 of the body.
-    fn verify_download(&self, path: &str, size: u64, md5: &str, md5_header: bool) {
-        let url = format!("{}{path}", self.base);
-        let response = self.agent.get(&url).call().expect("GET for verification");
-        assert_eq!(response.status().as_u16(), 200, "GET {url}");
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        assert_eq!(
-            header("content-length").as_deref(),
-            Some(size.to_string().as_str()),
-            "Content-Length of {url}"
-        );
-        if md5_header {
-            assert_eq!(header("content-md5").as_deref(), Some(md5), "Content-MD5");
-        }
-        let mut reader = response.into_body().into_reader();
-        let mut digest = Md5::new();
-        let mut buf = vec![0u8; MIB as usize];
-        let mut total = 0u64;
-        loop {
-            let n = reader.read(&mut buf).expect("read the body");
-            if n == 0 {
-                break;
-            }
-            digest.update(&buf[..n]);
-            total += n as u64;
-        }
-        assert_eq!(total, size, "bytes of {url}");
-        assert_eq!(hex::encode(digest.finalize()), md5, "MD5 of {url}");
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The timed client: curl, or a minimal Rust HTTP/1.1 client
@@ -373,116 +129,10 @@ impl Client {
     /// PUT of `file` as application/octet-stream; returns (status, bytes sent, seconds).
     fn put(self, port: u16, path: &str, file: &Path) -> (u16, u64, f64) {
         match self {
-            Client::Curl => {
-                let out = Command::new("curl")
-                    .args(["-s", "-o", "/dev/null", "-w"])
-                    .arg("%{http_code} %{size_upload} %{time_total}")
-                    .args(["-H", "Content-Type: application/octet-stream"])
-                    .args(["-H", "Expect:"])
-                    .arg("-T")
-                    .arg(file)
-                    .arg(format!("http://127.0.0.1:{port}{path}"))
-                    .output()
-                    .expect("run curl");
-                let text = String::from_utf8_lossy(&out.stdout);
-                let f: Vec<&str> = text.split_whitespace().collect();
-                assert_eq!(f.len(), 3, "curl printed {text:?}");
-                (
-                    f[0].parse().expect("status"),
-                    f[1].parse().expect("size"),
-                    f[2].parse().expect("time"),
-                )
-            }
+            Client::Curl => curl_put(port, path, file),
             Client::Rust => rust_put(port, path, file),
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Placement: in the cached-GET comparisons (sections 1 and 4) servers run on CPU 0 and curl
-// clients on CPU 1, the same for both sides. Left to the scheduler, a run's figure depends
-// on whether client and server happened to share a CPU (both sides then varied by 2x
-// between runs of one section). BENCH_PIN=0 turns it off; it needs two CPUs and taskset.
-
-const SERVER_CPU: &str = "0";
-const CLIENT_CPU: &str = "1";
-static PIN_CLIENTS: AtomicBool = AtomicBool::new(false);
-
-fn pinning_possible() -> bool {
-    std::env::var("BENCH_PIN").map_or(true, |v| v != "0")
-        && thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
-        && Command::new("taskset")
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
-/// Sets the CPUs of every thread of `pid` and its descendants.
-fn set_cpus(pid: u32, cpus: &str) {
-    for p in process_tree(pid) {
-        let ok = Command::new("taskset")
-            .args(["-a", "-p", "-c", cpus, &p.to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "taskset -a -p -c {cpus} {p}");
-    }
-}
-
-/// Servers on SERVER_CPU and clients on CLIENT_CPU while it lives; all CPUs again after.
-struct Placement {
-    servers: Vec<u32>,
-}
-
-impl Placement {
-    fn new(servers: Vec<u32>) -> Option<Placement> {
-        if !pinning_possible() {
-            return None;
-        }
-        for &pid in &servers {
-            set_cpus(pid, SERVER_CPU);
-        }
-        PIN_CLIENTS.store(true, Ordering::SeqCst);
-        Some(Placement { servers })
-    }
-}
-
-impl Drop for Placement {
-    fn drop(&mut self) {
-        PIN_CLIENTS.store(false, Ordering::SeqCst);
-        let all = format!(
-            "0-{}",
-            thread::available_parallelism().map_or(1, |n| n.get()) - 1
-        );
-        for &pid in &self.servers {
-            set_cpus(pid, &all);
-        }
-    }
-}
-
-fn curl_get(port: u16, path: &str) -> Command {
-    let mut cmd = if PIN_CLIENTS.load(Ordering::SeqCst) {
-        let mut taskset = Command::new("taskset");
-        taskset.args(["-c", CLIENT_CPU, "curl"]);
-        taskset
-    } else {
-        Command::new("curl")
-    };
-    cmd.args(["-s", "-o", "/dev/null", "-w"])
-        .arg("%{http_code} %{size_download} %{time_total}")
-        .arg(format!("http://127.0.0.1:{port}{path}"));
-    cmd
-}
-
-/// Parses "code bytes seconds" and checks the code.
-fn parse_curl(stdout: &[u8], want: u16) -> (u64, f64) {
-    let text = String::from_utf8_lossy(stdout);
-    let f: Vec<&str> = text.split_whitespace().collect();
-    assert_eq!(f.len(), 3, "curl printed {text:?}");
-    assert_eq!(f[0].parse::<u16>().ok(), Some(want), "HTTP status: {text}");
-    (f[1].parse().expect("size"), f[2].parse().expect("time"))
 }
 
 /// Reads a response head from `s` into `buf`: (status, content-length, body bytes already
@@ -560,52 +210,6 @@ fn rust_put(port: u16, path: &str, file: &Path) -> (u16, u64, f64) {
     }
     let (status, _, _) = read_head(&mut s, &mut buf);
     (status, sent, start.elapsed().as_secs_f64())
-}
-
-// ---------------------------------------------------------------------------------------
-// glance-api and nginx
-
-fn glance_conf(dir: &Path, port: u16) -> PathBuf {
-    let dir = fs::canonicalize(dir).expect("absolute path");
-    let d = dir.display();
-    let text = format!(
-        "[DEFAULT]\n\
-         bind_host = 127.0.0.1\n\
-         bind_port = {port}\n\
-         enabled_backends = default_backend:file\n\
-         image_cache_dir = {d}/image-cache\n\
-         image_cache_max_size = 10737418240\n\
-         [glance_store]\n\
-         default_backend = default_backend\n\
-         [default_backend]\n\
-         filesystem_store_datadir = {d}/images\n\
-         [database]\n\
-         connection = sqlite:///{d}/glance.sqlite\n\
-         [paste_deploy]\n\
-         flavor = cachemanagement\n"
-    );
-    let path = dir.join(format!("glance-api-{port}.conf"));
-    fs::write(&path, text).expect("write glance-api.conf");
-    path
-}
-
-/// Starts glance-api on a free port with its state in `dir`; waits for /healthcheck.
-fn start_glance(dir: &Path) -> (Server, Api) {
-    let port = free_port();
-    let conf = glance_conf(dir, port);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glance-api"));
-    cmd.arg("--config-file").arg(&conf).env_remove("RUST_LOG");
-    let mut server = Server::spawn(
-        "glance-api",
-        cmd,
-        dir.join(format!("glance-api-{port}.log")),
-    );
-    let api = Api::new(port);
-    wait_ready(&mut server, || {
-        api.try_call("GET", "/healthcheck", None)
-            .is_some_and(|(s, _)| s == 200)
-    });
-    (server, api)
 }
 
 fn find_nginx() -> Option<PathBuf> {
@@ -746,72 +350,6 @@ fn nginx_version(nginx: &Path) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// Figures
-
-fn gbps(bytes: u64, secs: f64) -> f64 {
-    bytes as f64 / secs / 1e9
-}
-
-struct Row {
-    what: String,
-    ours: String,
-    reference: String,
-    ratio: Option<(f64, f64)>,
-}
-
-fn compare(
-    rows: &mut Vec<Row>,
-    what: &str,
-    ours: &Samples,
-    reference_name: &str,
-    reference: &Samples,
-    target: f64,
-) {
-    let ratio = ours.median() / reference.median();
-    println!("  glance-api:   {}", ours.show());
-    println!("  {reference_name:<13} {}", reference.show());
-    println!(
-        "  ratio ours/{}: {ratio:.3} (target >= {target}: {})",
-        reference_name.trim_end_matches(':'),
-        if ratio >= target { "met" } else { "MISSED" }
-    );
-    rows.push(Row {
-        what: what.to_owned(),
-        ours: format!("{:.2} GB/s", ours.median()),
-        reference: format!(
-            "{} {:.2} GB/s",
-            reference_name.trim_end_matches(':'),
-            reference.median()
-        ),
-        ratio: Some((ratio, target)),
-    });
-}
-
-fn print_cpu(ours: &CpuMeter, theirs: Option<&CpuMeter>) {
-    match theirs {
-        Some(theirs) => println!(
-            "  server CPU: glance-api {}, nginx {}",
-            ours.show(),
-            theirs.show()
-        ),
-        None => println!("  server CPU: glance-api {}", ours.show()),
-    }
-}
-
-/// Runs `a` then `b` on even runs, `b` then `a` on odd ones.
-fn interleave(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) {
-    for i in 0..runs {
-        if i % 2 == 0 {
-            a();
-            b();
-        } else {
-            b();
-            a();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 
 /// A cached-GET comparison of glance-api with nginx (when it runs), placed as
 /// [`Placement`] says: a warm-up, then `runs` interleaved runs of `fetch` on each side,
@@ -827,7 +365,8 @@ fn against_nginx(
 ) {
     let mut servers = vec![glance.pid()];
     servers.extend(nginx.map(|(s, _, _)| s.pid()));
-    let placement = Placement::new(servers);
+    let pins: Vec<(u32, &str)> = servers.iter().map(|&pid| (pid, SERVER_CPU)).collect();
+    let placement = Placement::new(&pins, CLIENT_CPU);
     match &placement {
         Some(_) => println!("  placement: servers on CPU {SERVER_CPU}, curl on CPU {CLIENT_CPU}"),
         None => println!("  placement: left to the scheduler"),
@@ -880,21 +419,8 @@ fn main() {
     fs::create_dir_all(&data).expect("data dir");
     fs::create_dir_all(&state).expect("state dir");
 
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default();
     println!("glance-api data-path benchmark");
-    println!(
-        "  machine: {cpu}, {} CPUs; data in {}",
-        thread::available_parallelism().map_or(0, |n| n.get()),
-        tmp.path().display()
-    );
+    println!("  machine: {}", machine(tmp.path()));
     println!(
         "  client: {}; {runs} runs per figure, medians",
         client.name()
@@ -924,14 +450,9 @@ fn main() {
     let (big_sha512, _) = hash_tool("sha512sum", &big);
     let (small_md5, _) = hash_tool("md5sum", &small);
 
-    let (mut glance, api) = start_glance(&state);
-    let port = {
-        let url = &api.base;
-        url.rsplit(':')
-            .next()
-            .and_then(|p| p.parse::<u16>().ok())
-            .expect("port")
-    };
+    let stores = file_stores(&state);
+    let (mut glance, api) = start_glance(&state, &stores);
+    let port = api.port();
 
     // Two images, uploaded and checked, then cached by a first (tee) GET.
     let upload = |name: &str, file: &Path, size: u64, md5: &str| -> String {
@@ -1165,7 +686,7 @@ fn main() {
     // 5. RSS: a fresh glance-api on the same state.
     if want(5) {
         println!("\n5. glance-api RSS: idle after start, and while prefetching the 1 GiB image");
-        let (glance, api) = start_glance(&state);
+        let (glance, api) = start_glance(&state, &stores);
         thread::sleep(Duration::from_millis(500));
         let pid = glance.pid();
         let idle_hwm = proc_status_mib(pid, "VmHWM:").expect("VmHWM");
@@ -1210,18 +731,5 @@ fn main() {
         drop(glance);
     }
 
-    println!("\nsummary ({}, medians of {runs})", client.name());
-    println!(
-        "  {:<30} {:>18}  {:<26} ratio (target)",
-        "", "glance-api", "reference"
-    );
-    for row in &rows {
-        let ratio = row.ratio.map_or(String::new(), |(r, t)| {
-            format!("{r:.3} (>= {t}{})", if r >= t { "" } else { ", MISSED" })
-        });
-        println!(
-            "  {:<30} {:>18}  {:<26} {ratio}",
-            row.what, row.ours, row.reference
-        );
-    }
+    print_summary(&format!("{}, medians of {runs}", client.name()), &rows);
 }

@@ -1,5 +1,6 @@
 //! Kubernetes operator for OpenStack Glance's local image cache.
 pub mod api;
+pub mod buffers;
 pub mod cache;
 pub mod conf;
 pub mod crd;

@@ -113,6 +113,7 @@ step "tests (catalogue on SQLite)" tests
 step "tests on MariaDB" tests_on mysql
 step "tests on PostgreSQL" tests_on postgresql
 step "upstream Glance 33 and glance-api on one database and store" tests/compat/shared_database.sh
+step "upstream Glance 33 and glance-api on one database and S3 bucket" tests/compat/shared_s3.sh
 step "acceptance: python-glanceclient" tests/acceptance/glanceclient.sh
 step "crds drift" crds_fresh
 step "kustomize renders" kustomize_renders

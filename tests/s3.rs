@@ -173,6 +173,19 @@ async fn multipart_uploads(client: &Client, bucket: &str) -> Result<usize, Strin
     Ok(out.uploads().len())
 }
 
+/// Empties and removes `bucket`: the S3 server keeps objects in memory, and the whole
+/// test run shares it.
+async fn remove_bucket(client: &Client, bucket: &str) {
+    if let Ok(out) = client.list_objects_v2().bucket(bucket).send().await {
+        for object in out.contents() {
+            if let Some(key) = object.key() {
+                let _ = client.delete_object().bucket(bucket).key(key).send().await;
+            }
+        }
+    }
+    let _ = client.delete_bucket().bucket(bucket).send().await;
+}
+
 fn cached(server: &Server, id: &str) -> bool {
     server.dir.path().join("image-cache").join(id).exists()
 }
@@ -295,6 +308,7 @@ async fn a_range_of_an_uncached_image_is_a_ranged_get_and_never_caches() {
     .await;
     assert_eq!(tail.status, 206);
     assert!(tail.body == bytes[bytes.len() - 10..]);
+    remove_bucket(&s3.client(), &bucket).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -369,6 +383,7 @@ async fn stores_are_listed_chosen_by_header_and_deleted_with_the_image() {
         None,
         "S3 kept the object"
     );
+    remove_bucket(&s3.client(), &bucket).await;
 }
 
 /// Asserts a 5xx JSON answer whose message names the store.
@@ -415,6 +430,7 @@ async fn wrong_credentials_and_a_missing_bucket_are_named_and_leave_the_image_qu
         .await
         .json();
     assert_eq!(image["status"], "queued");
+    remove_bucket(&s3.client(), &bucket).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -452,6 +468,49 @@ async fn s3_down_answers_503_naming_the_store_and_caches_nothing() {
     assert_eq!(reply.status, 200);
     assert!(reply.body == bytes);
     assert_eq!(put(server.addr, &other, &bytes, None).await.status, 204);
+    remove_bucket(&s3.client(), &bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hanging_s3_times_out_as_configured_with_503_naming_the_store() {
+    let s3 = s3();
+    let bucket = bucket();
+    let target = s3.host().parse::<SocketAddr>().expect("host:port");
+    let proxy = Proxy::start(target).await;
+    let options = ceph_options(
+        &s3,
+        &proxy.addr.to_string(),
+        &bucket,
+        "s3_store_connect_timeout = 1\ns3_store_read_timeout = 1\ns3_store_max_retries = 1\n",
+    );
+    let server = start(&options).await;
+    let id = new_image(server.addr).await;
+    let bytes = data(1 << 20, 21);
+    assert_eq!(put(server.addr, &id, &bytes, None).await.status, 204);
+
+    proxy.stall();
+    let started = std::time::Instant::now();
+    let reply = get(server.addr, &format!("/v2/images/{id}/file"), &[]).await;
+    let waited = started.elapsed();
+    store_error(&reply, 503, "GetObject");
+    assert!(!cached(&server, &id));
+    // Two attempts of a one-second read timeout, not the defaults' minutes.
+    assert!(
+        waited < Duration::from_secs(30),
+        "answered after {waited:?}"
+    );
+    let other = new_image(server.addr).await;
+    store_error(
+        &put(server.addr, &other, &bytes, None).await,
+        503,
+        "HeadBucket",
+    );
+
+    proxy.restore();
+    let reply = get(server.addr, &format!("/v2/images/{id}/file"), &[]).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == bytes);
+    remove_bucket(&s3.client(), &bucket).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -504,6 +563,7 @@ async fn a_download_cut_mid_object_resumes_from_the_next_byte() {
         cached(&server, &id),
         "a complete read should fill the cache"
     );
+    remove_bucket(&s3.client(), &bucket).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -566,6 +626,7 @@ async fn a_download_whose_store_stays_away_is_cut_and_caches_nothing() {
         "a partial file was left in {}",
         incomplete.display()
     );
+    remove_bucket(&s3.client(), &bucket).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -610,6 +671,7 @@ async fn an_upload_cut_by_the_client_aborts_its_multipart_upload() {
         "parts were left behind"
     );
     assert_eq!(object(&client, &bucket, &id).await, None);
+    remove_bucket(&s3.client(), &bucket).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -655,4 +717,122 @@ async fn an_upload_whose_store_goes_away_fails_and_its_parts_are_aborted_once_it
     }
     assert_eq!(left, 0, "parts were left behind");
     assert_eq!(object(&client, &bucket, &id).await, None);
+    remove_bucket(&s3.client(), &bucket).await;
+}
+
+/// Pseudo-random bytes, `len` of them, made on the fly.
+struct Generated {
+    left: u64,
+    state: u64,
+}
+
+impl std::io::Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX))
+            & !7;
+        for word in buf[..n].chunks_exact_mut(8) {
+            self.state = self
+                .state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            word.copy_from_slice(&self.state.to_le_bytes());
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// glance-api's peak resident memory, from /proc.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("kB");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploading_2_gib_to_s3_holds_at_most_64_mib() {
+    let s3 = s3();
+    let bucket = bucket();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().display();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    // Upstream's defaults: 10 MiB parts from 100 MiB on; the size is not announced
+    // (chunked), as when an image is piped in.
+    let conf = format!(
+        "[DEFAULT]\nbind_host = 127.0.0.1\nbind_port = {port}\nenabled_backends = ceph:s3\n\
+         [glance_store]\ndefault_backend = ceph\n\
+         [ceph]\ns3_store_host = {}\ns3_store_access_key = {}\ns3_store_secret_key = {}\n\
+         s3_store_bucket = {bucket}\ns3_store_create_bucket_on_put = true\n\
+         s3_store_bucket_url_format = path\n\
+         [database]\nconnection = sqlite:///{d}/glance.sqlite\n",
+        s3.host(),
+        s3.access_key,
+        s3.secret_key
+    );
+    let path = dir.path().join("glance-api.conf");
+    std::fs::write(&path, conf).expect("conf");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_glance-api"))
+        .arg("--config-file")
+        .arg(&path)
+        .spawn()
+        .expect("glance-api");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = new_image(addr).await;
+    let size: u64 = 2 << 30;
+    let url = format!("http://{addr}/v2/images/{id}/file");
+    let status = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut body = Generated {
+            left: size,
+            state: 1,
+        };
+        agent
+            .put(&url)
+            .header("Content-Type", "application/octet-stream")
+            .send(ureq::SendBody::from_reader(&mut body))
+            .expect("upload")
+            .status()
+            .as_u16()
+    })
+    .await
+    .expect("client");
+    let peak = peak_rss(child.id());
+    let image = get(addr, &format!("/v2/images/{id}"), &[]).await.json();
+    let _ = call(addr, "DELETE", &format!("/v2/images/{id}"), &[], vec![]).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 204);
+    assert_eq!(image["size"], size);
+    println!(
+        "peak RSS while uploading 2 GiB: {:.1} MiB",
+        peak as f64 / f64::from(1 << 20)
+    );
+    assert!(
+        peak <= 64 << 20,
+        "glance-api peaked at {:.1} MiB",
+        peak as f64 / f64::from(1 << 20)
+    );
+    remove_bucket(&s3.client(), &bucket).await;
 }

@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use super::error::ApiError;
 use super::images::path_id;
 use super::state::{AppState, blocking};
+use crate::buffers::Pool;
 use crate::cache::CacheWriter;
 use crate::db::{Activation, Image};
 pub use crate::store::Span;
@@ -468,27 +469,6 @@ fn from_store(
     pump(reader, span.len, None, tx)
 }
 
-/// A CHUNK buffer lent to the response body; it returns to its download's pool once hyper
-/// has written it, so buffers are not allocated, zeroed and faulted in for every chunk.
-struct Pooled {
-    buf: Vec<u8>,
-    len: usize,
-    home: std::sync::mpsc::Sender<Vec<u8>>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        // The pool is gone once the download finished; the buffer is then simply freed.
-        let _ = self.home.send(std::mem::take(&mut self.buf));
-    }
-}
-
 /// A cache write fed by a download, and what to do with it once the data is complete.
 type Tee<'a, 'c> = (CacheWriter<'c>, &'a dyn Fn(CacheWriter<'c>));
 
@@ -509,20 +489,17 @@ fn pump(
     };
     let mut remaining = len;
     let mut held: Option<Bytes> = None;
-    let (home, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+    // Buffers come back once hyper has written them.
+    let pool = Pool::new(CHUNK);
     while remaining > 0 {
         let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
-        let mut buf = returned.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        let mut buf = pool.take();
         let n = read_full(&mut source, &mut buf[..want])?;
         if n == 0 {
             return Err(short(remaining));
         }
         remaining = remaining.saturating_sub(n as u64);
-        let chunk = Bytes::from_owner(Pooled {
-            buf,
-            len: n,
-            home: home.clone(),
-        });
+        let chunk = pool.lend(buf, n);
         match tee.as_mut() {
             Some((writer, _)) => {
                 writer.write_bytes(&chunk)?;

@@ -23,7 +23,7 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
 };
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use md5::Md5;
 use sha2::Sha512;
 use tokio::runtime::Handle;
@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 
 use super::config::{S3Options, UrlFormat};
 use super::{Failure, Span, StoreError, Stored};
+use crate::buffers::Pool;
 use crate::digest::BackgroundDigest;
 
 /// The most bytes an upload holds in memory: the part being filled and the parts being
@@ -279,7 +280,9 @@ impl S3Store {
             in_flight: usize::try_from(in_flight)
                 .unwrap_or(1)
                 .min(self.options.thread_pools),
-            buf: BytesMut::new(),
+            pool: Pool::new(usize::try_from(part).unwrap_or(usize::MAX)),
+            buf: Vec::new(),
+            filled: 0,
             multipart: None,
             md5: BackgroundDigest::new::<Md5>(),
             sha512: BackgroundDigest::new::<Sha512>(),
@@ -345,7 +348,11 @@ pub struct S3Upload {
     key: String,
     part_size: usize,
     in_flight: usize,
-    buf: BytesMut,
+    /// The part buffers: at most `in_flight + 1` of them exist.
+    pool: Pool,
+    /// The part being filled, and how much of it is.
+    buf: Vec<u8>,
+    filled: usize,
     multipart: Option<Multipart>,
     md5: BackgroundDigest,
     sha512: BackgroundDigest,
@@ -368,19 +375,26 @@ impl S3Upload {
         self.size += chunk.len() as u64;
         let mut rest = &chunk[..];
         while !rest.is_empty() {
-            let room = self.part_size - self.buf.len();
-            let (now, later) = rest.split_at(room.min(rest.len()));
-            if self.buf.capacity() == 0 {
-                self.buf.reserve(self.part_size);
+            if self.buf.is_empty() {
+                self.buf = self.pool.take();
             }
-            self.buf.extend_from_slice(now);
-            rest = later;
-            if self.buf.len() == self.part_size {
-                let part = self.buf.split().freeze();
+            let n = (self.part_size - self.filled).min(rest.len());
+            self.buf[self.filled..self.filled + n].copy_from_slice(&rest[..n]);
+            self.filled += n;
+            rest = &rest[n..];
+            if self.filled == self.part_size {
+                let part = self.take_part();
                 self.send_part(part)?;
             }
         }
         Ok(())
+    }
+
+    /// The part filled so far, lent out of the pool.
+    fn take_part(&mut self) -> Bytes {
+        let part = self.pool.lend(std::mem::take(&mut self.buf), self.filled);
+        self.filled = 0;
+        part
     }
 
     /// Sends the rest and completes the object: one PUT when it is smaller than a part
@@ -397,7 +411,7 @@ impl S3Upload {
     fn complete_object(&mut self) -> Result<Stored, StoreError> {
         let md5 = self.md5.finish().map_err(|e| self.io(e))?;
         let sha512 = self.sha512.finish().map_err(|e| self.io(e))?;
-        let rest = self.buf.split().freeze();
+        let rest = self.take_part();
         let small = self.size < self.store.options.large_object_size || self.size == 0;
         if self.multipart.is_none() && small {
             let store = &self.store;

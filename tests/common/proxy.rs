@@ -1,5 +1,6 @@
-//! A TCP proxy in front of a database server that a test can cut and restore: the
-//! database going away, and coming back, without touching the server other tests use.
+//! A TCP proxy in front of a server (a database, S3) that a test can cut, stall and
+//! restore: the server going away or hanging, and coming back, without touching the
+//! server other tests use.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -23,15 +25,23 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let up = Arc::new(AtomicBool::new(true));
+        let stalled = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let (accept_up, accept_links) = (up.clone(), links.clone());
+        let accept_stalled = stalled.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !accept_up.load(Ordering::SeqCst) {
                     drop(client); // refused: closed at once
                     continue;
                 }
+                let stall = accept_stalled.load(Ordering::SeqCst);
                 let link = tokio::spawn(async move {
+                    if stall {
+                        // Accepted, and then nothing: a server that hangs.
+                        let _held = &client;
+                        std::future::pending::<()>().await;
+                    }
                     if let Ok(mut server) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
@@ -42,6 +52,7 @@ impl Proxy {
         Self {
             addr,
             up,
+            stalled,
             links,
             accept,
         }
@@ -55,8 +66,16 @@ impl Proxy {
         }
     }
 
-    /// The database is back.
+    /// The server is back.
     pub fn restore(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// The server hangs: open connections are cut, new ones accepted and never answered.
+    pub fn stall(&self) {
+        self.cut();
+        self.stalled.store(true, Ordering::SeqCst);
         self.up.store(true, Ordering::SeqCst);
     }
 }

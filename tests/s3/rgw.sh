@@ -37,7 +37,7 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/../lib/daemons.sh"
 readonly S3_USER="glance"
 readonly S3_REGION="default"
 readonly VHOST_DOMAIN="localhost"
-readonly MEMSTORE_BYTES=$((3 * 1024 * 1024 * 1024))
+readonly MEMSTORE_BYTES=$((8 * 1024 * 1024 * 1024))
 readonly START_TIMEOUT=120
 readonly STOP_TIMEOUT=30
 # Daemon names: mon.a, mgr.x, osd.0, client.rgw.gw.
@@ -256,6 +256,10 @@ rgw enable ops log = false
 rgw enable lc threads = false
 rgw enable quota threads = false
 rgw override bucket index max shards = 1
+# Deleted objects' data is freed within seconds, not hours: the store is memory.
+rgw gc obj min wait = 0
+rgw gc processor period = 2
+rgw gc processor max time = 2
 EOF
 }
 
