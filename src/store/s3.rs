@@ -36,8 +36,8 @@ use crate::buffers::Pool;
 use crate::digest::BackgroundDigest;
 
 /// The most bytes an upload holds in memory: the part being filled and the parts being
-/// sent. With 10 MiB parts, two are sent at once while the third fills.
-pub const UPLOAD_BUDGET: u64 = 32 << 20;
+/// sent and hashed. With 10 MiB parts, one is sent while the next fills.
+pub const UPLOAD_BUDGET: u64 = 24 << 20;
 
 /// An S3 bucket as an image store; clones share one client.
 #[derive(Clone)]
@@ -370,8 +370,6 @@ impl S3Upload {
     }
 
     fn take(&mut self, chunk: &Bytes) -> Result<(), StoreError> {
-        self.md5.feed(chunk).map_err(|e| self.io(e))?;
-        self.sha512.feed(chunk).map_err(|e| self.io(e))?;
         self.size += chunk.len() as u64;
         let mut rest = &chunk[..];
         while !rest.is_empty() {
@@ -383,18 +381,22 @@ impl S3Upload {
             self.filled += n;
             rest = &rest[n..];
             if self.filled == self.part_size {
-                let part = self.take_part();
+                let part = self.take_part()?;
                 self.send_part(part)?;
             }
         }
         Ok(())
     }
 
-    /// The part filled so far, lent out of the pool.
-    fn take_part(&mut self) -> Bytes {
+    /// The part filled so far, lent out of the pool and handed to both digests: they
+    /// hash whole parts, so the request's chunks are freed as soon as they are copied,
+    /// and the part buffers are all the upload holds.
+    fn take_part(&mut self) -> Result<Bytes, StoreError> {
         let part = self.pool.lend(std::mem::take(&mut self.buf), self.filled);
         self.filled = 0;
-        part
+        self.md5.feed(&part).map_err(|e| self.io(e))?;
+        self.sha512.feed(&part).map_err(|e| self.io(e))?;
+        Ok(part)
     }
 
     /// Sends the rest and completes the object: one PUT when it is smaller than a part
@@ -409,9 +411,9 @@ impl S3Upload {
     }
 
     fn complete_object(&mut self) -> Result<Stored, StoreError> {
+        let rest = self.take_part()?;
         let md5 = self.md5.finish().map_err(|e| self.io(e))?;
         let sha512 = self.sha512.finish().map_err(|e| self.io(e))?;
-        let rest = self.take_part();
         let small = self.size < self.store.options.large_object_size || self.size == 0;
         if self.multipart.is_none() && small {
             let store = &self.store;
