@@ -151,8 +151,12 @@ print_logs() {
 wait_for() {
   local name="$1" what="$2" deadline=$((SECONDS + START_TIMEOUT))
   shift 2
+  # Only a pid that is gone counts as exited: just after launch it may still be
+  # the forked shell or setsid, not yet the daemon that live_pid looks for.
+  local pid
+  pid="$(head -n 1 "$(pid_file "${name}")")"
   until "$@" >/dev/null 2>&1; do
-    if ! live_pid "${name}" >/dev/null; then
+    if ! alive "${pid}"; then
       log "${name} exited while waiting for: ${what}"
       print_logs "${name}"
       return 1
@@ -217,8 +221,8 @@ mon allow pool size one = true
 mon warn on pool no redundancy = false
 mon max pg per osd = 1000
 # Warnings that do not apply to a scratch cluster on a shared disk.
-mon data avail warn = 2
-mon data avail crit = 1
+mon data avail warn = 0
+mon data avail crit = 0
 mon warn on insecure global id reclaim allowed = false
 
 [mon]
