@@ -65,10 +65,10 @@ use tokio::runtime::Runtime;
 
 mod common;
 use common::{
-    Api, CpuMeter, DIR_PREFIX, MIB, Placement, RGW_DIR, Row, Samples, Server, TempDir,
-    bench_base, children_cpu_secs, compare, compare_as, curl, curl_fetch, curl_put, env_usize,
-    gbps, hash_tool, interleave, machine, make_data, print_summary, proc_status_mib,
-    remove_stale, root, start_glance, verify_url,
+    Api, CpuMeter, DIR_PREFIX, MIB, Placement, RGW_DIR, Row, Samples, Server, TempDir, bench_base,
+    children_cpu_secs, compare, compare_as, curl, curl_fetch, curl_put, env_usize, gbps, hash_tool,
+    interleave, machine, make_data, print_summary, proc_status_mib, remove_stale, root,
+    start_glance, verify_url,
 };
 
 /// glance-api's memory limit while it uploads (section 4).
@@ -143,7 +143,10 @@ struct Cluster(PathBuf);
 impl Cluster {
     fn start(dir: PathBuf) -> (Self, S3Env) {
         fs::create_dir_all(&dir).expect("rgw dir");
-        println!("starting Ceph and radosgw with tests/s3/rgw.sh in {}", dir.display());
+        println!(
+            "starting Ceph and radosgw with tests/s3/rgw.sh in {}",
+            dir.display()
+        );
         let out = Command::new("bash")
             .arg(root().join("tests/s3/rgw.sh"))
             .arg("start")
@@ -270,13 +273,7 @@ impl S3 {
     /// Uploads `parts` (files, in order) as object `bucket/key`: CreateMultipartUpload,
     /// one curl sending the parts over presigned UploadPart URLs, `concurrency` at once,
     /// then CompleteMultipartUpload. Returns the bytes sent and the wall time of it all.
-    fn upload(
-        &self,
-        bucket: &str,
-        key: &str,
-        parts: &[PathBuf],
-        concurrency: usize,
-    ) -> (u64, f64) {
+    fn upload(&self, bucket: &str, key: &str, parts: &[PathBuf], concurrency: usize) -> (u64, f64) {
         let start = Instant::now();
         let created = self
             .runtime
@@ -321,7 +318,9 @@ impl S3 {
                 .collect();
             // curl sends the same headers with every transfer.
             assert_eq!(headers.get_or_insert_with(|| these.clone()), &these);
-            cmd.arg("-T").arg(part).args(["-o", "/dev/null", request.uri()]);
+            cmd.arg("-T")
+                .arg(part)
+                .args(["-o", "/dev/null", request.uri()]);
         }
         for (name, value) in headers.unwrap_or_default() {
             cmd.arg("-H").arg(format!("{name}: {value}"));
@@ -414,7 +413,13 @@ impl Drop for Bucket<'_> {
             if let Ok(out) = s3.client.list_objects_v2().bucket(bucket).send().await {
                 for object in out.contents() {
                     if let Some(key) = object.key() {
-                        let _ = s3.client.delete_object().bucket(bucket).key(key).send().await;
+                        let _ = s3
+                            .client
+                            .delete_object()
+                            .bucket(bucket)
+                            .key(key)
+                            .send()
+                            .await;
                     }
                 }
             }
@@ -428,12 +433,31 @@ impl Drop for Bucket<'_> {
 // CPU of every process on the data path
 
 /// The CPU time glance-api, the S3 server's daemons and the curl clients spend on what is
-/// measured, and the bytes and wall time it took.
+/// measured, the CPU time the whole machine spent meanwhile, and the bytes and wall time.
 struct CpuUse {
     meters: Vec<(&'static str, CpuMeter)>,
     clients: f64,
+    machine: f64,
     bytes: u64,
     wall: f64,
+}
+
+/// CPU time (not idle, not waiting for I/O) of all CPUs since boot, in seconds.
+fn machine_busy_secs() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let busy: f64 =
+        ticks.iter().take(8).sum::<f64>() - ticks.get(3..5).map_or(0.0, |t| t[0] + t[1]);
+    // SAFETY: sysconf has no preconditions.
+    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 impl CpuUse {
@@ -444,6 +468,7 @@ impl CpuUse {
                 .map(|&(name, pid)| (name, CpuMeter::new(pid)))
                 .collect(),
             clients: 0.0,
+            machine: 0.0,
             bytes: 0,
             wall: 0.0,
         }
@@ -453,7 +478,9 @@ impl CpuUse {
     fn measure(&mut self, f: impl FnOnce() -> (u64, f64)) -> (u64, f64) {
         let before: Vec<f64> = self.meters.iter().map(|(_, m)| m.now()).collect();
         let clients = children_cpu_secs();
+        let machine = machine_busy_secs();
         let (bytes, secs) = f();
+        self.machine += machine_busy_secs() - machine;
         self.clients += children_cpu_secs() - clients;
         for ((_, meter), before) in self.meters.iter_mut().zip(before) {
             meter.secs += meter.now() - before;
@@ -464,7 +491,9 @@ impl CpuUse {
         (bytes, secs)
     }
 
-    /// "CPU ms per GiB: glance-api N, radosgw N, ceph-osd N, curl N (CPUs busy: x.x)".
+    /// "CPU ms per GiB: glance-api N, radosgw N, ceph-osd N, curl N, anything else N;
+    /// CPUs busy x.xx of which others' x.xx". Anything else is the rest of the machine
+    /// (the bench itself, other work on it) and shows how quiet the machine was.
     fn show(&self) -> String {
         let gib = self.bytes as f64 / (1u64 << 30) as f64;
         let mut parts: Vec<String> = self
@@ -474,11 +503,14 @@ impl CpuUse {
             .map(|(name, m)| format!("{name} {:.0}", m.ms_per_gib()))
             .collect();
         parts.push(format!("curl {:.0}", self.clients * 1e3 / gib));
-        let total = self.meters.iter().map(|(_, m)| m.secs).sum::<f64>() + self.clients;
+        let ours = self.meters.iter().map(|(_, m)| m.secs).sum::<f64>() + self.clients;
+        let others = (self.machine - ours).max(0.0);
+        parts.push(format!("anything else {:.0}", others * 1e3 / gib));
         format!(
-            "CPU ms per GiB: {}; {:.2} CPUs busy on average",
+            "CPU ms per GiB: {}; CPUs busy on average: {:.2} (anything else {:.2})",
             parts.join(", "),
-            total / self.wall
+            self.machine / self.wall,
+            others / self.wall
         )
     }
 }
@@ -539,7 +571,10 @@ fn main() {
     let size = env_usize("BENCH_S3_MIB", 1024) as u64 * MIB;
     let rss_size = env_usize("BENCH_S3_RSS_MIB", 2048) as u64 * MIB;
     let chunk_mib = env_usize("BENCH_S3_PART_MIB", 10) as u64;
-    assert!(chunk_mib >= 5, "BENCH_S3_PART_MIB: S3 parts are at least 5 MiB");
+    assert!(
+        chunk_mib >= 5,
+        "BENCH_S3_PART_MIB: S3 parts are at least 5 MiB"
+    );
     // As glance-api (and glance_store) size the parts of an upload of known size, and as
     // many in flight as its memory budget lets it send.
     let part = (chunk_mib * MIB).max(size.div_ceil(10_000));
@@ -582,11 +617,18 @@ fn main() {
         "    {}; {}",
         version("radosgw"),
         match &env.ceph_conf {
-            Some(conf) => format!("deleted objects freed with radosgw-admin --conf {} gc process", conf.display()),
-            None => "ceph.conf unknown: deleted objects wait for the gateway's garbage collection".to_owned(),
+            Some(conf) => format!(
+                "deleted objects freed with radosgw-admin --conf {} gc process",
+                conf.display()
+            ),
+            None => "ceph.conf unknown: deleted objects wait for the gateway's garbage collection"
+                .to_owned(),
         }
     );
-    println!("  client: {}; {runs} runs per figure, medians", version("curl"));
+    println!(
+        "  client: {}; {runs} runs per figure, medians",
+        version("curl")
+    );
     println!("  glance-api: {}", env!("CARGO_BIN_EXE_glance-api"));
     println!(
         "  image: {}; parts of {} (s3_store_large_object_chunk_size = {chunk_mib}), \
@@ -657,7 +699,11 @@ fn main() {
         let image = api.image(&id);
         assert_eq!(image["status"], "active");
         assert_eq!(image["size"], size);
-        assert_eq!(s3.size(&bucket.name, &id), i64::try_from(size).ok(), "object {id}");
+        assert_eq!(
+            s3.size(&bucket.name, &id),
+            i64::try_from(size).ok(),
+            "object {id}"
+        );
         (id, secs)
     };
     let (id, _) = upload(&api, "bench-s3", &big, size);
@@ -724,9 +770,7 @@ fn main() {
             "  (cache entry listed {:.0} ms median after the last byte)",
             commit_lag.median()
         );
-        println!(
-            "\n2. cache hit: the GET right after, from glance-api's cache, vs that cold GET"
-        );
+        println!("\n2. cache hit: the GET right after, from glance-api's cache, vs that cold GET");
         compare_as(
             &mut rows,
             &format!("2. cache hit GET {}", mib(size)),
@@ -774,7 +818,11 @@ fn main() {
                 assert_eq!(image["checksum"], md5.as_str());
                 assert_eq!(image["os_hash_value"], sha512.as_str());
                 api.expect("DELETE", &format!("/v2/images/{id}"), None, 204);
-                assert_eq!(s3.size(&bucket.name, &id), None, "object of a deleted image");
+                assert_eq!(
+                    s3.size(&bucket.name, &id),
+                    None,
+                    "object of a deleted image"
+                );
                 s3.collect_garbage();
             },
             || {
@@ -784,7 +832,13 @@ fn main() {
                 assert_eq!(sent, size);
                 assert_eq!(s3.size(&bucket.name, &key), i64::try_from(size).ok());
                 if theirs.is_empty() {
-                    verify_url(&api.agent, &s3.get_url(&bucket.name, &key), size, &md5, false);
+                    verify_url(
+                        &api.agent,
+                        &s3.get_url(&bucket.name, &key),
+                        size,
+                        &md5,
+                        false,
+                    );
                 }
                 theirs.push(gbps(sent, secs));
                 s3.delete(&bucket.name, &key);
@@ -859,7 +913,11 @@ fn main() {
         println!(
             "  upload: max VmRSS {max_rss:.1} MiB ({samples} samples, every 10 ms), VmHWM \
              {hwm:.1} MiB: {} (limit {RSS_LIMIT_MIB} MiB); {secs:.2} s ({:.2} GB/s)",
-            if hwm <= RSS_LIMIT_MIB { "met" } else { "MISSED" },
+            if hwm <= RSS_LIMIT_MIB {
+                "met"
+            } else {
+                "MISSED"
+            },
             gbps(rss_size, secs)
         );
         println!("  {}", cpu.show());
