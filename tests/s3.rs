@@ -412,6 +412,16 @@ async fn wrong_credentials_and_a_missing_bucket_are_named_and_leave_the_image_qu
     let id = new_image(server.addr).await;
     let reply = put(server.addr, &id, &data(1 << 20, 1), None).await;
     store_error(&reply, 502, "s3_store_secret_key");
+    // JSON also for a client that did not ask for it (store failures, like 503s).
+    let plain = call(
+        server.addr,
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        data(1000, 1),
+    )
+    .await;
+    store_error(&plain, 502, "s3_store_secret_key");
     assert!(!String::from_utf8_lossy(&reply.body).contains("0000wrong0000"));
     let image = get(server.addr, &format!("/v2/images/{id}"), &[])
         .await

@@ -105,6 +105,10 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
             return response;
         }
+        if self.status == StatusCode::BAD_GATEWAY {
+            // A store's failure: JSON for every client, as 503 is.
+            return response;
+        }
         response.extensions_mut().insert(ErrorPage {
             code,
             message: self.message,
