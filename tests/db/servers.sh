@@ -39,10 +39,8 @@ log() { printf 'servers.sh: %s\n' "$*" >&2; }
 
 if [[ "$(id -u)" == 0 ]]; then
   run_user="${SYSTEM_USER}"
-  sudo_cmd=()
 else
   run_user="$(id -un)"
-  sudo_cmd=(sudo)
 fi
 
 ensure_run_user() {
