@@ -7,6 +7,8 @@
 //!    the client and into the cache at once (the cached copy deleted with
 //!    DELETE /v2/cache/{id} before each run), vs a GET of the same object straight from
 //!    the S3 server (a presigned URL);
+//!    and, to tell the S3 read from the cache fill, the same GET with `Range: bytes=0-`
+//!    (answered 206 from S3, never cached) vs the direct GET;
 //! 2. cache hit: the GET right after, served from glance-api's cache, vs that cold GET;
 //! 3. upload: PUT /v2/images/{id}/file of the same bytes to a new image vs a multipart
 //!    upload of them straight to the S3 server, with the part size and the number of
@@ -18,9 +20,10 @@
 //! the one GLANCE_TEST_S3_* name when GLANCE_TEST_S3_ENDPOINT is set (`tests/s3/rgw.sh
 //! start DIR` writes them to DIR/env), else one started here with tests/s3/rgw.sh and
 //! stopped at the end, panics included (a cluster left by a killed bench is stopped by
-//! the next run). Its osd holds at most 3 GiB, so every object is deleted once no longer
-//! needed and the gateway's garbage collection is run (`radosgw-admin gc process`) when
-//! its ceph.conf is known; the bucket is made for the run and removed at the end.
+//! the next run). Its osd keeps the objects in memory (memstore, a few GiB), so every
+//! object is deleted once no longer needed and the gateway's garbage collection is run
+//! (`radosgw-admin gc process`) when its ceph.conf is known (from radosgw's command
+//! line); the bucket is made for the run and removed at the end.
 //!
 //! One client program serves both sides of every comparison: curl. Downloads: curl to
 //! glance-api vs curl to a presigned GetObject URL, each `-o /dev/null`, timed by curl
@@ -66,9 +69,9 @@ use tokio::runtime::Runtime;
 mod common;
 use common::{
     Api, CpuMeter, DIR_PREFIX, MIB, Placement, RGW_DIR, Row, Samples, Server, TempDir, bench_base,
-    children_cpu_secs, compare, compare_as, curl, curl_fetch, curl_put, env_usize, gbps, hash_tool,
-    interleave, machine, make_data, print_summary, proc_status_mib, remove_stale, root,
-    start_glance, verify_url,
+    children_cpu_secs, compare, compare_as, curl, curl_fetch, curl_get_url, curl_put, env_usize,
+    gbps, hash_tool, interleave, machine, make_data, parse_curl, print_summary, proc_status_mib,
+    remove_stale, root, start_glance, verify_url,
 };
 
 /// glance-api's memory limit while it uploads (section 4).
@@ -442,7 +445,8 @@ struct CpuUse {
     wall: f64,
 }
 
-/// CPU time (not idle, not waiting for I/O) of all CPUs since boot, in seconds.
+/// CPU time of all CPUs since boot that something on this machine used (not idle, not
+/// waiting for I/O, not stolen by the hypervisor), in seconds.
 fn machine_busy_secs() -> f64 {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: Vec<f64> = stat
@@ -454,8 +458,7 @@ fn machine_busy_secs() -> f64 {
         .filter_map(|v| v.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is within user).
-    let busy: f64 =
-        ticks.iter().take(8).sum::<f64>() - ticks.get(3..5).map_or(0.0, |t| t[0] + t[1]);
+    let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
     // SAFETY: sysconf has no preconditions.
     busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
@@ -516,6 +519,16 @@ impl CpuUse {
 }
 
 // ---------------------------------------------------------------------------------------
+
+/// A GET of all of `url` as the range `bytes=0-`: answered 206, which glance-api streams
+/// from the store and never caches. Returns (bytes, seconds as curl timed them).
+fn curl_fetch_all(url: &str) -> (u64, f64) {
+    let out = curl_get_url(url)
+        .args(["-H", "Range: bytes=0-"])
+        .output()
+        .expect("run curl");
+    parse_curl(&out.stdout, 206)
+}
 
 /// Cuts `file` into files of `part` bytes in `dir`: the parts of a direct upload.
 fn cut(file: &Path, part: u64, dir: &Path) -> Vec<PathBuf> {
@@ -731,30 +744,33 @@ fn main() {
         api.wait_cached(&id, Duration::from_millis(20));
         api.verify_download(&glance_path, size, &md5, true);
         let (mut cold, mut hit, mut direct) = (Samples::new(), Samples::new(), Samples::new());
+        let mut ranged = Samples::new();
         let mut commit_lag = Samples::new();
-        let (mut cold_cpu, mut hit_cpu, mut direct_cpu) = (
-            CpuUse::new(&processes(&glance)),
-            CpuUse::new(&processes(&glance)),
-            CpuUse::new(&processes(&glance)),
-        );
-        let fetch = |url: &str, samples: &mut Samples, cpu: &mut CpuUse| {
-            let (bytes, secs) = cpu.measure(|| curl_fetch(url));
-            assert_eq!(bytes, size, "GET {url}");
-            samples.push(gbps(bytes, secs));
+        let mut cpu: Vec<CpuUse> = (0..4).map(|_| CpuUse::new(&processes(&glance))).collect();
+        let [cold_cpu, hit_cpu, direct_cpu, ranged_cpu] = &mut cpu[..] else {
+            unreachable!()
         };
+        let fetch =
+            |get: fn(&str) -> (u64, f64), url: &str, samples: &mut Samples, cpu: &mut CpuUse| {
+                let (bytes, secs) = cpu.measure(|| get(url));
+                assert_eq!(bytes, size, "GET {url}");
+                samples.push(gbps(bytes, secs));
+            };
         interleave(
             runs,
             || {
                 // The previous tee is committed; drop the cached copy.
                 api.wait_cached(&id, Duration::from_millis(20));
                 api.uncache(&id);
-                fetch(&glance_url, &mut cold, &mut cold_cpu);
+                fetch(curl_fetch_all, &glance_url, &mut ranged, ranged_cpu);
+                assert!(!api.is_cached(&id), "a ranged GET filled the cache");
+                fetch(curl_fetch, &glance_url, &mut cold, cold_cpu);
                 // Proves the tee path ran (a plain store read would not cache it).
                 let lag = api.wait_cached(&id, Duration::from_millis(5));
                 commit_lag.push(lag.as_secs_f64() * 1e3);
-                fetch(&glance_url, &mut hit, &mut hit_cpu);
+                fetch(curl_fetch, &glance_url, &mut hit, hit_cpu);
             },
-            || fetch(&direct_url, &mut direct, &mut direct_cpu),
+            || fetch(curl_fetch, &direct_url, &mut direct, direct_cpu),
         );
         compare(
             &mut rows,
@@ -770,6 +786,18 @@ fn main() {
             "  (cache entry listed {:.0} ms median after the last byte)",
             commit_lag.median()
         );
+        println!(
+            "  without the cache, to tell the S3 read from the cache fill: the same GET with \
+             Range: bytes=0- (206, streamed from S3, never cached), in the same runs"
+        );
+        compare_as(
+            &mut rows,
+            &format!("1b. ranged GET {}, no cache", mib(size)),
+            ("ranged GET:", &ranged),
+            ("direct S3:", &direct),
+            0.9,
+        );
+        println!("  glance-api ranged GET: {}", ranged_cpu.show());
         println!("\n2. cache hit: the GET right after, from glance-api's cache, vs that cold GET");
         compare_as(
             &mut rows,
