@@ -94,7 +94,7 @@ linters() {
   .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/*.sh \
     tests/acceptance/glanceclient.sh tests/e2e/kind.sh tests/db/servers.sh \
     tests/lib/daemons.sh tests/s3/rgw.sh \
-    tests/compat/shared_database.sh tests/compat/shared_s3.sh \
+    tests/compat/shared_database.sh tests/compat/shared_s3.sh tests/compat/common.sh \
     && .venv/bin/hadolint Dockerfile \
     && .venv/bin/actionlint .github/workflows/*.yml
 }

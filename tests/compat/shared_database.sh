@@ -23,48 +23,8 @@ set -euo pipefail
 root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "${root}"
 
-fail() {
-  printf 'FAIL: %s\n' "$*" >&2
-  exit 1
-}
-
-workdir=""
-py_pid=""
-
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  # The python test stops what it started; this is the backstop for when it
-  # could not (killed, or stuck longer than 40 s): its whole process group.
-  if [[ -n "${py_pid}" ]] && kill -0 "${py_pid}" 2>/dev/null; then
-    kill -TERM "${py_pid}" 2>/dev/null || true
-    for _ in $(seq 1 400); do
-      kill -0 "${py_pid}" 2>/dev/null || break
-      sleep 0.1
-    done
-  fi
-  if [[ -n "${workdir}" && -s "${workdir}/pgid" ]]; then
-    local pgid
-    pgid="$(head -n 1 "${workdir}/pgid")"
-    if [[ "${pgid}" =~ ^[0-9]+$ && "${pgid}" != "$(ps -o pgid= -p $$ | tr -d ' ')" ]] \
-      && kill -0 -- "-${pgid}" 2>/dev/null; then
-      kill -TERM -- "-${pgid}" 2>/dev/null || true
-      sleep 2
-      kill -KILL -- "-${pgid}" 2>/dev/null || true
-    fi
-  fi
-  if [[ -n "${workdir}" ]]; then
-    if [[ "${GLANCE_COMPAT_KEEP:-}" == 1 ]]; then
-      echo "work directory kept: ${workdir}" >&2
-    else
-      rm -rf -- "${workdir}"
-    fi
-  fi
-  exit "${status}"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=tests/compat/common.sh
+source "${root}/tests/compat/common.sh"
 
 for var in GLANCE_TEST_MYSQL_URL GLANCE_TEST_POSTGRES_URL; do
   [[ -n "${!var:-}" ]] \
