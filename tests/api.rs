@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 mod common;
@@ -663,35 +662,9 @@ async fn closed(stream: &mut TcpStream) -> bool {
     )
 }
 
-/// What the server logged at debug level, captured for the whole test process.
-fn log() -> String {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("log").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = LOG.get_or_init(|| {
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("glance_operator::api::connection=debug")
-            .with_ansi(false)
-            .with_writer(move || Capture(writer.clone()))
-            .init();
-        captured
-    });
-    String::from_utf8_lossy(&captured.lock().expect("log")).into_owned()
-}
-
 /// How many times the server logged that it sent image `id` with sendfile.
 fn sendfile_count(id: &str) -> usize {
-    log()
+    common::server::log()
         .lines()
         .filter(|l| l.contains("sent with sendfile") && l.contains(id))
         .count()
@@ -699,7 +672,7 @@ fn sendfile_count(id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cached_copies_go_out_with_sendfile_between_requests_for_hyper() {
-    log();
+    common::server::log();
     let server = start(Some(1 << 30)).await;
     let addr = server.addr;
     let bytes = data(3 << 20, 5);

@@ -9,6 +9,10 @@ set -euo pipefail
 root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${root}"
 
+# One build per run: incremental state would only take disk.
+export CARGO_INCREMENTAL=0
+df -h . /tmp | sed 's/^/disk: /'
+
 failed=()
 step() {
   local name="$1"

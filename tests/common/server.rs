@@ -96,6 +96,7 @@ pub async fn start_on(
 /// glance-api on port 0 in `dir` with the configuration `text` (whose catalogue is
 /// `connection`).
 pub async fn start_conf(dir: Arc<tempfile::TempDir>, connection: String, text: &str) -> Server {
+    log();
     let config = Config::from_str("test.conf", text).expect("conf");
     let state = build_state(ApiSettings::from_config(&config).expect("settings"))
         .await
@@ -252,4 +253,45 @@ pub async fn active_image(addr: SocketAddr, bytes: &[u8]) -> String {
     let id = image["id"].as_str().expect("id").to_owned();
     assert_eq!(upload(addr, &id, bytes).await, 204);
     id
+}
+
+/// What the servers of this test process logged: warnings and errors, and the
+/// connection module's debug lines. Warnings and errors also go to stderr, which the
+/// test runner shows when a test fails.
+pub fn log() -> String {
+    static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>, bool);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log").extend_from_slice(buf);
+            if self.1 {
+                std::io::stderr().write_all(buf)?;
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = LOG.get_or_init(|| {
+        use tracing_subscriber::fmt::MakeWriter;
+        struct Writers(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl<'a> MakeWriter<'a> for Writers {
+            type Writer = Capture;
+            fn make_writer(&'a self) -> Capture {
+                Capture(self.0.clone(), false)
+            }
+            fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Capture {
+                Capture(self.0.clone(), *meta.level() <= tracing::Level::WARN)
+            }
+        }
+        let captured = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,glance_operator::api::connection=debug")
+            .with_ansi(false)
+            .with_writer(Writers(captured.clone()))
+            .try_init();
+        captured
+    });
+    String::from_utf8_lossy(&captured.lock().expect("log")).into_owned()
 }
