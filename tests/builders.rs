@@ -2,16 +2,24 @@
 
 mod common;
 
-use common::{DEFAULT_IMAGE, valid, with_cache_size};
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{DEFAULT_IMAGE, glance, valid, with_cache_size};
 use glance_operator::conf::{Config, ConfigSources};
-use glance_operator::crd::validate::Size;
+use glance_operator::crd::CacheAccessMode;
+use glance_operator::crd::validate::{Size, ValidGlance, validate};
 use glance_operator::resources::config::{
     CONFIG_DIR, CUSTOM_KEY, ConfigSecret, RENDERED_KEY, config_hash, config_hash_with_secrets,
     config_secret, extra_config_file,
 };
-use glance_operator::resources::deployment::CONFIG_HASH_ANNOTATION;
+use glance_operator::resources::cronjob::CacheTool;
+use glance_operator::resources::statefulset::{
+    CONFIG_HASH_ANNOTATION, POD_NAME_LABEL, SELF_REFERENCE_ENV, claim_templates_differ, pod_name,
+};
+use glance_operator::resources::storage::cache_pvc_name;
 use glance_operator::resources::{Children, Observed, build};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
@@ -32,6 +40,44 @@ fn secret_text(children: &Children, key: &str) -> String {
 
 fn to_json<T: serde::Serialize>(object: &T) -> Value {
     serde_json::to_value(object).expect("serializes")
+}
+
+/// The seed Glance with `replicas` replicas and the cache on (10G) or off.
+fn seed_with(replicas: i32, cache: bool) -> ValidGlance {
+    let mut g = glance("seed.yaml");
+    g.spec.glance_api.replicas = replicas;
+    if !cache {
+        g.spec.image_cache_size = None;
+    }
+    validate(&g, DEFAULT_IMAGE).expect("valid")
+}
+
+fn size(quantity: &str, bytes: u64) -> Size {
+    Size {
+        quantity: quantity.to_owned(),
+        bytes,
+    }
+}
+
+/// The StatefulSet's claim template of the cache volumes.
+fn cache_template(children: &Children) -> Value {
+    let templates = to_json(&children.statefulset)["spec"]["volumeClaimTemplates"].clone();
+    assert_eq!(
+        templates.as_array().map(Vec::len),
+        Some(1),
+        "one claim template: {templates}"
+    );
+    templates[0].clone()
+}
+
+/// The labels every child of the seed Glance carries for `component`.
+fn seed_labels(component: &str) -> Value {
+    json!({
+        "app.kubernetes.io/name": "glance",
+        "app.kubernetes.io/instance": "glance",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "glance-operator",
+    })
 }
 
 #[test]
@@ -76,9 +122,15 @@ fn image_cache_max_size_is_the_exact_byte_count() {
             .filter(|l| l.starts_with("image_cache_max_size"))
             .collect();
         assert_eq!(lines, vec![line], "for imageCacheSize {size}");
-        // The PVC asks for the quantity as written.
-        let pvc = to_json(&children.cache.as_ref().expect("cache on").pvc);
-        assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], json!(size));
+        // The claim template asks for the quantity as written.
+        assert_eq!(
+            cache_template(&children)["spec"]["resources"]["requests"]["storage"],
+            json!(size)
+        );
+        assert_eq!(
+            children.cache.as_ref().expect("cache on").request.quantity,
+            size
+        );
     }
 }
 
@@ -112,8 +164,16 @@ fn cache_off_renders_no_cache_options_and_no_cache_children() {
     let conf = secret_text(&children, RENDERED_KEY);
     assert!(!conf.contains("image_cache"), "{conf}");
     assert!(!conf.contains("paste_deploy"), "{conf}");
-    let volumes = to_json(&children.deployment)["spec"]["template"]["spec"]["volumes"].clone();
-    assert!(!volumes.to_string().contains("image-cache"), "{volumes}");
+    let s = to_json(&children.statefulset);
+    assert!(
+        s["spec"].get("volumeClaimTemplates").is_none(),
+        "no claim template: {s}"
+    );
+    let pod = &s["spec"]["template"]["spec"];
+    assert!(
+        !pod.to_string().contains("image-cache"),
+        "neither a volume nor a mount: {pod}"
+    );
     assert_eq!(
         to_json(&children.storage)["spec"]["resources"]["requests"]["storage"],
         json!("10G")
@@ -124,37 +184,38 @@ fn cache_off_renders_no_cache_options_and_no_cache_children() {
 fn every_child_has_its_name_labels_and_controller_owner() {
     let c = seed_children();
     let cache = c.cache.as_ref().expect("cache on");
-    let children: Vec<(Value, &str, &str)> = vec![
+    let mut children: Vec<(Value, &str, &str)> = vec![
         (to_json(&c.config), "glance-config", "config"),
         (to_json(&c.storage), "glance-storage", "storage"),
-        (to_json(&cache.pvc), "glance-image-cache", "image-cache"),
-        (
-            to_json(&cache.pruner),
-            "glance-cache-pruner",
-            "cache-pruner",
-        ),
-        (
-            to_json(&cache.cleaner),
-            "glance-cache-cleaner",
-            "cache-cleaner",
-        ),
         (to_json(&c.service), "glance-api", "api"),
-        (to_json(&c.deployment), "glance-api", "api"),
+        (
+            to_json(&c.headless_service),
+            "glance-api-headless",
+            "api-headless",
+        ),
+        (to_json(&c.statefulset), "glance-api", "api"),
+        (
+            to_json(c.db_sync.as_ref().expect("a db-sync Job")),
+            "glance-db-sync",
+            "db-sync",
+        ),
     ];
+    assert_eq!(cache.cronjobs.len(), 2);
+    children.push((
+        to_json(&cache.cronjobs[0]),
+        "glance-cache-pruner-0",
+        "cache-pruner",
+    ));
+    children.push((
+        to_json(&cache.cronjobs[1]),
+        "glance-cache-cleaner-0",
+        "cache-cleaner",
+    ));
     for (object, name, component) in children {
         let meta = &object["metadata"];
         assert_eq!(meta["name"], json!(name));
         assert_eq!(meta["namespace"], json!("openstack"));
-        assert_eq!(
-            meta["labels"],
-            json!({
-                "app.kubernetes.io/name": "glance",
-                "app.kubernetes.io/instance": "glance",
-                "app.kubernetes.io/component": component,
-                "app.kubernetes.io/managed-by": "glance-operator",
-            }),
-            "{name}"
-        );
+        assert_eq!(meta["labels"], seed_labels(component), "{name}");
         assert_eq!(
             meta["ownerReferences"],
             json!([{
@@ -168,6 +229,13 @@ fn every_child_has_its_name_labels_and_controller_owner() {
             "{name}"
         );
     }
+    // The claims made from the template carry its labels; their owner is the StatefulSet
+    // (retention policy), and their namespace its own.
+    assert_eq!(
+        cache_template(&c)["metadata"],
+        json!({"name": "image-cache", "labels": seed_labels("image-cache")})
+    );
+    assert_eq!(cache.volumes, vec!["image-cache-glance-api-0".to_owned()]);
 }
 
 #[test]
@@ -179,9 +247,8 @@ fn pvcs_follow_the_spec() {
         json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10G"}}}),
         "storageClass \"\" means the cluster default, so storageClassName is left out"
     );
-    let cache = to_json(&c.cache.as_ref().expect("cache on").pvc);
     assert_eq!(
-        cache["spec"],
+        cache_template(&c)["spec"],
         json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10G"}}})
     );
 
@@ -189,11 +256,23 @@ fn pvcs_follow_the_spec() {
     let storage = to_json(&shared.storage);
     assert_eq!(storage["spec"]["accessModes"], json!(["ReadWriteMany"]));
     assert_eq!(storage["spec"]["storageClassName"], json!("cephfs"));
-    let cache = to_json(&shared.cache.as_ref().expect("cache on").pvc);
+    let cache = cache_template(&shared);
     assert_eq!(cache["spec"]["accessModes"], json!(["ReadWriteMany"]));
+    assert_eq!(cache["spec"]["storageClassName"], json!("cephfs"));
     assert_eq!(
         cache["spec"]["resources"]["requests"]["storage"],
         json!("50Gi")
+    );
+    // Several replicas share the storage volume; each has its own cache volume, so
+    // ReadWriteOnce serves any number of them.
+    let rwo = build(&seed_with(3, true), &Observed::default());
+    assert_eq!(
+        to_json(&rwo.storage)["spec"]["accessModes"],
+        json!(["ReadWriteMany"])
+    );
+    assert_eq!(
+        cache_template(&rwo)["spec"]["accessModes"],
+        json!(["ReadWriteOnce"])
     );
 }
 
@@ -201,21 +280,18 @@ fn pvcs_follow_the_spec() {
 fn a_pvc_never_shrinks_but_grows() {
     let g = with_cache_size("seed.yaml", "5G");
     let larger = Observed {
-        cache_request: Some(Size {
-            quantity: "10G".into(),
-            bytes: 10_000_000_000,
-        }),
-        storage_request: Some(Size {
-            quantity: "20G".into(),
-            bytes: 20_000_000_000,
-        }),
+        cache_template_request: Some(size("10G", 10_000_000_000)),
+        storage_request: Some(size("20G", 20_000_000_000)),
         ..Observed::default()
     };
     let children = build(&g, &larger);
-    let cache = to_json(&children.cache.as_ref().expect("cache on").pvc);
     assert_eq!(
-        cache["spec"]["resources"]["requests"]["storage"],
+        cache_template(&children)["spec"]["resources"]["requests"]["storage"],
         json!("10G")
+    );
+    assert_eq!(
+        children.cache.as_ref().expect("cache on").request,
+        size("10G", 10_000_000_000)
     );
     assert_eq!(
         to_json(&children.storage)["spec"]["resources"]["requests"]["storage"],
@@ -225,28 +301,524 @@ fn a_pvc_never_shrinks_but_grows() {
     assert!(secret_text(&children, RENDERED_KEY).contains("image_cache_max_size = 5000000000\n"));
 
     let smaller = Observed {
-        cache_request: Some(Size {
-            quantity: "1G".into(),
-            bytes: 1_000_000_000,
-        }),
+        cache_template_request: Some(size("1G", 1_000_000_000)),
         ..Observed::default()
     };
     let children = build(&g, &smaller);
-    let cache = to_json(&children.cache.as_ref().expect("cache on").pvc);
     assert_eq!(
-        cache["spec"]["resources"]["requests"]["storage"],
+        cache_template(&children)["spec"]["resources"]["requests"]["storage"],
         json!("5G")
+    );
+    assert_eq!(
+        children.cache.as_ref().expect("cache on").request,
+        size("5G", 5_000_000_000)
     );
 }
 
 #[test]
-fn deployment_is_hardened_probed_and_rolled_by_config_changes() {
+fn the_claim_template_request_never_shrinks_below_the_live_templates() {
+    // Spec 10G; the live template asks for more, the same, or less.
+    for (live, expected) in [
+        (size("20G", 20_000_000_000), "20G"),
+        (size("10000M", 10_000_000_000), "10G"),
+        (size("9G", 9_000_000_000), "10G"),
+    ] {
+        for replicas in [1, 3] {
+            let observed = Observed {
+                database_connection: Some(DB_URL.to_owned()),
+                cache_template_request: Some(live.clone()),
+                ..Observed::default()
+            };
+            let children = build(&seed_with(replicas, true), &observed);
+            assert_eq!(
+                cache_template(&children)["spec"]["resources"]["requests"]["storage"],
+                json!(expected),
+                "live {live:?}, {replicas} replicas"
+            );
+            let cache = children.cache.expect("cache on");
+            assert_eq!(cache.request.quantity, expected);
+            assert!(cache.request.bytes >= live.bytes);
+        }
+    }
+}
+
+#[test]
+fn resizes_grow_only_live_volumes_of_kept_replicas_smaller_than_the_template() {
+    let volume = |i: i32| cache_pvc_name("glance", i);
+    let observed = Observed {
+        database_connection: Some(DB_URL.to_owned()),
+        cache_volumes: BTreeMap::from([
+            // Smaller than the template: grown.
+            (volume(0), size("5G", 5_000_000_000)),
+            // As large (written another way): left alone.
+            (volume(1), size("10000M", 10_000_000_000)),
+            // Replica 2 has no volume yet: the StatefulSet makes it from the template.
+            // Larger (grown by hand): never shrunk.
+            (volume(3), size("20G", 20_000_000_000)),
+            // Smaller, but replica 5 is scaled away: its volume goes, it is not grown.
+            (volume(5), size("1G", 1_000_000_000)),
+        ]),
+        ..Observed::default()
+    };
+    let resize = |name: &str, request: &str| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "openstack"},
+            "spec": {"resources": {"requests": {"storage": request}}},
+        })
+    };
+    let resizes = |children: &Children| -> Vec<Value> {
+        children
+            .cache
+            .as_ref()
+            .expect("cache on")
+            .resizes
+            .iter()
+            .map(to_json)
+            .collect()
+    };
+    let four = build(&seed_with(4, true), &observed);
+    assert_eq!(resizes(&four), vec![resize(&volume(0), "10G")]);
+
+    // A live template larger than the spec grows every smaller volume to its request.
+    let grown = Observed {
+        cache_template_request: Some(size("15G", 15_000_000_000)),
+        ..observed.clone()
+    };
+    let four = build(&seed_with(4, true), &grown);
+    assert_eq!(
+        resizes(&four),
+        vec![resize(&volume(0), "15G"), resize(&volume(1), "15G")]
+    );
+
+    // Nothing to grow without live volumes, with none smaller, or with the cache off.
+    let fresh = Observed {
+        database_connection: Some(DB_URL.to_owned()),
+        ..Observed::default()
+    };
+    assert_eq!(
+        resizes(&build(&seed_with(3, true), &fresh)),
+        Vec::<Value>::new()
+    );
+    let one = build(&seed_with(1, true), &observed);
+    assert_eq!(resizes(&one), vec![resize(&volume(0), "10G")]);
+    let large = with_cache_size("seed.yaml", "1G");
+    assert_eq!(resizes(&build(&large, &observed)), Vec::<Value>::new());
+    assert!(build(&seed_with(4, false), &observed).cache.is_none());
+}
+
+/// (kind, name) pairs.
+fn kinds_and_names(pairs: &[(&str, String)]) -> BTreeSet<(String, String)> {
+    pairs
+        .iter()
+        .map(|(kind, name)| ((*kind).to_owned(), name.clone()))
+        .collect()
+}
+
+#[test]
+fn children_are_named_for_one_and_three_replicas_with_the_cache_on_and_off() {
+    for replicas in [1, 3] {
+        for cache in [true, false] {
+            let observed = Observed {
+                database_connection: Some(DB_URL.to_owned()),
+                ..Observed::default()
+            };
+            let c = build(&seed_with(replicas, cache), &observed);
+            let mut expected = vec![
+                ("Job", "glance-db-sync".to_owned()),
+                ("Secret", "glance-config".to_owned()),
+                ("PersistentVolumeClaim", "glance-storage".to_owned()),
+                ("Service", "glance-api".to_owned()),
+                ("Service", "glance-api-headless".to_owned()),
+                ("StatefulSet", "glance-api".to_owned()),
+            ];
+            let mut cronjobs = Vec::new();
+            let mut volumes = Vec::new();
+            if cache {
+                for i in 0..replicas {
+                    cronjobs.push(format!("glance-cache-pruner-{i}"));
+                    cronjobs.push(format!("glance-cache-cleaner-{i}"));
+                    volumes.push(format!("image-cache-glance-api-{i}"));
+                }
+            }
+            expected.extend(cronjobs.iter().map(|n| ("CronJob", n.clone())));
+            expected.extend(volumes.iter().map(|n| ("PersistentVolumeClaim", n.clone())));
+            let what = format!("{replicas} replicas, cache {cache}");
+            assert_eq!(c.names(), kinds_and_names(&expected), "{what}");
+            let per_replica = if cache { 3 } else { 0 };
+            assert_eq!(
+                c.names().len(),
+                6 + per_replica * usize::try_from(replicas).expect("replicas"),
+                "{what}: two CronJobs and a volume per replica"
+            );
+
+            // The objects themselves carry those names, replica by replica.
+            assert_eq!(c.config.metadata.name.as_deref(), Some("glance-config"));
+            assert_eq!(c.storage.metadata.name.as_deref(), Some("glance-storage"));
+            assert_eq!(c.service.metadata.name.as_deref(), Some("glance-api"));
+            assert_eq!(
+                c.headless_service.metadata.name.as_deref(),
+                Some("glance-api-headless")
+            );
+            assert_eq!(c.statefulset.metadata.name.as_deref(), Some("glance-api"));
+            assert_eq!(
+                c.db_sync.as_ref().and_then(|j| j.metadata.name.as_deref()),
+                Some("glance-db-sync")
+            );
+            match &c.cache {
+                Some(cache) => {
+                    let names: Vec<String> = cache
+                        .cronjobs
+                        .iter()
+                        .map(|j| j.metadata.name.clone().expect("named"))
+                        .collect();
+                    assert_eq!(names, cronjobs, "{what}");
+                    assert_eq!(cache.volumes, volumes, "{what}");
+                    for i in 0..replicas {
+                        assert_eq!(
+                            CacheTool::ALL
+                                .map(|tool| tool.cronjob_name("glance", i))
+                                .to_vec(),
+                            cronjobs[2 * i as usize..2 * i as usize + 2].to_vec()
+                        );
+                    }
+                }
+                None => assert!(!cache, "{what}"),
+            }
+        }
+    }
+    // SQLite needs no Job: the one pod migrates it from an init container.
+    let sqlite = build(&valid("cache-off.yaml"), &Observed::default());
+    assert_eq!(
+        sqlite.names(),
+        kinds_and_names(&[
+            ("PersistentVolumeClaim", "glance-storage".to_owned()),
+            ("Secret", "glance-config".to_owned()),
+            ("Service", "glance-api".to_owned()),
+            ("Service", "glance-api-headless".to_owned()),
+            ("StatefulSet", "glance-api".to_owned()),
+        ])
+    );
+}
+
+#[test]
+fn three_replicas_get_a_cronjob_pair_each_on_their_own_volume_and_node() {
+    for access_mode in [
+        CacheAccessMode::ReadWriteOnce,
+        CacheAccessMode::ReadWriteMany,
+    ] {
+        let mut g = seed_with(3, true);
+        g.cache.as_mut().expect("cache on").access_mode = access_mode;
+        let c = build(&g, &Observed::default());
+        let template = cache_template(&c);
+        let cache = c.cache.as_ref().expect("cache on");
+        let names: Vec<String> = cache
+            .cronjobs
+            .iter()
+            .map(|j| j.metadata.name.clone().expect("named"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "glance-cache-pruner-0",
+                "glance-cache-cleaner-0",
+                "glance-cache-pruner-1",
+                "glance-cache-cleaner-1",
+                "glance-cache-pruner-2",
+                "glance-cache-cleaner-2",
+            ]
+        );
+        for (n, cronjob) in cache.cronjobs.iter().enumerate() {
+            let i = i32::try_from(n / 2).expect("small");
+            let pod = &to_json(cronjob)["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+            // The StatefulSet names the claims of its template `<template>-<pod>`.
+            let claim = format!(
+                "{}-{}",
+                template["metadata"]["name"]
+                    .as_str()
+                    .expect("template name"),
+                pod_name("glance", i)
+            );
+            assert_eq!(claim, format!("image-cache-glance-api-{i}"));
+            assert_eq!(cache_pvc_name("glance", i), claim);
+            let claims: Vec<&Value> = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .filter(|v| v.get("persistentVolumeClaim").is_some())
+                .collect();
+            assert_eq!(
+                claims,
+                vec![
+                    &json!({"name": "image-cache", "persistentVolumeClaim": {"claimName": claim}})
+                ],
+                "{n}: exactly replica {i}'s cache volume"
+            );
+            assert_eq!(
+                pod["containers"][0]["volumeMounts"][1],
+                json!({"name": "image-cache", "mountPath": "/var/lib/glance/image-cache"})
+            );
+            // On the node of that replica, for ReadWriteOnce and ReadWriteMany alike.
+            assert_eq!(POD_NAME_LABEL, "statefulset.kubernetes.io/pod-name");
+            assert_eq!(
+                pod["affinity"],
+                json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {
+                        "statefulset.kubernetes.io/pod-name": format!("glance-api-{i}"),
+                    }},
+                    "topologyKey": "kubernetes.io/hostname",
+                }]}}),
+                "{access_mode:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_statefulset_names_each_pod_through_the_headless_service() {
+    for replicas in [1, 3] {
+        for cache in [true, false] {
+            let what = format!("{replicas} replicas, cache {cache}");
+            let c = build(&seed_with(replicas, cache), &Observed::default());
+            let s = to_json(&c.statefulset);
+            assert_eq!(s["apiVersion"], json!("apps/v1"));
+            assert_eq!(s["kind"], json!("StatefulSet"));
+            let spec = &s["spec"];
+            assert_eq!(spec["replicas"], json!(replicas), "{what}");
+            assert_eq!(
+                spec["serviceName"],
+                to_json(&c.headless_service)["metadata"]["name"],
+                "{what}"
+            );
+            assert_eq!(spec["serviceName"], json!("glance-api-headless"));
+            // A replica's cache volume goes with it, and every volume with the StatefulSet.
+            assert_eq!(
+                spec["persistentVolumeClaimRetentionPolicy"],
+                json!({"whenDeleted": "Delete", "whenScaled": "Delete"}),
+                "{what}"
+            );
+            let pod = &spec["template"]["spec"];
+            let volumes: Vec<&str> = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .filter_map(|v| v["name"].as_str())
+                .collect();
+            assert_eq!(volumes, ["config", "storage", "tmp"], "{what}");
+            let mounts: Vec<&str> = pod["containers"][0]["volumeMounts"]
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .filter_map(|m| m["name"].as_str())
+                .collect();
+            if cache {
+                // The cache volume comes from the claim template of the same name.
+                assert_eq!(
+                    spec["volumeClaimTemplates"]
+                        .as_array()
+                        .expect("templates")
+                        .iter()
+                        .map(|t| t["metadata"]["name"].clone())
+                        .collect::<Vec<_>>(),
+                    vec![json!("image-cache")],
+                    "{what}"
+                );
+                assert_eq!(mounts, ["config", "storage", "image-cache", "tmp"]);
+            } else {
+                assert!(spec.get("volumeClaimTemplates").is_none(), "{what}");
+                assert_eq!(mounts, ["config", "storage", "tmp"]);
+            }
+            // Each pod names itself: `[DEFAULT] worker_self_reference_url` through oslo's
+            // environment source, from the pod's own name.
+            assert_eq!(SELF_REFERENCE_ENV, "OS_DEFAULT__WORKER_SELF_REFERENCE_URL");
+            assert_eq!(
+                pod["containers"][0]["env"],
+                json!([
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {
+                        "name": "OS_DEFAULT__WORKER_SELF_REFERENCE_URL",
+                        "value": "http://$(POD_NAME).glance-api-headless.openstack.svc:9292",
+                    },
+                ]),
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_headless_service_gives_every_api_pod_a_dns_name() {
     let c = seed_children();
-    let d = to_json(&c.deployment);
+    let h = to_json(&c.headless_service);
+    assert_eq!(h["kind"], json!("Service"));
+    assert_eq!(h["metadata"]["name"], json!("glance-api-headless"));
+    assert_eq!(h["metadata"]["labels"], seed_labels("api-headless"));
+    assert_eq!(
+        h["spec"],
+        json!({
+            "clusterIP": "None",
+            "publishNotReadyAddresses": true,
+            "selector": {
+                "app.kubernetes.io/name": "glance",
+                "app.kubernetes.io/instance": "glance",
+                "app.kubernetes.io/component": "api",
+            },
+            "ports": [{"name": "http", "port": 9292, "targetPort": "http", "protocol": "TCP"}],
+        })
+    );
+    // It selects the StatefulSet's pods, as the ClusterIP Service does.
+    let s = to_json(&c.statefulset);
+    assert_eq!(s["spec"]["selector"]["matchLabels"], h["spec"]["selector"]);
+    assert_eq!(
+        to_json(&c.service)["spec"]["selector"],
+        h["spec"]["selector"]
+    );
+}
+
+/// `statefulset` as the API server returns it: the claim templates gain apiVersion and
+/// kind, volumeMode, an empty status and a creationTimestamp; the spec gains defaults.
+fn as_served(statefulset: &StatefulSet) -> StatefulSet {
+    let mut live = to_json(statefulset);
+    live["metadata"]["uid"] = json!("1c1e6f7e-0a3b-554c-9d3e-1b2f7c1a0002");
+    live["metadata"]["resourceVersion"] = json!("4711");
+    live["spec"]["podManagementPolicy"] = json!("OrderedReady");
+    live["spec"]["revisionHistoryLimit"] = json!(10);
+    live["spec"]["updateStrategy"]["rollingUpdate"] = json!({"partition": 0});
+    if let Some(templates) = live["spec"]["volumeClaimTemplates"].as_array_mut() {
+        for template in templates {
+            template["apiVersion"] = json!("v1");
+            template["kind"] = json!("PersistentVolumeClaim");
+            template["metadata"]["creationTimestamp"] = Value::Null;
+            template["spec"]["volumeMode"] = json!("Filesystem");
+            template["status"] = json!({"phase": "Pending"});
+        }
+    }
+    live["status"] = json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1});
+    serde_json::from_value(live).expect("a StatefulSet")
+}
+
+#[test]
+fn claim_templates_differ_when_size_class_access_mode_or_cache_change() {
+    let observed = Observed {
+        database_connection: Some(DB_URL.to_owned()),
+        ..Observed::default()
+    };
+    let statefulset = |g: &ValidGlance| build(g, &observed).statefulset;
+    let seed = statefulset(&valid("seed.yaml"));
+    let live = as_served(&seed);
+    assert!(
+        live.spec
+            .as_ref()
+            .is_some_and(|s| s.volume_claim_templates.as_ref().is_some_and(|t| t[0]
+                .spec
+                .as_ref()
+                .is_some_and(|p| p.volume_mode.is_some())
+                && t[0].status.is_some()))
+    );
+
+    let mut changes: Vec<(&str, ValidGlance)> = Vec::new();
+    changes.push(("size", with_cache_size("seed.yaml", "20G")));
+    let mut class = valid("seed.yaml");
+    class.storage_class = Some("fast".to_owned());
+    changes.push(("storage class", class));
+    let mut mode = valid("seed.yaml");
+    mode.cache.as_mut().expect("cache on").access_mode = CacheAccessMode::ReadWriteMany;
+    changes.push(("access mode", mode));
+    let mut off = valid("seed.yaml");
+    off.cache = None;
+    changes.push(("cache off", off));
+    for (what, changed) in &changes {
+        let built = statefulset(changed);
+        assert!(claim_templates_differ(&live, &built), "{what}");
+        assert!(claim_templates_differ(&seed, &built), "{what}");
+        assert!(
+            claim_templates_differ(&as_served(&built), &seed),
+            "{what}, back"
+        );
+    }
+    // The cache turned on again.
+    let off = statefulset(&seed_with(1, false));
+    assert!(claim_templates_differ(&as_served(&off), &seed), "cache on");
+    assert!(
+        !claim_templates_differ(&as_served(&off), &off),
+        "cache stays off"
+    );
+}
+
+#[test]
+fn claim_templates_do_not_differ_for_an_identical_template_as_served() {
+    let observed = Observed {
+        database_connection: Some(DB_URL.to_owned()),
+        ..Observed::default()
+    };
+    let seed = build(&valid("seed.yaml"), &observed).statefulset;
+    assert!(!claim_templates_differ(&seed, &seed));
+    assert!(!claim_templates_differ(&as_served(&seed), &seed));
+    let shared = build(&valid("shared.yaml"), &observed).statefulset;
+    assert!(!claim_templates_differ(&as_served(&shared), &shared));
+
+    // Neither scaling, nor a config change, nor another image touches the template:
+    // those roll the pods, they do not re-create the StatefulSet.
+    let live = as_served(&seed);
+    let mut other = seed_with(5, true);
+    other.custom_config.push_str("verbose = true\n");
+    other.image = "registry.example/glance:next".to_owned();
+    let built = build(&other, &observed).statefulset;
+    assert!(!claim_templates_differ(&live, &built));
+
+    // A spec smaller than the live template keeps the live request, so no difference.
+    let smaller = with_cache_size("seed.yaml", "5G");
+    let keeps = Observed {
+        cache_template_request: Some(size("10G", 10_000_000_000)),
+        ..observed.clone()
+    };
+    assert!(!claim_templates_differ(
+        &live,
+        &build(&smaller, &keeps).statefulset
+    ));
+    assert!(claim_templates_differ(
+        &live,
+        &build(&smaller, &observed).statefulset
+    ));
+
+    // The server writes quantities in canonical form: 10240M read back as 10240M, but
+    // 10240Mi as 10Gi. The same size is no difference.
+    let mibs = build(&with_cache_size("seed.yaml", "10240Mi"), &observed).statefulset;
+    let mut canonical = to_json(&as_served(&mibs));
+    canonical["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] =
+        json!("10Gi");
+    let canonical: StatefulSet = serde_json::from_value(canonical).expect("StatefulSet");
+    assert!(!claim_templates_differ(&canonical, &mibs));
+
+    // Any other claim template on the live object is a difference.
+    let mut extra = to_json(&live);
+    let copy = extra["spec"]["volumeClaimTemplates"][0].clone();
+    extra["spec"]["volumeClaimTemplates"]
+        .as_array_mut()
+        .expect("templates")
+        .push(json!({"metadata": {"name": "scratch"}, "spec": copy["spec"]}));
+    let extra: StatefulSet = serde_json::from_value(extra).expect("StatefulSet");
+    assert!(claim_templates_differ(&extra, &seed));
+}
+
+#[test]
+fn statefulset_is_hardened_probed_and_rolled_by_config_changes() {
+    let c = seed_children();
+    let d = to_json(&c.statefulset);
     let pod = &d["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert_eq!(d["spec"]["replicas"], json!(1));
-    assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
+    assert_eq!(
+        d["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate"})
+    );
+    assert!(d["spec"].get("strategy").is_none(), "no Recreate any more");
+    assert_eq!(
+        d["spec"]["podManagementPolicy"],
+        json!("Parallel"),
+        "the db-sync Job migrates before the replicas start, so they need not wait in turn"
+    );
     assert_eq!(container["image"], json!(DEFAULT_IMAGE));
     assert_eq!(
         container["command"],
@@ -288,18 +860,49 @@ fn deployment_is_hardened_probed_and_rolled_by_config_changes() {
         ])
     );
 
-    // glance-manage db_sync runs first, from the same image, with the same config,
-    // volumes and hardening: the API never starts on a database without its schema.
-    let init = pod["initContainers"].as_array().expect("init containers");
-    assert_eq!(init.len(), 1);
-    assert_eq!(init[0]["name"], json!("db-sync"));
+    // glance-manage db_sync runs first, from the same image, with the same config and
+    // hardening: the API never starts on a database without its schema. With a
+    // databaseInstance that is the Job `<name>-db-sync`, not an init container.
+    assert!(pod.get("initContainers").is_none(), "{pod}");
+    let job = to_json(c.db_sync.as_ref().expect("a db-sync Job"));
+    assert_eq!(job["metadata"]["name"], json!("glance-db-sync"));
+    let job_pod = &job["spec"]["template"]["spec"];
+    assert_eq!(job_pod["restartPolicy"], json!("OnFailure"));
+    let sync = &job_pod["containers"][0];
+    assert_eq!(sync["name"], json!("db-sync"));
     assert_eq!(
-        init[0]["command"],
+        sync["command"],
         json!(["glance-manage", "--config-dir", "/etc/glance/glance.conf.d"])
     );
+    assert_eq!(sync["args"], json!(["db_sync"]));
+    for same in ["image", "securityContext", "resources"] {
+        assert_eq!(sync[same], container[same], "{same}");
+    }
+    assert_eq!(job_pod["securityContext"], pod["securityContext"]);
+    // It reads the same config; it needs none of the volumes.
+    assert_eq!(
+        sync["volumeMounts"],
+        json!([
+            {"name": "config", "mountPath": "/etc/glance/glance.conf.d", "readOnly": true},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ])
+    );
+    assert_eq!(job_pod["volumes"][0], pod["volumes"][0]);
+    // With SQLite on the storage volume, which only the one pod mounts, it is that pod's
+    // init container, with the same volumes.
+    let sqlite = build(&valid("cache-off.yaml"), &Observed::default());
+    assert!(sqlite.db_sync.is_none(), "SQLite: no Job");
+    let sqlite = to_json(&sqlite.statefulset);
+    let sqlite_pod = &sqlite["spec"]["template"]["spec"];
+    let init = sqlite_pod["initContainers"]
+        .as_array()
+        .expect("init containers");
+    assert_eq!(init.len(), 1);
+    assert_eq!(init[0]["name"], json!("db-sync"));
+    assert_eq!(init[0]["command"], sync["command"]);
     assert_eq!(init[0]["args"], json!(["db_sync"]));
     for same in ["image", "volumeMounts", "securityContext", "resources"] {
-        assert_eq!(init[0][same], container[same], "{same}");
+        assert_eq!(init[0][same], sqlite_pod["containers"][0][same], "{same}");
     }
 
     let hash = &d["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION];
@@ -312,7 +915,7 @@ fn deployment_is_hardened_probed_and_rolled_by_config_changes() {
         &json!(other),
         "a config change must change the pod template"
     );
-    let again = to_json(&seed_children().deployment);
+    let again = to_json(&seed_children().statefulset);
     assert_eq!(
         hash,
         &again["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
@@ -320,46 +923,64 @@ fn deployment_is_hardened_probed_and_rolled_by_config_changes() {
 }
 
 #[test]
-fn rolling_update_only_when_every_volume_is_shared() {
-    let d = to_json(&build(&valid("shared.yaml"), &Observed::default()).deployment);
-    assert_eq!(d["spec"]["strategy"], json!({"type": "RollingUpdate"}));
-    assert_eq!(d["spec"]["replicas"], json!(3));
-    let off = to_json(&build(&valid("cache-off.yaml"), &Observed::default()).deployment);
+fn rolling_update_whatever_the_volumes() {
+    // Each replica has its own cache volume, so pods are replaced one at a time whether the
+    // volumes are ReadWriteMany or ReadWriteOnce.
+    let d = to_json(&build(&valid("shared.yaml"), &Observed::default()).statefulset);
     assert_eq!(
-        off["spec"]["strategy"],
-        json!({"type": "Recreate"}),
-        "storage is ReadWriteOnce"
+        d["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate"})
+    );
+    assert_eq!(d["spec"]["replicas"], json!(3));
+    for fixture in ["cache-off.yaml", "seed.yaml"] {
+        let one = to_json(&build(&valid(fixture), &Observed::default()).statefulset);
+        assert_eq!(
+            one["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate"}),
+            "{fixture}: storage is ReadWriteOnce"
+        );
+        assert!(one["spec"].get("strategy").is_none());
+    }
+    let rwo = to_json(&build(&seed_with(3, true), &Observed::default()).statefulset);
+    assert_eq!(
+        rwo["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate"})
     );
 }
 
 #[test]
 fn cronjobs_run_the_cache_tools_from_the_api_image_with_the_same_volumes() {
-    for (fixture, affinity) in [("seed.yaml", true), ("shared.yaml", false)] {
-        let c = build(&valid(fixture), &Observed::default());
-        let d = to_json(&c.deployment);
+    for (fixture, schedules) in [
+        ("seed.yaml", ["*/15 * * * *", "*/30 * * * *"]),
+        ("shared.yaml", ["0 * * * *", "@daily"]),
+    ] {
+        let g = valid(fixture);
+        let c = build(&g, &Observed::default());
+        let d = to_json(&c.statefulset);
         let api_pod = &d["spec"]["template"]["spec"];
         let api_volumes = api_pod["volumes"].as_array().expect("volumes").clone();
         let api_mounts = api_pod["containers"][0]["volumeMounts"]
             .as_array()
             .expect("mounts")
             .clone();
+        let template = cache_template(&c);
         let cache = c.cache.as_ref().expect("cache on");
-        for (cronjob, program, schedule) in [
-            (
-                to_json(&cache.pruner),
-                "glance-cache-pruner",
-                if affinity {
-                    "*/15 * * * *"
-                } else {
-                    "0 * * * *"
-                },
-            ),
-            (
-                to_json(&cache.cleaner),
-                "glance-cache-cleaner",
-                if affinity { "*/30 * * * *" } else { "@daily" },
-            ),
-        ] {
+        assert_eq!(
+            cache.cronjobs.len(),
+            2 * usize::try_from(g.replicas).expect("replicas")
+        );
+        for (n, cronjob) in cache.cronjobs.iter().enumerate() {
+            let ordinal = i32::try_from(n / 2).expect("small");
+            let (program, schedule) = [
+                ("glance-cache-pruner", schedules[0]),
+                ("glance-cache-cleaner", schedules[1]),
+            ][n % 2];
+            let cronjob = to_json(cronjob);
+            assert_eq!(
+                cronjob["metadata"]["name"],
+                json!(format!("{}-{}-{ordinal}", g.name, &program[7..])),
+                "{fixture}"
+            );
             let spec = &cronjob["spec"];
             assert_eq!(spec["schedule"], json!(schedule));
             assert_eq!(spec["concurrencyPolicy"], json!("Forbid"));
@@ -384,45 +1005,46 @@ fn cronjobs_run_the_cache_tools_from_the_api_image_with_the_same_volumes() {
             assert_eq!(pod["nodeSelector"], api_pod["nodeSelector"]);
             assert_eq!(pod["tolerations"], api_pod["tolerations"]);
             assert_eq!(pod["restartPolicy"], json!("OnFailure"));
-            // Every volume and mount of the job is the API's, byte for byte; the storage
-            // volume is the only one the job leaves out.
+            // Every volume and mount of the job is the API's, byte for byte, except the
+            // cache volume: the API pod has it from the claim template, the job names the
+            // claim made from it for its replica. The storage volume is left out.
             let volumes = pod["volumes"].as_array().expect("volumes");
             let names: Vec<&str> = volumes.iter().filter_map(|v| v["name"].as_str()).collect();
             assert_eq!(names, vec!["config", "image-cache", "tmp"]);
-            assert!(
-                volumes.iter().all(|v| api_volumes.contains(v)),
-                "{volumes:?}"
-            );
+            for volume in volumes {
+                if volume["name"] == template["metadata"]["name"] {
+                    assert_eq!(
+                        volume["persistentVolumeClaim"],
+                        json!({"claimName": format!("image-cache-{}-api-{ordinal}", g.name)})
+                    );
+                } else {
+                    assert!(api_volumes.contains(volume), "{volume}");
+                }
+            }
             let mounts = container["volumeMounts"].as_array().expect("mounts");
             assert!(mounts.iter().all(|m| api_mounts.contains(m)), "{mounts:?}");
-            if affinity {
-                assert_eq!(
-                    pod["affinity"],
-                    json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-                        "labelSelector": {"matchLabels": {
-                            "app.kubernetes.io/name": "glance",
-                            "app.kubernetes.io/instance": "glance",
-                            "app.kubernetes.io/component": "api",
-                        }},
-                        "topologyKey": "kubernetes.io/hostname",
-                    }]}})
-                );
-                // ... and those labels are the API pods' labels.
-                let pod_labels = &d["spec"]["template"]["metadata"]["labels"];
-                for (k, v) in
-                    pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-                        [0]["labelSelector"]["matchLabels"]
-                        .as_object()
-                        .expect("labels")
-                {
-                    assert_eq!(&pod_labels[k], v);
-                }
-            } else {
-                assert!(
-                    pod.get("affinity").is_none(),
-                    "ReadWriteMany needs no affinity"
-                );
-            }
+            // On replica `ordinal`'s node, whatever the access mode: a ReadWriteOnce volume
+            // attaches there only, and the job must see what that replica cached.
+            let selector = &pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                [0];
+            assert_eq!(
+                selector,
+                &json!({
+                    "labelSelector": {"matchLabels": {
+                        POD_NAME_LABEL: format!("{}-api-{ordinal}", g.name),
+                    }},
+                    "topologyKey": "kubernetes.io/hostname",
+                }),
+                "{fixture}"
+            );
+            // ... and that is the name the StatefulSet gives its pod `ordinal`.
+            assert_eq!(
+                selector["labelSelector"]["matchLabels"][POD_NAME_LABEL],
+                json!(format!(
+                    "{}-{ordinal}",
+                    d["metadata"]["name"].as_str().expect("name")
+                ))
+            );
         }
     }
 }
@@ -430,7 +1052,7 @@ fn cronjobs_run_the_cache_tools_from_the_api_image_with_the_same_volumes() {
 #[test]
 fn shared_fixture_passes_image_scheduling_and_resources_to_every_pod() {
     let c = build(&valid("shared.yaml"), &Observed::default());
-    let d = to_json(&c.deployment);
+    let d = to_json(&c.statefulset);
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(
         pod["containers"][0]["image"],
@@ -466,7 +1088,7 @@ fn service_exposes_port_9292_of_the_api_pods() {
             "ports": [{"name": "http", "port": 9292, "targetPort": "http", "protocol": "TCP"}],
         })
     );
-    let d = to_json(&c.deployment);
+    let d = to_json(&c.statefulset);
     assert_eq!(d["spec"]["selector"]["matchLabels"], s["spec"]["selector"]);
 }
 
@@ -544,16 +1166,20 @@ fn config_secrets_are_projected_after_01_custom_conf_into_every_pod() {
             ],
         },
     });
-    let d = to_json(&c.deployment);
+    let d = to_json(&c.statefulset);
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["volumes"][0], expected_volume);
     // One directory, mounted the same way by glance-api and by db-sync.
     let config_mount = json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true});
     assert_eq!(pod["containers"][0]["volumeMounts"][0], config_mount);
-    assert_eq!(pod["initContainers"][0]["volumeMounts"][0], config_mount);
+    let job = to_json(c.db_sync.as_ref().expect("a db-sync Job"));
+    let job_pod = &job["spec"]["template"]["spec"];
+    assert_eq!(job_pod["volumes"][0], expected_volume);
+    assert_eq!(job_pod["containers"][0]["volumeMounts"][0], config_mount);
     // The cache jobs read the very same files.
     let cache = c.cache.as_ref().expect("cache on");
-    for cronjob in [&cache.pruner, &cache.cleaner] {
+    assert_eq!(cache.cronjobs.len(), 2);
+    for cronjob in &cache.cronjobs {
         let job_pod = &to_json(cronjob)["spec"]["jobTemplate"]["spec"]["template"]["spec"];
         assert_eq!(job_pod["volumes"][0], expected_volume);
         assert_eq!(job_pod["containers"][0]["volumeMounts"][0], config_mount);
@@ -625,7 +1251,7 @@ fn config_secret_files_override_custom_service_config_when_read_like_glance_api(
 #[test]
 fn a_config_secret_change_changes_the_config_hash_annotation() {
     let annotation = |c: &Children| {
-        to_json(&c.deployment)["spec"]["template"]["metadata"]["annotations"]
+        to_json(&c.statefulset)["spec"]["template"]["metadata"]["annotations"]
             [CONFIG_HASH_ANNOTATION]
             .clone()
     };
@@ -662,7 +1288,7 @@ fn a_config_secret_change_changes_the_config_hash_annotation() {
 
 #[test]
 fn without_config_secrets_the_config_volume_is_the_secret_itself() {
-    let d = to_json(&seed_children().deployment);
+    let d = to_json(&seed_children().statefulset);
     assert_eq!(
         d["spec"]["template"]["spec"]["volumes"][0],
         json!({"name": "config", "secret": {"secretName": "glance-config", "defaultMode": 0o440}})
@@ -674,7 +1300,7 @@ fn without_config_secrets_the_config_volume_is_the_secret_itself() {
         config_secrets: vec![config_secret_of("empty", &[])],
         ..Observed::default()
     };
-    let d = to_json(&build(&g, &observed).deployment);
+    let d = to_json(&build(&g, &observed).statefulset);
     assert_eq!(
         d["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"],
         json!([{"secret": {"name": "glance-config"}}])

@@ -58,11 +58,6 @@ fn cel_rules_are_exactly_the_forms_the_server_compiles() {
             rules::REPLICAS_NEED_DATABASE_MESSAGE,
         ),
         (
-            ".spec",
-            rules::REPLICAS_NEED_SHARED_CACHE,
-            rules::REPLICAS_NEED_SHARED_CACHE_MESSAGE,
-        ),
-        (
             ".spec.customServiceConfigSecrets",
             rules::CONFIG_SECRET_NAMES,
             rules::CONFIG_SECRET_NAMES_MESSAGE,
@@ -107,8 +102,34 @@ fn cel_rules_are_exactly_the_forms_the_server_compiles() {
         rules::STORAGE_REQUEST,
         "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))"
     );
-    assert_eq!(rules::NAME_LENGTH, "self.metadata.name.size() <= 38");
-    assert_eq!(rules::NAME_MAX, 38);
+    assert_eq!(
+        rules::NAME_LENGTH,
+        "self.metadata.name.size() <= (has(self.spec.glanceAPI) && has(self.spec.glanceAPI.replicas) && self.spec.glanceAPI.replicas > 10 ? 35 : 36)"
+    );
+    assert_eq!(
+        rules::NAME_LENGTH_MESSAGE,
+        "metadata.name must be at most 36 characters (35 with more than 10 replicas), so that the CronJob name <name>-cache-cleaner-<replica> fits in 52"
+    );
+    assert_eq!(
+        rules::REPLICAS_NEED_DATABASE,
+        "!has(self.glanceAPI) || !has(self.glanceAPI.replicas) || self.glanceAPI.replicas <= 1 || (has(self.databaseInstance) && self.databaseInstance != '')"
+    );
+    // The name limits the CEL hard-codes are the ones the longest CronJob name leaves.
+    assert_eq!(rules::REPLICAS_MAX, 32);
+    assert_eq!(rules::CRONJOB_NAME_MAX, 52);
+    for (replicas, max) in [(0, 36), (1, 36), (3, 36), (10, 36), (11, 35), (32, 35)] {
+        assert_eq!(rules::name_max(replicas), max, "{replicas} replicas");
+        let last = replicas.max(1) - 1;
+        assert_eq!(
+            format!("{}-cache-cleaner-{last}", "a".repeat(max)).len(),
+            rules::CRONJOB_NAME_MAX,
+            "{replicas} replicas"
+        );
+    }
+    // No rule about the cache's access mode is left: every replica has its own volume.
+    assert!(found.iter().all(
+        |(_, rule, message)| !rule.contains("accessMode") && !message.contains("ReadWriteMany")
+    ));
     assert_eq!(
         rules::SCHEDULE,
         r"self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\\S+( +\\S+){4})$')"
@@ -183,6 +204,13 @@ fn cel_accepts_the_seed_example_and_the_samples() {
         json!({"imageCacheSize": "10Gi", "glanceAPI": {"replicas": 3}, "databaseInstance": "db",
                "imageCache": {"accessMode": "ReadWriteMany", "prunerSchedule": "@hourly", "cleanerSchedule": "0  3 * * 1-5"}}),
         json!({"glanceAPI": {"replicas": 2}, "databaseInstance": "db"}),
+        // Several replicas with a ReadWriteOnce cache: each has its own volume.
+        json!({"glanceAPI": {"replicas": 3}, "databaseInstance": "db", "imageCacheSize": "10G",
+               "imageCache": {"accessMode": "ReadWriteOnce"}}),
+        json!({"glanceAPI": {"replicas": 3}, "databaseInstance": "db", "imageCacheSize": "10G"}),
+        json!({"glanceAPI": {"replicas": 2}, "databaseInstance": "db", "imageCacheSize": "10G"}),
+        json!({"glanceAPI": {"replicas": 32}, "databaseInstance": "db", "imageCacheSize": "10G"}),
+        json!({"glanceAPI": {"replicas": 0}}),
         json!({"customServiceConfigSecrets": []}),
         json!({"customServiceConfigSecrets": ["ceph-s3-keys", "a.b-c", "0"]}),
     ] {
@@ -192,15 +220,149 @@ fn cel_accepts_the_seed_example_and_the_samples() {
             "{spec}"
         );
     }
-    let name = "a".repeat(38);
-    assert_eq!(messages(&glance(&name, json!({}))), Vec::<String>::new());
+    for (len, spec) in [
+        (36, json!({})),
+        (36, json!({"glanceAPI": {}})),
+        (36, json!({"glanceAPI": {"replicas": 1}})),
+        (
+            36,
+            json!({"glanceAPI": {"replicas": 10}, "databaseInstance": "db"}),
+        ),
+        (
+            35,
+            json!({"glanceAPI": {"replicas": 11}, "databaseInstance": "db"}),
+        ),
+        (
+            35,
+            json!({"glanceAPI": {"replicas": 32}, "databaseInstance": "db"}),
+        ),
+    ] {
+        assert_eq!(
+            messages(&glance(&"a".repeat(len), spec.clone())),
+            Vec::<String>::new(),
+            "{len} characters, {spec}"
+        );
+    }
+}
+
+#[test]
+fn cel_name_length_follows_the_replicas_as_name_max_does() {
+    for replicas in 0..=rules::REPLICAS_MAX {
+        let spec = json!({"glanceAPI": {"replicas": replicas}, "databaseInstance": "db"});
+        let max = rules::name_max(replicas);
+        assert_eq!(
+            messages(&glance(&"a".repeat(max), spec.clone())),
+            Vec::<String>::new(),
+            "{replicas} replicas, {max} characters"
+        );
+        assert_eq!(
+            messages(&glance(&"a".repeat(max + 1), spec)),
+            vec![rules::NAME_LENGTH_MESSAGE.to_owned()],
+            "{replicas} replicas, {} characters",
+            max + 1
+        );
+    }
+}
+
+/// Where `value` breaks a `minimum` or `maximum` of `schema`, as the API server's schema
+/// validation reports it (the local CEL validator evaluates the rules only).
+fn bound_violations(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    if let Some(n) = value.as_f64() {
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+            && n > max
+        {
+            out.push(format!(
+                "{path} in body should be less than or equal to {max}"
+            ));
+        }
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+            && n < min
+        {
+            out.push(format!(
+                "{path} in body should be greater than or equal to {min}"
+            ));
+        }
+    }
+    if let (Some(map), Some(props)) = (
+        value.as_object(),
+        schema.get("properties").and_then(Value::as_object),
+    ) {
+        for (k, v) in map {
+            if let Some(sub) = props.get(k) {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                bound_violations(sub, v, &p, out);
+            }
+        }
+    }
+}
+
+fn violations(object: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    bound_violations(&schema(), object, "", &mut out);
+    out
+}
+
+#[test]
+fn replicas_are_capped_by_the_schema_maximum() {
+    let replicas =
+        &schema()["properties"]["spec"]["properties"]["glanceAPI"]["properties"]["replicas"];
+    assert_eq!(replicas["type"], json!("integer"));
+    assert_eq!(replicas["minimum"].as_f64(), Some(0.0));
+    assert_eq!(
+        replicas["maximum"].as_f64(),
+        Some(f64::from(rules::REPLICAS_MAX))
+    );
+    assert!(
+        replicas["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("at most 32")),
+        "{replicas}"
+    );
+    let with = |n: i64| {
+        glance(
+            "glance",
+            json!({"glanceAPI": {"replicas": n}, "databaseInstance": "db"}),
+        )
+    };
+    for n in [0, 1, 2, 11, 32] {
+        assert_eq!(violations(&with(n)), Vec::<String>::new(), "{n}");
+        assert_eq!(messages(&with(n)), Vec::<String>::new(), "{n}");
+    }
+    // 33 passes every CEL rule: it is the schema's maximum that refuses it.
+    assert_eq!(messages(&with(33)), Vec::<String>::new());
+    assert_eq!(
+        violations(&with(33)),
+        vec!["spec.glanceAPI.replicas in body should be less than or equal to 32".to_owned()]
+    );
+    assert_eq!(
+        violations(&with(-1)),
+        vec!["spec.glanceAPI.replicas in body should be greater than or equal to 0".to_owned()]
+    );
 }
 
 #[test]
 fn cel_rejects_with_messages_a_person_understands() {
     let cases = [
         (
-            glance(&"a".repeat(39), json!({})),
+            glance(&"a".repeat(37), json!({})),
+            rules::NAME_LENGTH_MESSAGE,
+        ),
+        (
+            glance(
+                &"a".repeat(37),
+                json!({"glanceAPI": {"replicas": 10}, "databaseInstance": "db"}),
+            ),
+            rules::NAME_LENGTH_MESSAGE,
+        ),
+        (
+            glance(
+                &"a".repeat(36),
+                json!({"glanceAPI": {"replicas": 11}, "databaseInstance": "db"}),
+            ),
             rules::NAME_LENGTH_MESSAGE,
         ),
         (glance("1glance", json!({})), rules::NAME_FORMAT_MESSAGE),
@@ -254,9 +416,16 @@ fn cel_rejects_with_messages_a_person_understands() {
         (
             glance(
                 "glance",
-                json!({"glanceAPI": {"replicas": 2}, "databaseInstance": "db", "imageCacheSize": "10G"}),
+                json!({"glanceAPI": {"replicas": 3}, "imageCacheSize": "10G"}),
             ),
-            rules::REPLICAS_NEED_SHARED_CACHE_MESSAGE,
+            rules::REPLICAS_NEED_DATABASE_MESSAGE,
+        ),
+        (
+            glance(
+                "glance",
+                json!({"glanceAPI": {"replicas": 2}, "databaseInstance": ""}),
+            ),
+            rules::REPLICAS_NEED_DATABASE_MESSAGE,
         ),
         (
             glance(

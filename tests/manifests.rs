@@ -11,7 +11,7 @@ use common::schema::{assert_not_pruned, crd_schema};
 use common::{DEFAULT_IMAGE, glance, valid};
 use glance_operator::conf::{Config, ConfigSources};
 use glance_operator::crd::Glance;
-use glance_operator::crd::validate::validate;
+use glance_operator::crd::validate::{Size, validate};
 use glance_operator::resources::config::{ConfigSecret, extra_config_file};
 use glance_operator::resources::{Children, Observed, build};
 use glance_operator::store::{BackendKind, StoreConfig};
@@ -57,26 +57,58 @@ fn kubernetes_validate() -> PathBuf {
     }
 }
 
+/// Every object of `children`, the bodies that grow live cache volumes included.
 fn children_docs(children: &Children) -> Vec<Value> {
     let Children {
         config,
         storage,
         cache,
         service,
-        deployment,
+        headless_service,
+        db_sync,
+        statefulset,
     } = children;
     let mut docs = vec![
         serde_json::to_value(config).expect("json"),
         serde_json::to_value(storage).expect("json"),
         serde_json::to_value(service).expect("json"),
-        serde_json::to_value(deployment).expect("json"),
+        serde_json::to_value(headless_service).expect("json"),
+        serde_json::to_value(statefulset).expect("json"),
     ];
+    docs.extend(
+        db_sync
+            .iter()
+            .map(|job| serde_json::to_value(job).expect("json")),
+    );
     if let Some(cache) = cache {
-        docs.push(serde_json::to_value(&cache.pvc).expect("json"));
-        docs.push(serde_json::to_value(&cache.pruner).expect("json"));
-        docs.push(serde_json::to_value(&cache.cleaner).expect("json"));
+        for cronjob in &cache.cronjobs {
+            docs.push(serde_json::to_value(cronjob).expect("json"));
+        }
+        for resize in &cache.resizes {
+            docs.push(serde_json::to_value(resize).expect("json"));
+        }
     }
     docs
+}
+
+/// The seed Glance with three replicas, each with its own ReadWriteOnce cache volume, the
+/// first of which is smaller than the claim template.
+fn three_replicas() -> Children {
+    let mut g = glance("seed.yaml");
+    g.spec.glance_api.replicas = 3;
+    let observed = Observed {
+        database_connection: Some("mysql://x".into()),
+        cache_volumes: [(
+            "image-cache-glance-api-0".to_owned(),
+            Size {
+                quantity: "1G".into(),
+                bytes: 1_000_000_000,
+            },
+        )]
+        .into(),
+        ..Observed::default()
+    };
+    build(&validate(&g, DEFAULT_IMAGE).expect("valid"), &observed)
 }
 
 #[test]
@@ -102,6 +134,43 @@ fn every_manifest_validates_strictly_against_upstream_schemas() {
         ..Observed::default()
     };
     docs.extend(children_docs(&build(&valid("shared.yaml"), &observed)));
+    // Three replicas: a StatefulSet with its claim template, the headless Service, and a
+    // pruner and a cleaner CronJob per replica.
+    let three = children_docs(&three_replicas());
+    let named = |kind: &str| -> Vec<&str> {
+        three
+            .iter()
+            .filter(|d| d["kind"] == json!(kind))
+            .filter_map(|d| d["metadata"]["name"].as_str())
+            .collect()
+    };
+    assert_eq!(
+        named("CronJob"),
+        [
+            "glance-cache-pruner-0",
+            "glance-cache-cleaner-0",
+            "glance-cache-pruner-1",
+            "glance-cache-cleaner-1",
+            "glance-cache-pruner-2",
+            "glance-cache-cleaner-2",
+        ]
+    );
+    assert_eq!(named("StatefulSet"), ["glance-api"]);
+    assert_eq!(named("Service"), ["glance-api", "glance-api-headless"]);
+    assert_eq!(named("Job"), ["glance-db-sync"]);
+    assert_eq!(
+        named("PersistentVolumeClaim"),
+        ["glance-storage", "image-cache-glance-api-0"]
+    );
+    let statefulset = three
+        .iter()
+        .find(|d| d["kind"] == json!("StatefulSet"))
+        .expect("StatefulSet");
+    assert_eq!(
+        statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        json!("image-cache")
+    );
+    docs.extend(three);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("all.yaml");
     let stream: String = docs
@@ -141,6 +210,8 @@ fn every_manifest_validates_strictly_against_upstream_schemas() {
         "ClusterRole",
         "Role",
         "Deployment",
+        "StatefulSet",
+        "Job",
         "Secret",
         "PersistentVolumeClaim",
         "CronJob",
@@ -339,17 +410,27 @@ fn rbac_grants_exactly_what_the_reconciler_uses() {
         (
             String::new(),
             "services".to_owned(),
-            v(&["list", "watch", "create", "patch"]),
+            v(&["list", "watch", "create", "patch", "delete"]),
+        ),
+        (
+            "apps".to_owned(),
+            "statefulsets".to_owned(),
+            v(&["get", "list", "watch", "create", "patch", "delete"]),
         ),
         (
             "apps".to_owned(),
             "deployments".to_owned(),
-            v(&["list", "watch", "create", "patch"]),
+            v(&["get", "list", "watch", "delete"]),
         ),
         (
             "batch".to_owned(),
             "cronjobs".to_owned(),
-            v(&["list", "watch", "create", "patch", "delete"]),
+            v(&["get", "list", "watch", "create", "patch", "delete"]),
+        ),
+        (
+            "batch".to_owned(),
+            "jobs".to_owned(),
+            v(&["get", "list", "watch", "create", "patch", "delete"]),
         ),
         (
             "events.k8s.io".to_owned(),

@@ -5,6 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::schema::crd_schema;
+use glance_operator::crd::rules;
 use serde_json::Value;
 
 /// spec field paths of the CRD, with their defaults, down to where the API's own types
@@ -28,17 +29,22 @@ fn crd_fields(schema: &Value, path: &str, out: &mut BTreeMap<String, Option<Stri
     }
 }
 
-fn readme_fields() -> BTreeMap<String, Option<String>> {
+/// The README's "Configuration reference" section.
+fn reference_section() -> String {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    let section = readme
+    readme
         .split("## Configuration reference")
         .nth(1)
         .expect("section")
         .split("\n## ")
         .next()
-        .unwrap_or("");
-    section
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn readme_fields() -> BTreeMap<String, Option<String>> {
+    reference_section()
         .lines()
         .filter(|l| l.starts_with("| `spec."))
         .map(|l| {
@@ -60,4 +66,30 @@ fn the_configuration_reference_matches_the_crd() {
     crd_fields(&crd_schema()["properties"]["spec"], "spec", &mut crd);
     assert_eq!(readme_fields(), crd, "README table (left) vs CRD (right)");
     assert_eq!(crd.len(), 16);
+}
+
+#[test]
+fn the_reference_states_the_limits_the_rules_enforce() {
+    // Joined into one line: the paragraph wraps anywhere.
+    let section = reference_section()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let most = rules::name_max(1);
+    let fewer = rules::name_max(rules::REPLICAS_MAX);
+    assert_eq!((most, fewer), (36, 35));
+    for stated in [
+        format!("longer than {most} characters, {fewer} with more than 10 replicas"),
+        format!("replicas above {}", rules::REPLICAS_MAX),
+        format!("at most {}", rules::REPLICAS_MAX),
+        "`<name>-cache-cleaner-<replica>`".to_owned(),
+        "StatefulSet".to_owned(),
+    ] {
+        assert!(section.contains(&stated), "the reference states {stated:?}");
+    }
+    // Several replicas no longer need a ReadWriteMany cache: each has its own volume.
+    assert!(
+        !section.contains("`ReadWriteMany` for several replicas"),
+        "stale accessMode row"
+    );
 }

@@ -89,11 +89,18 @@ fn not_found(uri: String) -> Call {
     Call::fail("GET", uri, 404, "NotFound", "not found")
 }
 
+const APPS: &str = "/apis/apps/v1/namespaces/openstack";
+const BATCH: &str = "/apis/batch/v1/namespaces/openstack";
+/// The uid of the fixtures' Glance.
+const UID: &str = "6f7e1c1e-3b0a-4c55-9d3e-1b2f7c1a0001";
+/// The query of a list by the children's labels.
+const SELECTOR: &str = "?&labelSelector=app.kubernetes.io%2Fname%3Dglance%2Capp.kubernetes.io%2Finstance%3Dglance%2Capp.kubernetes.io%2Fmanaged-by%3Dglance-operator";
+
 fn bound() -> Value {
     json!({"status": {"phase": "Bound"}})
 }
 
-fn deployment_ready(replicas: i32) -> Value {
+fn statefulset_ready(replicas: i32) -> Value {
     json!({"metadata": {"generation": 1},
            "status": {"observedGeneration": 1, "readyReplicas": replicas, "updatedReplicas": replicas}})
 }
@@ -103,6 +110,17 @@ fn pvc_with(name: &str, request: &str) -> Value {
            "metadata": {"name": name, "namespace": "openstack"},
            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": request}}},
            "status": {"phase": "Bound"}})
+}
+
+/// The storage PVC and the cache volumes of replicas 0..replicas, bound at `cache`.
+fn bound_pvcs(replicas: i32, cache: Option<&str>) -> Vec<Value> {
+    let mut pvcs = vec![pvc_with("glance-storage", "10G")];
+    if let Some(request) = cache {
+        pvcs.extend(
+            (0..replicas).map(|i| pvc_with(&format!("image-cache-glance-api-{i}"), request)),
+        );
+    }
+    pvcs
 }
 
 fn children(object: &Glance, observed: &Observed) -> Children {
@@ -116,8 +134,49 @@ fn size(q: &str, bytes: u64) -> Option<Size> {
     })
 }
 
-/// The observe step's GETs for `seed.yaml`-like objects.
-fn observe_calls(db: Option<&str>, storage: Option<Value>, cache: Option<Value>) -> Vec<Call> {
+/// What observe reads from a cluster holding `pvcs` (they are also what
+/// Observed.cache_volumes is built from), for `replicas` replicas and a cache template of
+/// `template` (the live StatefulSet's, when it exists).
+fn observed_from(
+    db: Option<&str>,
+    replicas: i32,
+    cache: Option<&str>,
+    template: Option<&str>,
+) -> Observed {
+    let bytes = |q: &str| glance_operator::quantity::parse_bytes(q).expect("quantity");
+    Observed {
+        database_connection: db.map(str::to_owned),
+        storage_request: size("10G", 10_000_000_000),
+        cache_template_request: template.and_then(|q| size(q, bytes(q))),
+        cache_volumes: cache
+            .map(|q| {
+                (0..replicas)
+                    .map(|i| {
+                        (
+                            format!("image-cache-glance-api-{i}"),
+                            Size {
+                                quantity: q.into(),
+                                bytes: bytes(q),
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The observe step's reads: the database Secret, the labelled PVCs, then the StatefulSet
+/// and the Deployment named glance-api and the Job glance-db-sync (each given, else not
+/// found).
+fn observe_calls(
+    db: Option<&str>,
+    pvcs: Vec<Value>,
+    statefulset: Option<Value>,
+    deployment: Option<Value>,
+    job: Option<Value>,
+) -> Vec<Call> {
     let mut calls = Vec::new();
     if let Some(url) = db {
         calls.push(Call::get(
@@ -126,18 +185,61 @@ fn observe_calls(db: Option<&str>, storage: Option<Value>, cache: Option<Value>)
             db_secret(url),
         ));
     }
-    for (name, pvc) in [("glance-storage", storage), ("glance-image-cache", cache)] {
-        let uri = format!("{NS}/persistentvolumeclaims/{name}");
-        calls.push(match pvc {
-            Some(pvc) => Call::get(uri, 200, pvc),
+    calls.push(Call::get(
+        format!("{NS}/persistentvolumeclaims{SELECTOR}"),
+        200,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": pvcs}),
+    ));
+    for (uri, live) in [
+        (format!("{APPS}/statefulsets/glance-api"), statefulset),
+        (format!("{APPS}/deployments/glance-api"), deployment),
+        (format!("{BATCH}/jobs/glance-db-sync"), job),
+    ] {
+        calls.push(match live {
+            Some(object) => Call::get(uri, 200, object),
             None => not_found(uri),
         });
     }
     calls
 }
 
-/// Server-side applies of every child, in the order apply sends them.
-fn apply_calls(c: &Children, pvc_answer: Value, deployment_answer: Value) -> Vec<Call> {
+/// The db-sync Job of `c` as the server holds it once it completed (None for SQLite).
+fn done_job(c: &Children) -> Option<Value> {
+    c.db_sync.as_ref().map(|job| {
+        let mut live = to_json(job);
+        common::mock::merge(&mut live, &json!({"status": {"succeeded": 1}}));
+        live
+    })
+}
+
+/// The server-side apply that creates the db-sync Job of `c`.
+fn job_apply(c: &Children) -> Call {
+    Call::apply(
+        format!("{BATCH}/jobs/glance-db-sync{APPLY}"),
+        to_json(c.db_sync.as_ref().expect("a db-sync Job")),
+        json!({}),
+    )
+}
+
+/// The StatefulSet as the server holds it after an earlier apply of `c`.
+fn live_statefulset(c: &Children, replicas: i32) -> Value {
+    let mut live = to_json(&c.statefulset);
+    common::mock::merge(&mut live, &statefulset_ready(replicas));
+    live
+}
+
+/// The server-side apply of the StatefulSet, answered with `answer` merged in.
+fn statefulset_apply(c: &Children, answer: Value) -> Call {
+    Call::apply(
+        format!("{APPS}/statefulsets/glance-api{APPLY}"),
+        to_json(&c.statefulset),
+        answer,
+    )
+}
+
+/// Server-side applies of every child, in the order apply sends them, with `workload`
+/// (the StatefulSet's step) after the Services and the resizes.
+fn apply_calls(c: &Children, pvc_answer: Value, workload: Vec<Call>) -> Vec<Call> {
     let mut calls = vec![
         Call::apply(
             format!("{NS}/secrets/glance-config{APPLY}"),
@@ -149,34 +251,99 @@ fn apply_calls(c: &Children, pvc_answer: Value, deployment_answer: Value) -> Vec
             to_json(&c.storage),
             pvc_answer.clone(),
         ),
+        Call::apply(
+            format!("{NS}/services/glance-api{APPLY}"),
+            to_json(&c.service),
+            json!({}),
+        ),
+        Call::apply(
+            format!("{NS}/services/glance-api-headless{APPLY}"),
+            to_json(&c.headless_service),
+            json!({}),
+        ),
     ];
-    if let Some(cache) = &c.cache {
+    for resize in c.cache.iter().flat_map(|cache| &cache.resizes) {
         calls.push(Call::apply(
-            format!("{NS}/persistentvolumeclaims/glance-image-cache{APPLY}"),
-            to_json(&cache.pvc),
-            pvc_answer,
+            format!(
+                "{NS}/persistentvolumeclaims/{}{APPLY}",
+                resize.metadata.name.as_deref().expect("name")
+            ),
+            to_json(resize),
+            pvc_answer.clone(),
         ));
-        for (name, cronjob) in [
-            ("glance-cache-pruner", &cache.pruner),
-            ("glance-cache-cleaner", &cache.cleaner),
-        ] {
-            calls.push(Call::apply(
-                format!("/apis/batch/v1/namespaces/openstack/cronjobs/{name}{APPLY}"),
-                to_json(cronjob),
-                json!({}),
-            ));
+    }
+    calls.extend(workload);
+    for cronjob in c.cache.iter().flat_map(|cache| &cache.cronjobs) {
+        calls.push(Call::apply(
+            format!(
+                "{BATCH}/cronjobs/{}{APPLY}",
+                cronjob.metadata.name.as_deref().expect("name")
+            ),
+            to_json(cronjob),
+            json!({}),
+        ));
+    }
+    calls
+}
+
+/// The sweep's kinds in the order it lists them, with the path they are listed under.
+fn sweep_kinds() -> [(&'static str, String); 6] {
+    [
+        ("CronJob", format!("{BATCH}/cronjobs")),
+        ("Job", format!("{BATCH}/jobs")),
+        ("StatefulSet", format!("{APPS}/statefulsets")),
+        ("Deployment", format!("{APPS}/deployments")),
+        ("Service", format!("{NS}/services")),
+        (
+            "PersistentVolumeClaim",
+            format!("{NS}/persistentvolumeclaims"),
+        ),
+    ]
+}
+
+/// Everything `c` names, as the sweep's lists would show it, plus `more`.
+fn listed(c: &Children, more: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut listed: Vec<(String, String)> = c
+        .names()
+        .into_iter()
+        .filter(|(kind, _)| kind != "Secret")
+        .collect();
+    listed.extend(more.iter().map(|(k, n)| ((*k).to_owned(), (*n).to_owned())));
+    listed
+}
+
+/// The sweep: per kind, a list by label answered with the `listed` (kind, name) of that
+/// kind, owned by the Glance (PVCs by nobody), then a background delete of each `deleted`
+/// name of that kind.
+fn sweep_calls(listed: &[(String, String)], deleted: &[(&str, &str)]) -> Vec<Call> {
+    let mut calls = Vec::new();
+    for (kind, path) in sweep_kinds() {
+        let items: Vec<Value> = listed
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, name)| {
+                let owners = if kind == "PersistentVolumeClaim" {
+                    json!([])
+                } else {
+                    json!([{"apiVersion": "glance.openstack.org/v1beta1", "kind": "Glance",
+                            "name": "glance", "uid": UID, "controller": true}])
+                };
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                       "metadata": {"name": name, "namespace": "openstack", "ownerReferences": owners}})
+            })
+            .collect();
+        calls.push(Call::get(
+            format!("{path}{SELECTOR}"),
+            200,
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}),
+        ));
+        // Deleted in the order they are listed.
+        for (_, name) in listed.iter().filter(|(k, _)| k == kind) {
+            if deleted.contains(&(kind, name.as_str())) {
+                calls.push(Call::delete(format!("{path}/{name}?")));
+            }
         }
     }
-    calls.push(Call::apply(
-        format!("{NS}/services/glance-api{APPLY}"),
-        to_json(&c.service),
-        json!({}),
-    ));
-    calls.push(Call::apply(
-        format!("/apis/apps/v1/namespaces/openstack/deployments/glance-api{APPLY}"),
-        to_json(&c.deployment),
-        deployment_answer,
-    ));
     calls
 }
 
@@ -224,13 +391,20 @@ fn sent_status(seen: &[Seen]) -> Value {
     status
 }
 
-/// The storage request of the cache PVC as it was applied.
+/// The StatefulSet as it was applied.
+fn sent_statefulset(seen: &[Seen]) -> Value {
+    seen.iter()
+        .find(|s| s.uri.contains("statefulsets/glance-api?") && s.method == "PATCH")
+        .expect("the StatefulSet was applied")
+        .body
+        .clone()
+}
+
+/// The request of the cache claim template as it was applied.
 fn sent_cache_request(seen: &[Seen]) -> Value {
-    let pvc = seen
-        .iter()
-        .find(|s| s.uri.contains("persistentvolumeclaims/glance-image-cache?"))
-        .expect("the cache PVC was applied");
-    pvc.body["spec"]["resources"]["requests"]["storage"].clone()
+    sent_statefulset(seen)["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
+        ["storage"]
+        .clone()
 }
 
 /// (type, reason, note) of each event sent.
@@ -247,6 +421,18 @@ fn sent_events(seen: &[Seen]) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+/// The config file rendered into the applied config Secret.
+fn sent_config(seen: &[Seen]) -> String {
+    let config = seen
+        .iter()
+        .find(|s| s.uri.contains("secrets/glance-config?"))
+        .expect("config Secret applied");
+    let conf = config.body["data"]["00-config.conf"]
+        .as_str()
+        .expect("base64");
+    String::from_utf8(base64_decode(conf)).expect("utf-8")
 }
 
 fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
@@ -275,67 +461,77 @@ fn fresh_seed() -> (Glance, Children) {
 }
 
 #[tokio::test]
-async fn first_creation_applies_every_child_then_writes_status() {
+async fn first_creation_migrates_the_database_before_the_statefulset() {
     let (object, expected) = fresh_seed();
-    let mut calls = observe_calls(Some(DB_URL), None, None);
+    let mut calls = observe_calls(Some(DB_URL), vec![], None, None, None);
+    // The database is migrated first; the StatefulSet waits for the Job.
     calls.extend(apply_calls(
         &expected,
         json!({"status": {"phase": "Pending"}}),
-        json!({}),
+        vec![job_apply(&expected)],
     ));
+    calls.extend(sweep_calls(&[], &[]));
     calls.push(status_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     assert_eq!(
         result.expect("reconciled"),
-        Action::requeue(Duration::from_secs(300))
+        Action::requeue(Duration::from_secs(5))
     );
-    assert_eq!(
-        sent_status(&seen),
-        status_of(
-            vec![
-                condition(
-                    "Ready",
-                    "False",
-                    "Pending",
-                    "StorageReady: PVC glance-storage is not bound yet"
-                ),
-                condition(
-                    "ConfigReady",
-                    "True",
-                    "Rendered",
-                    "rendered with image_cache_max_size = 10000000000 bytes"
-                ),
-                condition(
-                    "StorageReady",
-                    "False",
-                    "Pending",
-                    "PVC glance-storage is not bound yet"
-                ),
-                condition(
-                    "CacheReady",
-                    "False",
-                    "Pending",
-                    "PVC glance-image-cache is not bound yet"
-                ),
-                condition(
-                    "DeploymentReady",
-                    "False",
-                    "Progressing",
-                    "0/1 replicas ready"
-                ),
-            ],
-            0,
-            Some(10_000_000_000),
-        )
+    let mut want = status_of(
+        vec![
+            condition(
+                "Ready",
+                "False",
+                "Pending",
+                "StorageReady: PVC glance-storage is not bound yet",
+            ),
+            condition(
+                "ConfigReady",
+                "True",
+                "Rendered",
+                "rendered with image_cache_max_size = 10000000000 bytes",
+            ),
+            condition(
+                "StorageReady",
+                "False",
+                "Pending",
+                "PVC glance-storage is not bound yet",
+            ),
+            condition(
+                "CacheReady",
+                "False",
+                "Pending",
+                "0 of 1 cache volumes bound; waiting for image-cache-glance-api-0",
+            ),
+            condition(
+                "APIReady",
+                "False",
+                "Replacing",
+                "StatefulSet not rolled: Job glance-db-sync started glance-manage db_sync",
+            ),
+            condition(
+                "DatabaseReady",
+                "False",
+                "Migrating",
+                "Job glance-db-sync started glance-manage db_sync",
+            ),
+        ],
+        0,
+        Some(10_000_000_000),
     );
+    // No StatefulSet yet: no replica count to report.
+    want["status"]
+        .as_object_mut()
+        .expect("status")
+        .remove("readyReplicas");
+    assert_eq!(sent_status(&seen), want);
     assert_eq!(
         sent_events(&seen),
         vec![],
         "first creation: nothing to warn about"
     );
     // The config Secret carries the URL read from the databaseInstance Secret.
-    let conf = &seen[3].body["data"]["00-config.conf"];
-    let text = String::from_utf8(base64_decode(conf.as_str().expect("base64"))).expect("utf-8");
+    let text = sent_config(&seen);
     assert!(text.contains(&format!("connection = {DB_URL}\n")), "{text}");
 }
 
@@ -344,9 +540,38 @@ fn base64_decode(s: &str) -> Vec<u8> {
     v.0
 }
 
-/// A Glance whose status is what a previous reconcile wrote for a ready deployment.
-fn ready_glance(fixture: &str, cache_bytes: Option<i64>, cache_condition: Value) -> Glance {
+/// DatabaseReady once the database is migrated: by the Job, or SQLite by the init container.
+fn database_condition(shared: bool) -> Value {
+    if shared {
+        condition(
+            "DatabaseReady",
+            "True",
+            "Migrated",
+            "Job glance-db-sync completed glance-manage db_sync",
+        )
+    } else {
+        condition(
+            "DatabaseReady",
+            "True",
+            "SQLite",
+            "SQLite on the storage volume, migrated by the pod's db-sync init container",
+        )
+    }
+}
+
+/// A Glance whose status is what a previous reconcile wrote for `replicas` ready replicas.
+fn ready_glance(fixture: &str, replicas: i32, cache_bytes: Option<i64>) -> Glance {
     let mut object = glance(fixture);
+    object.spec.glance_api.replicas = replicas;
+    let cache_condition = match cache_bytes {
+        Some(_) => condition(
+            "CacheReady",
+            "True",
+            "Bound",
+            &format!("{replicas} of {replicas} cache volumes bound"),
+        ),
+        None => condition("CacheReady", "True", "CacheDisabled", "image cache is off"),
+    };
     let status = status_of(
         vec![
             condition("Ready", "True", "Ready", "glance-api is ready"),
@@ -366,9 +591,15 @@ fn ready_glance(fixture: &str, cache_bytes: Option<i64>, cache_condition: Value)
                 "PVC glance-storage is bound",
             ),
             cache_condition,
-            condition("DeploymentReady", "True", "Available", "1/1 replicas ready"),
+            condition(
+                "APIReady",
+                "True",
+                "Available",
+                &format!("{replicas}/{replicas} replicas ready"),
+            ),
+            database_condition(object.spec.database_instance.is_some()),
         ],
-        1,
+        replicas,
         cache_bytes,
     )["status"]
         .clone();
@@ -380,130 +611,192 @@ fn ready_glance(fixture: &str, cache_bytes: Option<i64>, cache_condition: Value)
     object
 }
 
-/// A seed Glance that an earlier reconcile made ready, with bound 10G volumes, now asking
-/// for `cache_size` with the database at `db_url`; and the observe and apply calls it makes.
-fn bound_seed(cache_size: &str, db_url: &str) -> (Glance, Vec<Call>) {
-    let mut object = ready_glance(
-        "seed.yaml",
-        Some(10_000_000_000),
-        condition(
-            "CacheReady",
-            "True",
-            "Bound",
-            "PVC glance-image-cache is bound",
-        ),
-    );
+/// What an earlier reconcile left for the seed Glance with `replicas` replicas and a
+/// 10G cache: its children, as the cluster holds them.
+fn earlier(replicas: i32, db_url: &str) -> Children {
+    let mut before = ready_glance("seed.yaml", replicas, Some(10_000_000_000));
+    before.status = None;
+    children(&before, &observed_from(Some(db_url), replicas, None, None))
+}
+
+/// The seed Glance that an earlier reconcile made ready with `replicas` replicas and
+/// bound 10G volumes, now asking for `cache_size` with the database at `db_url`; its
+/// children, and the observe calls it makes.
+fn bound_seed(replicas: i32, cache_size: &str, db_url: &str) -> (Glance, Children, Vec<Call>) {
+    let mut object = ready_glance("seed.yaml", replicas, Some(10_000_000_000));
     object.spec.image_cache_size = Some(Quantity(cache_size.into()));
-    let observed = Observed {
-        database_connection: Some(db_url.into()),
-        storage_request: size("10G", 10_000_000_000),
-        cache_request: size("10G", 10_000_000_000),
-        ..Default::default()
-    };
-    let expected = children(&object, &observed);
-    let mut calls = observe_calls(
-        Some(db_url),
-        Some(pvc_with("glance-storage", "10G")),
-        Some(pvc_with("glance-image-cache", "10G")),
+    let expected = children(
+        &object,
+        &observed_from(Some(db_url), replicas, Some("10G"), Some("10G")),
     );
-    calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
-    (object, calls)
+    let calls = observe_calls(
+        Some(db_url),
+        bound_pvcs(replicas, Some("10G")),
+        Some(live_statefulset(&earlier(replicas, db_url), replicas)),
+        None,
+        done_job(&expected),
+    );
+    (object, expected, calls)
+}
+
+/// The reads of a cluster holding `replicas` bound 10G cache volumes, the StatefulSet of
+/// `live` and the completed db-sync Job of `job`.
+fn observe_bound(replicas: i32, live: &Children, job: &Children) -> Vec<Call> {
+    observe_calls(
+        Some(DB_URL),
+        bound_pvcs(replicas, Some("10G")),
+        Some(live_statefulset(live, replicas)),
+        None,
+        done_job(job),
+    )
+}
+
+/// The children of the seed-like `object` with `replicas` bound 10G cache volumes.
+fn seed_children(object: &Glance, replicas: i32) -> Children {
+    children(
+        object,
+        &observed_from(Some(DB_URL), replicas, Some("10G"), Some("10G")),
+    )
+}
+
+/// Every apply of `c` with `replicas` ready, and a sweep that finds only what `c` names.
+fn applied(c: &Children, replicas: i32) -> Vec<Call> {
+    let mut calls = apply_calls(
+        c,
+        bound(),
+        vec![statefulset_apply(c, statefulset_ready(replicas))],
+    );
+    calls.extend(sweep_calls(&listed(c, &[]), &[]));
+    calls
+}
+
+/// A steady reconcile of `bound_seed`: observe, every apply, an empty sweep.
+fn steady_calls(replicas: i32, cache_size: &str, db_url: &str) -> (Glance, Children, Vec<Call>) {
+    let (object, expected, mut calls) = bound_seed(replicas, cache_size, db_url);
+    calls.extend(applied(&expected, replicas));
+    (object, expected, calls)
 }
 
 #[tokio::test]
 async fn steady_state_sends_identical_applies_and_no_status_write_delete_or_event() {
-    let (object, calls) = bound_seed("10G", DB_URL);
-    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
-    assert_eq!(
-        result.expect("reconciled"),
-        Action::requeue(Duration::from_secs(300))
-    );
-    let writes: Vec<&Seen> = seen
-        .iter()
-        .filter(|s| s.method != "GET" && s.method != "PATCH")
-        .collect();
-    assert!(writes.is_empty(), "{writes:?}");
-    assert!(seen.iter().all(|s| !s.uri.contains("/status")));
+    for replicas in [1, 3] {
+        let (object, _, calls) = steady_calls(replicas, "10G", DB_URL);
+        let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+        assert_eq!(
+            result.expect("reconciled"),
+            Action::requeue(Duration::from_secs(300))
+        );
+        let writes: Vec<&Seen> = seen
+            .iter()
+            .filter(|s| s.method != "GET" && s.method != "PATCH")
+            .collect();
+        assert!(writes.is_empty(), "{writes:?}");
+        assert!(seen.iter().all(|s| !s.uri.contains("/status")));
+    }
 }
 
 #[tokio::test]
-async fn cache_turned_on_applies_the_cache_pvc_and_cronjobs() {
-    let mut object = ready_glance(
-        "cache-off.yaml",
-        None,
-        condition("CacheReady", "True", "CacheDisabled", "image cache is off"),
-    );
+async fn cache_turned_on_recreates_the_statefulset_with_a_claim_template_and_adds_cronjobs() {
+    let mut object = ready_glance("cache-off.yaml", 1, None);
+    let before = children(&object, &observed_from(None, 1, None, None));
     object.spec.image_cache_size = Some(Quantity("10Gi".into()));
-    let observed = Observed {
-        storage_request: size("10G", 10_000_000_000),
-        ..Default::default()
-    };
-    let expected = children(&object, &observed);
+    let expected = children(&object, &observed_from(None, 1, None, None));
     assert!(expected.cache.is_some());
-    let mut calls = observe_calls(None, Some(pvc_with("glance-storage", "10G")), None);
-    calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
+    let mut calls = observe_calls(
+        None,
+        bound_pvcs(1, None),
+        Some(live_statefulset(&before, 1)),
+        None,
+        None,
+    );
+    // The claim templates changed: the StatefulSet goes with its pods orphaned, and the
+    // new one is applied once it is gone.
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![Call::delete_with(
+            format!("{APPS}/statefulsets/glance-api?"),
+            "Orphan",
+        )],
+    ));
+    calls.extend(sweep_calls(&listed(&before, &[]), &[]));
     calls.push(status_call());
     calls.push(event_call());
-    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
-    result.expect("reconciled");
-    assert_eq!(sent_cache_request(&seen), json!("10Gi"));
+    calls.push(event_call());
+    let (result, seen, _) = run(DeserializeGuard(Ok(object.clone())), calls).await;
     assert_eq!(
-        sent_status(&seen)["status"]["imageCacheMaxSize"],
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(5))
+    );
+    let status = sent_status(&seen);
+    assert_eq!(
+        status["status"]["imageCacheMaxSize"],
         json!(10_737_418_240i64)
     );
     assert_eq!(
-        sent_events(&seen),
-        vec![(
-            "Normal".into(),
-            "Bound".into(),
-            "PVC glance-image-cache is bound".into()
-        )]
+        status["status"]["conditions"][4],
+        condition(
+            "APIReady",
+            "False",
+            "Replacing",
+            "StatefulSet glance-api is being replaced, because its volume claim templates changed; its pods keep running"
+        )
     );
+    let cronjobs: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.uri.contains("/cronjobs/") && s.method == "PATCH")
+        .map(|s| s.body["metadata"]["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        cronjobs,
+        ["glance-cache-pruner-0", "glance-cache-cleaner-0"]
+    );
+
+    // The next reconcile finds it gone and applies the one with the template.
+    let mut calls = observe_calls(None, bound_pvcs(1, None), None, None, None);
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![statefulset_apply(&expected, json!({}))],
+    ));
+    calls.extend(sweep_calls(&listed(&expected, &[]), &[]));
+    calls.extend([status_call(), event_call(), event_call()]);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    result.expect("reconciled");
+    assert_eq!(sent_cache_request(&seen), json!("10Gi"));
 }
 
 #[tokio::test]
-async fn cache_turned_off_deletes_the_cronjobs_then_the_cache_pvc() {
-    let mut object = ready_glance(
-        "seed.yaml",
-        Some(10_000_000_000),
-        condition(
-            "CacheReady",
-            "True",
-            "Bound",
-            "PVC glance-image-cache is bound",
-        ),
-    );
+async fn cache_turned_off_with_three_replicas_sweeps_every_cronjob_and_cache_volume() {
+    let mut object = ready_glance("seed.yaml", 3, Some(10_000_000_000));
+    let before = earlier(3, DB_URL);
     object.spec.image_cache_size = None;
-    let observed = Observed {
-        database_connection: Some(DB_URL.into()),
-        storage_request: size("10G", 10_000_000_000),
-        ..Default::default()
-    };
-    let expected = children(&object, &observed);
+    let expected = children(&object, &observed_from(Some(DB_URL), 3, None, None));
     assert!(expected.cache.is_none());
-    let mut calls = observe_calls(
-        Some(DB_URL),
-        Some(pvc_with("glance-storage", "10G")),
-        Some(pvc_with("glance-image-cache", "10G")),
-    );
-    let mut applies = apply_calls(&expected, bound(), deployment_ready(1));
-    let service_and_deployment = applies.split_off(2);
-    calls.extend(applies);
-    calls.push(Call::delete(
-        "/apis/batch/v1/namespaces/openstack/cronjobs/glance-cache-pruner?",
+    let mut calls = observe_bound(3, &before, &expected);
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![Call::delete_with(
+            format!("{APPS}/statefulsets/glance-api?"),
+            "Orphan",
+        )],
     ));
-    calls.push(Call::fail(
-        "DELETE",
-        "/apis/batch/v1/namespaces/openstack/cronjobs/glance-cache-cleaner?",
-        404,
-        "NotFound",
-        "already gone",
-    ));
-    calls.push(Call::delete(format!(
-        "{NS}/persistentvolumeclaims/glance-image-cache?"
-    )));
-    calls.extend(service_and_deployment);
+    let mut deleted: Vec<(&str, String)> = Vec::new();
+    for i in 0..3 {
+        deleted.push(("CronJob", format!("glance-cache-pruner-{i}")));
+        deleted.push(("CronJob", format!("glance-cache-cleaner-{i}")));
+    }
+    for i in 0..3 {
+        deleted.push((
+            "PersistentVolumeClaim",
+            format!("image-cache-glance-api-{i}"),
+        ));
+    }
+    let deleted: Vec<(&str, &str)> = deleted.iter().map(|(k, n)| (*k, n.as_str())).collect();
+    calls.extend(sweep_calls(&listed(&before, &[]), &deleted));
     calls.push(status_call());
+    calls.push(event_call());
     calls.push(event_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     result.expect("reconciled");
@@ -516,61 +809,168 @@ async fn cache_turned_off_deletes_the_cronjobs_then_the_cache_pvc() {
         status["status"]["conditions"][3],
         condition("CacheReady", "True", "CacheDisabled", "image cache is off")
     );
-    assert_eq!(
-        sent_events(&seen),
-        vec![(
-            "Normal".into(),
-            "CacheDisabled".into(),
-            "image cache is off".into()
-        )]
-    );
-    let deployment = seen
-        .iter()
-        .find(|s| s.uri.contains("deployments"))
-        .expect("deployment");
     assert!(
-        !deployment.body.to_string().contains("image-cache"),
-        "the API no longer mounts the cache"
+        !sent_config(&seen).contains("image_cache"),
+        "the rendered config has no cache options"
     );
 }
 
 #[tokio::test]
 async fn cache_off_steady_state_deletes_nothing() {
-    let object = ready_glance(
-        "cache-off.yaml",
+    let object = ready_glance("cache-off.yaml", 1, None);
+    let expected = children(&object, &observed_from(None, 1, None, None));
+    let mut calls = observe_calls(
         None,
-        condition("CacheReady", "True", "CacheDisabled", "image cache is off"),
+        bound_pvcs(1, None),
+        Some(live_statefulset(&expected, 1)),
+        None,
+        None,
     );
-    let expected = children(
-        &object,
-        &Observed {
-            storage_request: size("10G", 10_000_000_000),
-            ..Default::default()
-        },
-    );
-    let mut calls = observe_calls(None, Some(pvc_with("glance-storage", "10G")), None);
-    calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
+    calls.extend(applied(&expected, 1));
     let (result, _, _) = run(DeserializeGuard(Ok(object)), calls).await;
     result.expect("reconciled");
 }
 
 #[tokio::test]
-async fn growing_image_cache_size_expands_the_pvc() {
-    let (object, mut calls) = bound_seed("20G", DB_URL);
+async fn scaling_one_to_three_adds_cronjobs_and_three_to_one_sweeps_them_and_the_volumes() {
+    // 1 -> 3: the StatefulSet makes the new volumes; two more pairs of CronJobs.
+    let (mut object, _, _) = bound_seed(1, "10G", DB_URL);
+    object.spec.glance_api.replicas = 3;
+    let before = earlier(1, DB_URL);
+    let expected = seed_children(&object, 1);
+    let mut calls = observe_bound(1, &before, &expected);
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![statefulset_apply(&expected, statefulset_ready(1))],
+    ));
+    calls.extend(sweep_calls(&listed(&before, &[]), &[]));
+    calls.push(status_call());
+    calls.push(event_call());
+    calls.push(event_call());
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    result.expect("reconciled");
+    assert_eq!(sent_statefulset(&seen)["spec"]["replicas"], json!(3));
+    let cronjobs = seen
+        .iter()
+        .filter(|s| s.uri.contains("/cronjobs/") && s.method == "PATCH")
+        .count();
+    assert_eq!(cronjobs, 6);
+    assert_eq!(
+        sent_status(&seen)["status"]["conditions"][3],
+        condition(
+            "CacheReady",
+            "False",
+            "Pending",
+            "1 of 3 cache volumes bound; waiting for image-cache-glance-api-1, image-cache-glance-api-2"
+        )
+    );
+
+    // 3 -> 1: the CronJobs and volumes of replicas 1 and 2 go.
+    let (mut object, _, _) = bound_seed(3, "10G", DB_URL);
+    object.spec.glance_api.replicas = 1;
+    let before = earlier(3, DB_URL);
+    let expected = seed_children(&object, 1);
+    let mut calls = observe_bound(3, &before, &expected);
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![statefulset_apply(&expected, statefulset_ready(1))],
+    ));
+    calls.extend(sweep_calls(
+        &listed(&before, &[]),
+        &[
+            ("CronJob", "glance-cache-pruner-1"),
+            ("CronJob", "glance-cache-cleaner-1"),
+            ("CronJob", "glance-cache-pruner-2"),
+            ("CronJob", "glance-cache-cleaner-2"),
+            ("PersistentVolumeClaim", "image-cache-glance-api-1"),
+            ("PersistentVolumeClaim", "image-cache-glance-api-2"),
+        ],
+    ));
+    // Only messages change (3/3 to 1/1): a status write, no event.
     calls.push(status_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     result.expect("reconciled");
-    assert_eq!(sent_cache_request(&seen), json!("20G"));
+    assert_eq!(sent_statefulset(&seen)["spec"]["replicas"], json!(1));
+    let storage = seen
+        .iter()
+        .find(|s| s.uri.contains("persistentvolumeclaims/glance-storage?"))
+        .expect("storage applied");
+    assert_eq!(
+        storage.body["spec"]["accessModes"],
+        json!(["ReadWriteOnce"]),
+        "one replica: the storage volume is ReadWriteOnce again"
+    );
+}
+
+#[tokio::test]
+async fn growing_with_three_replicas_grows_each_volume_then_recreates_the_statefulset() {
+    let (object, expected, mut calls) = bound_seed(3, "20G", DB_URL);
+    let resized: Vec<String> = expected
+        .cache
+        .as_ref()
+        .expect("cache on")
+        .resizes
+        .iter()
+        .map(|r| r.metadata.name.clone().expect("name"))
+        .collect();
+    assert_eq!(
+        resized,
+        [
+            "image-cache-glance-api-0",
+            "image-cache-glance-api-1",
+            "image-cache-glance-api-2"
+        ]
+    );
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![Call::delete_with(
+            format!("{APPS}/statefulsets/glance-api?"),
+            "Orphan",
+        )],
+    ));
+    calls.extend(sweep_calls(&listed(&expected, &[]), &[]));
+    calls.push(status_call());
+    calls.push(event_call());
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(5))
+    );
+    for name in &resized {
+        let resize = seen
+            .iter()
+            .find(|s| s.uri.contains(&format!("persistentvolumeclaims/{name}?")))
+            .expect("resized");
+        assert_eq!(
+            resize.body["spec"],
+            json!({"resources": {"requests": {"storage": "20G"}}}),
+            "{name}: only the request is applied"
+        );
+    }
     assert_eq!(
         sent_status(&seen)["status"]["imageCacheMaxSize"],
         json!(20_000_000_000i64)
     );
-    assert_eq!(sent_events(&seen), vec![]);
+    // The pods kept running: nothing but the StatefulSet itself was deleted.
+    let deletes: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.uri.as_str())
+        .collect();
+    assert_eq!(
+        deletes,
+        [format!("{APPS}/statefulsets/glance-api?").as_str()]
+    );
 }
 
 #[tokio::test]
-async fn shrinking_lowers_the_limit_keeps_the_pvc_and_warns_once() {
-    let (object, mut calls) = bound_seed("5G", DB_URL);
+async fn shrinking_lowers_the_limit_keeps_the_volumes_and_warns_once() {
+    let (object, expected, mut calls) = bound_seed(1, "5G", DB_URL);
+    assert!(expected.cache.as_ref().expect("on").resizes.is_empty());
+    calls.extend(applied(&expected, 1));
     calls.push(status_call());
     calls.push(event_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
@@ -579,17 +979,8 @@ async fn shrinking_lowers_the_limit_keeps_the_pvc_and_warns_once() {
         Action::requeue(Duration::from_secs(300))
     );
     assert_eq!(sent_cache_request(&seen), json!("10G"));
-    let conf = base64_decode(
-        seen[3].body["data"]["00-config.conf"]
-            .as_str()
-            .expect("conf"),
-    );
-    assert!(
-        String::from_utf8(conf)
-            .expect("utf-8")
-            .contains("image_cache_max_size = 5000000000\n")
-    );
-    let message = "imageCacheSize 5G is smaller than PVC glance-image-cache (10G); a PVC cannot shrink, so it keeps its size and image_cache_max_size is lowered to 5000000000 bytes";
+    assert!(sent_config(&seen).contains("image_cache_max_size = 5000000000\n"));
+    let message = "imageCacheSize 5G is smaller than the cache volumes (10G); a volume cannot shrink, so they keep their size and image_cache_max_size is lowered to 5000000000 bytes";
     assert_eq!(
         sent_events(&seen),
         vec![("Warning".into(), "ShrinkIgnored".into(), message.into())]
@@ -606,27 +997,39 @@ async fn shrinking_lowers_the_limit_keeps_the_pvc_and_warns_once() {
 
 #[tokio::test]
 async fn a_refused_resize_is_reported_not_retried_in_a_loop() {
-    let (object, mut calls) = bound_seed("20G", DB_URL);
-    let refusal = "persistentvolumeclaims \"glance-image-cache\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize";
-    // The cache PVC's apply, after the three reads and the config and storage applies.
-    calls[5] = Call::fail(
+    let (object, expected, mut calls) = bound_seed(1, "20G", DB_URL);
+    let refusal = "persistentvolumeclaims \"image-cache-glance-api-0\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize";
+    let mut applies = apply_calls(
+        &expected,
+        bound(),
+        vec![Call::delete_with(
+            format!("{APPS}/statefulsets/glance-api?"),
+            "Orphan",
+        )],
+    );
+    // The resize, after the config, storage and the two Services.
+    applies[4] = Call::fail(
         "PATCH",
-        format!("{NS}/persistentvolumeclaims/glance-image-cache{APPLY}"),
+        format!("{NS}/persistentvolumeclaims/image-cache-glance-api-0{APPLY}"),
         403,
         "Forbidden",
         refusal,
     );
+    calls.extend(applies);
+    calls.extend(sweep_calls(&listed(&expected, &[]), &[]));
     calls.push(status_call());
+    calls.push(event_call());
     calls.push(event_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     assert_eq!(
         result.expect("terminal, not an error"),
-        Action::requeue(Duration::from_secs(300))
+        Action::requeue(Duration::from_secs(5))
     );
-    let note = format!("PVC glance-image-cache: {refusal}");
-    assert_eq!(
-        sent_events(&seen),
-        vec![("Warning".into(), "ResizeRejected".into(), note.clone())]
+    let note = format!("PVC image-cache-glance-api-0: {refusal}");
+    assert!(
+        sent_events(&seen).contains(&("Warning".into(), "ResizeRejected".into(), note.clone())),
+        "{:?}",
+        sent_events(&seen)
     );
     let status = sent_status(&seen);
     assert_eq!(
@@ -637,19 +1040,129 @@ async fn a_refused_resize_is_reported_not_retried_in_a_loop() {
 }
 
 #[tokio::test]
+async fn upgrade_from_the_deployment_deletes_it_first_then_starts_the_statefulset() {
+    let object = ready_glance("seed.yaml", 1, Some(10_000_000_000));
+    let expected = children(&object, &observed_from(Some(DB_URL), 1, None, None));
+    // What the earlier release left: a Deployment and the single cache PVC.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "glance-api", "namespace": "openstack"}});
+    let mut pvcs = bound_pvcs(1, None);
+    pvcs.push(pvc_with("glance-image-cache", "10G"));
+    // The db-sync Job already ran for this image and database (see the db-sync tests):
+    // the old Deployment served meanwhile.
+    let mut calls = observe_calls(
+        Some(DB_URL),
+        pvcs,
+        None,
+        Some(deployment.clone()),
+        done_job(&expected),
+    );
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![Call::delete_with(
+            format!("{APPS}/deployments/glance-api?"),
+            "Foreground",
+        )],
+    ));
+    calls.extend(sweep_calls(
+        &listed(
+            &expected,
+            &[
+                ("CronJob", "glance-cache-pruner"),
+                ("CronJob", "glance-cache-cleaner"),
+                ("PersistentVolumeClaim", "glance-image-cache"),
+            ],
+        ),
+        &[
+            ("CronJob", "glance-cache-pruner"),
+            ("CronJob", "glance-cache-cleaner"),
+            ("PersistentVolumeClaim", "glance-image-cache"),
+        ],
+    ));
+    calls.push(status_call());
+    calls.push(event_call());
+    calls.push(event_call());
+    let (result, seen, _) = run(DeserializeGuard(Ok(object.clone())), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert!(
+        seen.iter()
+            .all(|s| !s.uri.contains("statefulsets/glance-api?&")),
+        "no StatefulSet while the Deployment's pods may still mount the storage volume"
+    );
+    assert!(
+        seen.iter()
+            .all(|s| !(s.method == "DELETE" && s.uri.contains("glance-storage"))),
+        "the storage volume and its images stay"
+    );
+
+    // While the Deployment is being deleted, the StatefulSet still waits.
+    let mut going = deployment.clone();
+    going["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+    let mut calls = observe_calls(
+        Some(DB_URL),
+        bound_pvcs(1, None),
+        None,
+        Some(going),
+        done_job(&expected),
+    );
+    calls.extend(apply_calls(&expected, bound(), vec![]));
+    calls.extend(sweep_calls(&listed(&expected, &[]), &[]));
+    calls.extend([status_call(), event_call(), event_call()]);
+    let (result, _, _) = run(DeserializeGuard(Ok(object.clone())), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(5))
+    );
+
+    // Once it is gone, the StatefulSet starts on the same storage volume.
+    let mut calls = observe_calls(
+        Some(DB_URL),
+        bound_pvcs(1, None),
+        None,
+        None,
+        done_job(&expected),
+    );
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![statefulset_apply(&expected, json!({}))],
+    ));
+    calls.extend(sweep_calls(&listed(&expected, &[]), &[]));
+    calls.extend([status_call(), event_call(), event_call()]);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(300))
+    );
+    assert!(
+        sent_statefulset(&seen)
+            .to_string()
+            .contains("\"claimName\":\"glance-storage\""),
+        "the StatefulSet mounts the same storage volume"
+    );
+}
+
+#[tokio::test]
 async fn an_api_error_fails_the_reconcile_and_backs_off() {
     let (object, expected) = fresh_seed();
-    let mut calls = observe_calls(Some(DB_URL), None, None);
-    let mut applies = apply_calls(&expected, bound(), json!({}));
-    let last = applies.len() - 1;
-    applies[last] = Call::fail(
-        "PATCH",
-        format!("/apis/apps/v1/namespaces/openstack/deployments/glance-api{APPLY}"),
-        500,
-        "InternalError",
-        "etcd timeout",
-    );
-    calls.extend(applies);
+    let mut calls = observe_calls(Some(DB_URL), vec![], None, None, None);
+    calls.extend(apply_calls(
+        &expected,
+        bound(),
+        vec![Call::fail(
+            "PATCH",
+            format!("{BATCH}/jobs/glance-db-sync{APPLY}"),
+            500,
+            "InternalError",
+            "etcd timeout",
+        )],
+    ));
+    // The CronJobs are not applied after the failure.
+    calls.truncate(calls.len() - 2);
     let (result, seen, ctx) = run(DeserializeGuard(Ok(object.clone())), calls).await;
     let error = result.expect_err("the 500 fails the reconcile");
     assert!(error.to_string().contains("etcd timeout"), "{error}");
@@ -678,13 +1191,9 @@ async fn an_api_error_fails_the_reconcile_and_backs_off() {
 #[tokio::test]
 async fn a_missing_database_secret_is_named_in_a_condition_and_retried() {
     let object = glance("seed.yaml");
-    let calls = vec![
-        not_found(format!("{NS}/secrets/openstack")),
-        not_found(format!("{NS}/persistentvolumeclaims/glance-storage")),
-        not_found(format!("{NS}/persistentvolumeclaims/glance-image-cache")),
-        status_call(),
-        event_call(),
-    ];
+    let mut calls = vec![not_found(format!("{NS}/secrets/openstack"))];
+    calls.extend(observe_calls(None, vec![], None, None, None));
+    calls.extend([status_call(), event_call()]);
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     assert_eq!(
         result.expect("reported"),
@@ -719,13 +1228,9 @@ async fn a_database_secret_without_connection_key_is_named_too() {
     let object = glance("seed.yaml");
     let mut secret = db_secret(DB_URL);
     secret["data"] = json!({"url": "eA=="});
-    let calls = vec![
-        Call::get(format!("{NS}/secrets/openstack"), 200, secret),
-        not_found(format!("{NS}/persistentvolumeclaims/glance-storage")),
-        not_found(format!("{NS}/persistentvolumeclaims/glance-image-cache")),
-        status_call(),
-        event_call(),
-    ];
+    let mut calls = vec![Call::get(format!("{NS}/secrets/openstack"), 200, secret)];
+    calls.extend(observe_calls(None, vec![], None, None, None));
+    calls.extend([status_call(), event_call()]);
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     assert_eq!(
         result.expect("reported"),
@@ -741,24 +1246,15 @@ async fn a_database_secret_without_connection_key_is_named_too() {
 async fn a_changed_database_secret_rerenders_the_config_and_rolls_the_pods() {
     let mut hashes = Vec::new();
     for url in [DB_URL, "mysql+pymysql://glance:rotated@db/glance"] {
-        let (object, calls) = bound_seed("10G", url);
+        let (object, _, calls) = steady_calls(1, "10G", url);
         let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
         result.expect("reconciled");
-        let conf = base64_decode(
-            seen[3].body["data"]["00-config.conf"]
-                .as_str()
-                .expect("conf"),
+        assert!(sent_config(&seen).contains(&format!("connection = {url}\n")));
+        hashes.push(
+            sent_statefulset(&seen)["spec"]["template"]["metadata"]["annotations"]
+                ["glance.openstack.org/config-hash"]
+                .clone(),
         );
-        assert!(
-            String::from_utf8(conf)
-                .expect("utf-8")
-                .contains(&format!("connection = {url}\n"))
-        );
-        let deployment = seen
-            .iter()
-            .find(|s| s.uri.contains("deployments"))
-            .expect("deployment");
-        hashes.push(deployment.body["spec"]["template"]["metadata"]["annotations"]["glance.openstack.org/config-hash"].clone());
     }
     assert_ne!(hashes[0], hashes[1]);
 }
@@ -822,18 +1318,9 @@ fn keys_secret(conf: &str) -> Value {
 
 /// A ready seed Glance naming KEYS_SECRET in customServiceConfigSecrets, whose s3.conf is
 /// `conf`: the calls of a steady reconcile (the Secret is read right after the database
-/// Secret, before the PVCs), and the config hash the Deployment must carry.
+/// Secret, before the PVCs), and the config hash the StatefulSet must carry.
 fn seed_with_keys(conf: &str) -> (Glance, Vec<Call>, String) {
-    let mut object = ready_glance(
-        "seed.yaml",
-        Some(10_000_000_000),
-        condition(
-            "CacheReady",
-            "True",
-            "Bound",
-            "PVC glance-image-cache is bound",
-        ),
-    );
+    let mut object = ready_glance("seed.yaml", 1, Some(10_000_000_000));
     object.spec.custom_service_config_secrets = vec![KEYS_SECRET.into()];
     let secret: Secret = serde_json::from_value(keys_secret(conf)).expect("secret");
     let extra = vec![ConfigSecret {
@@ -841,18 +1328,12 @@ fn seed_with_keys(conf: &str) -> (Glance, Vec<Call>, String) {
         data: secret.data.clone().expect("data"),
     }];
     let observed = Observed {
-        database_connection: Some(DB_URL.into()),
         config_secrets: extra.clone(),
-        storage_request: size("10G", 10_000_000_000),
-        cache_request: size("10G", 10_000_000_000),
+        ..observed_from(Some(DB_URL), 1, Some("10G"), Some("10G"))
     };
     let expected = children(&object, &observed);
     let hash = config_hash_with_secrets(&expected.config, &extra);
-    let mut calls = observe_calls(
-        Some(DB_URL),
-        Some(pvc_with("glance-storage", "10G")),
-        Some(pvc_with("glance-image-cache", "10G")),
-    );
+    let mut calls = observe_bound(1, &expected, &expected);
     calls.insert(
         1,
         Call::get(
@@ -861,17 +1342,13 @@ fn seed_with_keys(conf: &str) -> (Glance, Vec<Call>, String) {
             keys_secret(conf),
         ),
     );
-    calls.extend(apply_calls(&expected, bound(), deployment_ready(1)));
+    calls.extend(applied(&expected, 1));
     (object, calls, hash)
 }
 
-/// The pod template annotations of the applied Deployment, and its config volume.
-fn sent_deployment(seen: &[Seen]) -> (Value, Value) {
-    let deployment = seen
-        .iter()
-        .find(|s| s.uri.contains("deployments/glance-api?"))
-        .expect("the Deployment was applied");
-    let template = &deployment.body["spec"]["template"];
+/// The pod template annotations of the applied StatefulSet, and its config volume.
+fn sent_template(seen: &[Seen]) -> (Value, Value) {
+    let template = &sent_statefulset(seen)["spec"]["template"];
     (
         template["metadata"]["annotations"]["glance.openstack.org/config-hash"].clone(),
         template["spec"]["volumes"][0].clone(),
@@ -879,7 +1356,7 @@ fn sent_deployment(seen: &[Seen]) -> (Value, Value) {
 }
 
 #[tokio::test]
-async fn a_named_config_secret_is_read_mounted_and_hashed_into_the_deployment() {
+async fn a_named_config_secret_is_read_mounted_and_hashed_into_the_statefulset() {
     let conf = "[ceph]\ns3_store_access_key = AKIA0\ns3_store_secret_key = s0\n";
     let (object, calls, hash) = seed_with_keys(conf);
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
@@ -889,7 +1366,7 @@ async fn a_named_config_secret_is_read_mounted_and_hashed_into_the_deployment() 
     );
     assert_eq!(seen[1].method, "GET");
     assert_eq!(seen[1].uri, format!("{NS}/secrets/{KEYS_SECRET}"));
-    let (annotation, volume) = sent_deployment(&seen);
+    let (annotation, volume) = sent_template(&seen);
     assert_eq!(annotation, json!(hash));
     let config = seen
         .iter()
@@ -913,7 +1390,7 @@ async fn a_named_config_secret_is_read_mounted_and_hashed_into_the_deployment() 
         json!({"secret": {"name": KEYS_SECRET, "items": [{"key": "s3.conf", "path": "02-ceph-s3-keys-s3.conf"}]}})
     );
     // The cache jobs mount it too.
-    for name in ["glance-cache-pruner", "glance-cache-cleaner"] {
+    for name in ["glance-cache-pruner-0", "glance-cache-cleaner-0"] {
         let cronjob = seen
             .iter()
             .find(|s| s.uri.contains(&format!("cronjobs/{name}?")))
@@ -935,7 +1412,7 @@ async fn a_changed_config_secret_rolls_the_pods() {
         let (object, calls, hash) = seed_with_keys(conf);
         let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
         result.expect("reconciled");
-        let (annotation, _) = sent_deployment(&seen);
+        let (annotation, _) = sent_template(&seen);
         assert_eq!(annotation, json!(hash));
         annotations.push(annotation);
     }
@@ -948,7 +1425,7 @@ async fn a_missing_config_secret_is_named_in_a_condition_and_nothing_is_applied(
     object.spec.custom_service_config_secrets = vec![KEYS_SECRET.into(), "other-keys".into()];
     // The script ends with the status and the event: any apply or delete would be an
     // unexpected request and fail the test.
-    let calls = vec![
+    let mut calls = vec![
         Call::get(format!("{NS}/secrets/openstack"), 200, db_secret(DB_URL)),
         not_found(format!("{NS}/secrets/{KEYS_SECRET}")),
         Call::get(
@@ -956,11 +1433,9 @@ async fn a_missing_config_secret_is_named_in_a_condition_and_nothing_is_applied(
             200,
             json!({"metadata": {"name": "other-keys", "namespace": "openstack"}}),
         ),
-        not_found(format!("{NS}/persistentvolumeclaims/glance-storage")),
-        not_found(format!("{NS}/persistentvolumeclaims/glance-image-cache")),
-        status_call(),
-        event_call(),
     ];
+    calls.extend(observe_calls(None, vec![], None, None, None));
+    calls.extend([status_call(), event_call()]);
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     assert_eq!(
         result.expect("reported"),
@@ -999,5 +1474,96 @@ fn status_body_helper_is_a_failure_for_errors() {
     assert_eq!(
         status_body(404, "NotFound", "x")["status"],
         json!("Failure")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_db_sync_job_is_reported_and_the_statefulset_is_not_rolled() {
+    let (mut object, expected, _) = bound_seed(1, "10G", DB_URL);
+    // A new image: the live StatefulSet still runs the old one.
+    object.spec.glance_api.container_image = Some("registry.example/glance:2".into());
+    let new = seed_children(&object, 1);
+    let mut failed = to_json(new.db_sync.as_ref().expect("job"));
+    common::mock::merge(
+        &mut failed,
+        &json!({"status": {"failed": 5, "conditions": [{"type": "Failed", "status": "True",
+            "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}),
+    );
+    let mut calls = observe_calls(
+        Some(DB_URL),
+        bound_pvcs(1, Some("10G")),
+        Some(live_statefulset(&expected, 1)),
+        None,
+        Some(failed),
+    );
+    // No StatefulSet apply: the pods keep the image whose schema they know.
+    calls.extend(apply_calls(&new, bound(), vec![]));
+    calls.extend(sweep_calls(&listed(&new, &[]), &[]));
+    calls.extend([status_call(), event_call(), event_call()]);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    assert_eq!(
+        result.expect("reported, not an error loop"),
+        Action::requeue(Duration::from_secs(300))
+    );
+    let why = "Job glance-db-sync failed (Job has reached the specified backoff limit): see kubectl logs job/glance-db-sync, then delete the Job to run it again";
+    let status = sent_status(&seen);
+    assert_eq!(
+        status["status"]["conditions"][5],
+        condition("DatabaseReady", "False", "MigrationFailed", why)
+    );
+    assert_eq!(
+        status["status"]["conditions"][4],
+        condition(
+            "APIReady",
+            "False",
+            "Replacing",
+            &format!("StatefulSet not rolled: {why}")
+        )
+    );
+    assert!(
+        sent_events(&seen).contains(&("Warning".into(), "MigrationFailed".into(), why.into())),
+        "{:?}",
+        sent_events(&seen)
+    );
+}
+
+#[tokio::test]
+async fn a_new_image_replaces_the_finished_db_sync_job_before_rolling() {
+    let (mut object, expected, _) = bound_seed(1, "10G", DB_URL);
+    object.spec.glance_api.container_image = Some("registry.example/glance:2".into());
+    let new = seed_children(&object, 1);
+    // The Job that completed for the old image.
+    let mut calls = observe_bound(1, &expected, &expected);
+    calls.extend(apply_calls(
+        &new,
+        bound(),
+        vec![Call::delete(format!("{BATCH}/jobs/glance-db-sync?"))],
+    ));
+    calls.extend(sweep_calls(&listed(&new, &[]), &[]));
+    calls.extend([status_call(), event_call(), event_call()]);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object.clone())), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        sent_status(&seen)["status"]["conditions"][5],
+        condition(
+            "DatabaseReady",
+            "False",
+            "Migrating",
+            "Job glance-db-sync is replaced: the image or the database changed"
+        )
+    );
+
+    // Once the new Job completed, the StatefulSet rolls onto the new image.
+    let mut calls = observe_bound(1, &expected, &new);
+    calls.extend(applied(&new, 1));
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    result.expect("reconciled");
+    assert!(
+        sent_statefulset(&seen)
+            .to_string()
+            .contains("registry.example/glance:2")
     );
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{DEFAULT_IMAGE, glance};
-use glance_operator::crd::validate::validate;
+use glance_operator::crd::validate::{InvalidSpec, validate};
 use glance_operator::crd::{CacheAccessMode, Glance};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -72,12 +72,54 @@ fn errors_name_the_field() {
             "spec.databaseInstance: glanceAPI.replicas is 2",
         ),
         (
-            Box::new(|g| g.spec.glance_api.replicas = 2),
-            "spec.imageCache.accessMode: glanceAPI.replicas is 2",
+            Box::new(|g| g.spec.glance_api.replicas = 33),
+            "spec.glanceAPI.replicas: at most 32 replicas, got 33",
         ),
         (
-            Box::new(|g| g.metadata.name = Some("a".repeat(39))),
-            "metadata.name: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is 39 characters; at most 38",
+            Box::new(|g| g.metadata.name = Some("a".repeat(37))),
+            "metadata.name: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is 37 characters; with 1 replicas at most 36 leave room for <name>-cache-cleaner-<replica> (CronJob names are at most 52)",
+        ),
+        (
+            Box::new(|g| {
+                g.metadata.name = Some("a".repeat(37));
+                g.spec.glance_api.replicas = 10;
+            }),
+            "metadata.name: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is 37 characters; with 10 replicas at most 36",
+        ),
+        (
+            Box::new(|g| {
+                g.metadata.name = Some("a".repeat(36));
+                g.spec.glance_api.replicas = 11;
+            }),
+            "metadata.name: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is 36 characters; with 11 replicas at most 35",
+        ),
+        (
+            Box::new(|g| {
+                g.spec.glance_api.replicas = 2;
+                g.spec.custom_service_config =
+                    Some("[default_backend]\nfilesystem_store_datadir = /tmp/images\n".into());
+            }),
+            "spec.customServiceConfig: glanceAPI.replicas is 2, and the default store is the file store at /tmp/images, which is not on the shared storage volume: keep filesystem_store_datadir under /var/lib/glance (outside /var/lib/glance/image-cache), or make the default backend a remote store such as s3",
+        ),
+        (
+            Box::new(|g| {
+                g.spec.glance_api.replicas = 3;
+                g.spec.custom_service_config = Some(
+                    "[default_backend]\nfilesystem_store_datadir = /var/lib/glance/image-cache/x\n"
+                        .into(),
+                );
+            }),
+            "spec.customServiceConfig: glanceAPI.replicas is 3, and the default store is the file store at /var/lib/glance/image-cache/x,",
+        ),
+        (
+            Box::new(|g| {
+                g.spec.glance_api.replicas = 3;
+                g.spec.custom_service_config = Some(
+                    "[DEFAULT]\nenabled_backends = fast:file, ceph:s3\n[glance_store]\ndefault_backend = fast\n[fast]\nfilesystem_store_datadir = /srv/images\n"
+                        .into(),
+                );
+            }),
+            "spec.customServiceConfig: glanceAPI.replicas is 3, and the default store is the file store at /srv/images,",
         ),
         (
             Box::new(|g| g.metadata.name = Some("Glance".into())),
@@ -154,6 +196,9 @@ fn valid_specs_parse_to_exact_values() {
     g.spec.glance_api.replicas = 2;
     g.spec.image_cache.access_mode = CacheAccessMode::ReadWriteMany;
     g.spec.glance_api.container_image = Some(String::new());
+    assert_eq!(validate(&g, DEFAULT_IMAGE).expect("valid").replicas, 2);
+    // Every replica has its own cache volume, so ReadWriteOnce serves several too.
+    g.spec.image_cache.access_mode = CacheAccessMode::ReadWriteOnce;
     let v = validate(&g, DEFAULT_IMAGE).expect("valid");
     assert_eq!(
         v.image, DEFAULT_IMAGE,
@@ -187,5 +232,139 @@ fn config_secret_names_are_kept_in_order() {
             .config_secrets
             .is_empty(),
         "default: none"
+    );
+}
+
+#[test]
+fn replicas_and_the_name_are_checked_against_their_limits() {
+    let with = |replicas: i32, name_len: usize| {
+        let mut g = glance("seed.yaml");
+        g.spec.glance_api.replicas = replicas;
+        g.metadata.name = Some("a".repeat(name_len));
+        validate(&g, DEFAULT_IMAGE)
+    };
+    for (replicas, len) in [(0, 36), (1, 36), (10, 36), (11, 35), (32, 35)] {
+        let v = with(replicas, len).expect("valid");
+        assert_eq!((v.replicas, v.name.len()), (replicas, len));
+    }
+    assert_eq!(with(33, 6), Err(InvalidSpec::TooManyReplicas(33)));
+    assert_eq!(
+        with(10, 37),
+        Err(InvalidSpec::NameTooLong {
+            name: "a".repeat(37),
+            len: 37,
+            replicas: 10,
+            max: 36,
+        })
+    );
+    assert_eq!(
+        with(11, 36),
+        Err(InvalidSpec::NameTooLong {
+            name: "a".repeat(36),
+            len: 36,
+            replicas: 11,
+            max: 35,
+        })
+    );
+    assert!(
+        with(32, 36)
+            .expect_err("too long")
+            .to_string()
+            .starts_with("metadata.name: "),
+        "the message names the field"
+    );
+}
+
+/// The seed Glance with `replicas` replicas and `custom` as its customServiceConfig.
+fn with_store(replicas: i32, custom: &str) -> Result<usize, InvalidSpec> {
+    let mut g = glance("seed.yaml");
+    g.spec.glance_api.replicas = replicas;
+    g.spec.custom_service_config = Some(custom.to_owned());
+    validate(&g, DEFAULT_IMAGE).map(|v| usize::try_from(v.replicas).expect("replicas"))
+}
+
+#[test]
+fn several_replicas_need_image_data_on_a_shared_store() {
+    // The rendered config: the file store on the storage volume, ReadWriteMany then.
+    assert_eq!(with_store(3, ""), Ok(3));
+    assert_eq!(with_store(3, "[DEFAULT]\ndebug = true\n"), Ok(3));
+    // Elsewhere under /var/lib/glance, outside the cache, is on the shared volume too.
+    assert_eq!(
+        with_store(
+            2,
+            "[default_backend]\nfilesystem_store_datadir = /var/lib/glance/other\n"
+        ),
+        Ok(2)
+    );
+    // A remote default backend: the file backend beside it does not matter.
+    let ceph = "[DEFAULT]\nenabled_backends = fast:file, ceph:s3\n[glance_store]\ndefault_backend = ceph\n[fast]\nfilesystem_store_datadir = /tmp/fast\n";
+    assert_eq!(with_store(3, ceph), Ok(3));
+    assert_eq!(
+        with_store(
+            3,
+            "[DEFAULT]\nenabled_backends = ceph:s3\n[glance_store]\ndefault_backend = ceph\n"
+        ),
+        Ok(3)
+    );
+
+    // A file store off the shared volume, or inside a replica's own cache volume.
+    for (dir, custom) in [
+        (
+            "/tmp/images",
+            "[default_backend]\nfilesystem_store_datadir = /tmp/images\n".to_owned(),
+        ),
+        (
+            "/var/lib/glance/image-cache/x",
+            "[default_backend]\nfilesystem_store_datadir = /var/lib/glance/image-cache/x\n"
+                .to_owned(),
+        ),
+        (
+            "/var/lib/glance/image-cache",
+            "[default_backend]\nfilesystem_store_datadir = /var/lib/glance/image-cache\n"
+                .to_owned(),
+        ),
+        (
+            "/var/lib/glancefoo",
+            "[default_backend]\nfilesystem_store_datadir = /var/lib/glancefoo\n".to_owned(),
+        ),
+        (
+            "/var/lib/glance/../../tmp",
+            "[default_backend]\nfilesystem_store_datadir = /var/lib/glance/../../tmp\n"
+                .to_owned(),
+        ),
+        (
+            "/data",
+            ceph.replace("default_backend = ceph", "default_backend = fast")
+                .replace("/tmp/fast", "/data"),
+        ),
+    ] {
+        let err = with_store(2, &custom).expect_err(dir);
+        assert_eq!(
+            err,
+            InvalidSpec::ReplicasNeedSharedStore {
+                replicas: 2,
+                dir: dir.to_owned(),
+            },
+            "{custom}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with("spec.customServiceConfig: ") && message.contains(dir),
+            "{message}"
+        );
+        // One replica keeps its files wherever it likes.
+        assert_eq!(with_store(1, &custom), Ok(1), "{custom}");
+        assert_eq!(with_store(0, &custom), Ok(0), "{custom}");
+    }
+
+    // Without a database, the database is what is missing first.
+    let mut g = glance("seed.yaml");
+    g.spec.glance_api.replicas = 2;
+    g.spec.database_instance = None;
+    g.spec.custom_service_config =
+        Some("[default_backend]\nfilesystem_store_datadir = /tmp/images\n".to_owned());
+    assert_eq!(
+        validate(&g, DEFAULT_IMAGE),
+        Err(InvalidSpec::ReplicasNeedDatabase(2))
     );
 }

@@ -10,6 +10,11 @@
 //! `--config-dir`.) With no sources the configuration is empty: there is no search of
 //! `/etc/glance` as oslo does.
 //!
+//! Over the files, as oslo.config's environment source does, a variable
+//! `OS_<GROUP>__<OPTION>` sets `<option>` in `[<group>]` (`OS_DEFAULT__BIND_PORT` sets
+//! `bind_port` in `[DEFAULT]`). That is how one pod of several, sharing one config
+//! directory, sets its own `worker_self_reference_url`.
+//!
 //! Like oslo, section names other than `DEFAULT` are case-insensitive (stored
 //! lowercased), keys are case-sensitive, and a section does not fall back to
 //! `[DEFAULT]`. The line syntax (oslo's iniparser, with small differences) is described in
@@ -172,7 +177,36 @@ impl Config {
             config.merge(Config::from_file(&path)?);
             debug!(file = %path.display(), "loaded config file");
         }
+        config.merge(Config::from_env(std::env::vars()));
         Ok(config)
+    }
+
+    /// The options that `OS_<GROUP>__<OPTION>` variables among `vars` set. Option names
+    /// are lower-cased, as oslo's are; a group other than DEFAULT too.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Config {
+        let mut config = Config::default();
+        for (name, value) in vars {
+            let Some((group, option)) = name
+                .strip_prefix("OS_")
+                .and_then(|rest| rest.split_once("__"))
+            else {
+                continue;
+            };
+            if group.is_empty() || option.is_empty() {
+                continue;
+            }
+            let entry = Entry {
+                value,
+                file: format!("environment variable {name}"),
+                line: 0,
+            };
+            config
+                .sections
+                .entry(section_name(group))
+                .or_default()
+                .insert(option.to_lowercase(), entry);
+        }
+        config
     }
 
     /// Reads and parses one file.
@@ -705,4 +739,36 @@ mod tests {
         assert_eq!(c.get_str("api", "name", "x"), "glance");
         assert_eq!(c.get_str("api", "unset", "x"), "x");
     }
+
+    #[test]
+    fn os_group_option_variables_set_options_over_the_files() {
+        let mut c = Config::from_str("f", "[DEFAULT]\nworker_self_reference_url = http://file\n[glance_store]\ndefault_backend = fast\n").unwrap();
+        c.merge(Config::from_env([
+            (
+                "OS_DEFAULT__WORKER_SELF_REFERENCE_URL".to_owned(),
+                "http://pod-0".to_owned(),
+            ),
+            (
+                "OS_GLANCE_STORE__DEFAULT_BACKEND".to_owned(),
+                "ceph".to_owned(),
+            ),
+            ("OS_NOTHING".to_owned(), "x".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ]));
+        assert_eq!(
+            c.get("DEFAULT", "worker_self_reference_url"),
+            Some("http://pod-0")
+        );
+        assert_eq!(c.get("glance_store", "default_backend"), Some("ceph"));
+        assert_eq!(
+            c.source_of("DEFAULT", "worker_self_reference_url")
+                .as_deref(),
+            Some("environment variable OS_DEFAULT__WORKER_SELF_REFERENCE_URL:0")
+        );
+        assert_eq!(
+            Config::from_env([("OS_NOTHING".to_owned(), "x".to_owned())]),
+            Config::default()
+        );
+    }
 }
+

@@ -50,7 +50,6 @@ pub const DEFAULT_STALL_TIME: i64 = 86400;
     cel
 )]
 #[x_kube(validation = Rule::new(rules::REPLICAS_NEED_DATABASE).message(rules::REPLICAS_NEED_DATABASE_MESSAGE))]
-#[x_kube(validation = Rule::new(rules::REPLICAS_NEED_SHARED_CACHE).message(rules::REPLICAS_NEED_SHARED_CACHE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct GlanceSpec {
     /// Size of the local image cache, as a Kubernetes quantity (for example 10G or 10Gi).
@@ -97,7 +96,7 @@ pub struct GlanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_instance: Option<String>,
 
-    /// The glance-api Deployment.
+    /// The glance-api StatefulSet.
     #[serde(default, rename = "glanceAPI")]
     pub glance_api: GlanceApiSpec,
 }
@@ -123,7 +122,8 @@ pub struct ImageCacheSpec {
     #[schemars(range(min = 1))]
     pub stall_time: i64,
 
-    /// Access mode of the cache PVC. ReadWriteMany is required for more than one replica.
+    /// Access mode of each replica's cache volume. Every replica has its own, so
+    /// ReadWriteOnce (the default) serves any number of replicas.
     #[serde(default)]
     pub access_mode: CacheAccessMode,
 
@@ -144,10 +144,10 @@ impl Default for ImageCacheSpec {
     }
 }
 
-/// Access mode of the image cache PVC.
+/// Access mode of the replicas' cache volumes.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum CacheAccessMode {
-    /// One node mounts the cache; the CronJobs follow the API pod to that node.
+    /// One node mounts each cache volume; its CronJobs follow its replica to that node.
     #[default]
     ReadWriteOnce,
     /// Every node may mount the cache.
@@ -173,6 +173,11 @@ pub enum CacheDriver {
     Sqlite,
     /// Metadata in extended attributes of the cached files.
     Xattr,
+    /// Metadata in the catalogue database, one row set per replica keyed by its
+    /// worker_self_reference_url, so that any replica can tell which replicas hold an
+    /// image (GET /v2/cache/nodes/{image_id}). Upstream Glance's default since 2024.1.
+    #[serde(rename = "centralized_db")]
+    CentralizedDb,
 }
 
 impl CacheDriver {
@@ -181,18 +186,21 @@ impl CacheDriver {
         match self {
             Self::Sqlite => "sqlite",
             Self::Xattr => "xattr",
+            Self::CentralizedDb => "centralized_db",
         }
     }
 }
 
-/// The glance-api Deployment and the pods of the cache CronJobs.
+/// The glance-api StatefulSet and the pods of the cache CronJobs.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GlanceApiSpec {
-    /// Number of glance-api pods. More than one needs a databaseInstance and, with the
-    /// cache on, imageCache.accessMode ReadWriteMany.
+    /// Number of glance-api pods, each with its own cache volume, at most 32. More than one
+    /// needs a databaseInstance with a MariaDB/MySQL or PostgreSQL URL, and image data on a
+    /// shared store: the file store on the storage volume (then ReadWriteMany), or a
+    /// default backend of another type in customServiceConfig.
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = rules::REPLICAS_MAX))]
     pub replicas: i32,
 
     /// Container image of glance-api and the cache CronJobs. Absent or "" uses the image
@@ -233,7 +241,7 @@ pub struct GlanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready, plus ConfigReady, StorageReady, CacheReady and DeploymentReady.
+    /// Ready, plus ConfigReady, StorageReady, CacheReady, APIReady and DatabaseReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 

@@ -5,17 +5,24 @@
 //! `self.isQuantity()` and `quantity(self).sign()` are rejected there. Regexes escape their
 //! backslashes inside the CEL string.
 
-/// Longest suffix added to metadata.name: `<name>-cache-cleaner`.
-pub const LONGEST_CHILD_SUFFIX: &str = "-cache-cleaner";
+/// Most glanceAPI.replicas (as glance-operator caps them).
+pub const REPLICAS_MAX: i32 = 32;
 /// Kubernetes limit on CronJob names (the Job controller appends 11 characters).
 pub const CRONJOB_NAME_MAX: usize = 52;
-/// Longest metadata.name that leaves room for every child name.
-pub const NAME_MAX: usize = CRONJOB_NAME_MAX - LONGEST_CHILD_SUFFIX.len();
+/// The longest child names are the last replica's CronJobs: `<name>-cache-cleaner-<i>`.
+pub const LONGEST_CHILD_INFIX: &str = "-cache-cleaner-";
 
-/// metadata.name leaves room for `<name>-cache-cleaner` within 52 characters.
-pub const NAME_LENGTH: &str = "self.metadata.name.size() <= 38";
+/// Longest metadata.name that leaves room for every child name of `replicas` replicas.
+pub fn name_max(replicas: i32) -> usize {
+    let last_ordinal = replicas.clamp(1, REPLICAS_MAX) - 1;
+    CRONJOB_NAME_MAX - LONGEST_CHILD_INFIX.len() - last_ordinal.to_string().len()
+}
+
+/// metadata.name leaves room for `<name>-cache-cleaner-<replicas - 1>` within 52
+/// characters: 36 characters up to 10 replicas, 35 beyond ([`name_max`]).
+pub const NAME_LENGTH: &str = "self.metadata.name.size() <= (has(self.spec.glanceAPI) && has(self.spec.glanceAPI.replicas) && self.spec.glanceAPI.replicas > 10 ? 35 : 36)";
 /// Message of [`NAME_LENGTH`].
-pub const NAME_LENGTH_MESSAGE: &str = "metadata.name must be at most 38 characters, so that the CronJob name <name>-cache-cleaner fits in 52";
+pub const NAME_LENGTH_MESSAGE: &str = "metadata.name must be at most 36 characters (35 with more than 10 replicas), so that the CronJob name <name>-cache-cleaner-<replica> fits in 52";
 
 /// metadata.name is a DNS-1035 label, because it prefixes the `<name>-api` Service.
 pub const NAME_FORMAT: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
@@ -45,11 +52,6 @@ pub const SCHEDULE_MESSAGE: &str =
 pub const REPLICAS_NEED_DATABASE: &str = "!has(self.glanceAPI) || !has(self.glanceAPI.replicas) || self.glanceAPI.replicas <= 1 || (has(self.databaseInstance) && self.databaseInstance != '')";
 /// Message of [`REPLICAS_NEED_DATABASE`].
 pub const REPLICAS_NEED_DATABASE_MESSAGE: &str = "glanceAPI.replicas greater than 1 needs databaseInstance: set it to the name of a Secret whose key connection holds a MariaDB/MySQL or PostgreSQL URL (pods cannot share the SQLite database on the storage volume)";
-
-/// More than one replica with the cache on needs a ReadWriteMany cache volume.
-pub const REPLICAS_NEED_SHARED_CACHE: &str = "!has(self.glanceAPI) || !has(self.glanceAPI.replicas) || self.glanceAPI.replicas <= 1 || !has(self.imageCacheSize) || self.imageCacheSize == '' || (has(self.imageCache) && has(self.imageCache.accessMode) && self.imageCache.accessMode == 'ReadWriteMany')";
-/// Message of [`REPLICAS_NEED_SHARED_CACHE`].
-pub const REPLICAS_NEED_SHARED_CACHE_MESSAGE: &str = "glanceAPI.replicas greater than 1 with the image cache on needs imageCache.accessMode ReadWriteMany";
 
 /// Most Secrets spec.customServiceConfigSecrets may name; their files are numbered 02 to 17,
 /// two digits, so that name order is list order.

@@ -11,9 +11,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use thiserror::Error;
 
-use super::rules::{CONFIG_SECRETS_MAX, NAME_MAX, SECRET_NAME_MAX};
+use super::rules::{CONFIG_SECRETS_MAX, REPLICAS_MAX, SECRET_NAME_MAX, name_max};
 use super::{CacheAccessMode, CacheDriver, Glance};
+use crate::conf::Config;
 use crate::quantity::{self, QuantityError};
+use crate::resources::config::{CACHE_DIR, STORAGE_DIR, render_config};
+use crate::store::config::default_file_dir;
 
 /// A spec that breaks a rule. The message names the field.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -61,20 +64,32 @@ pub enum InvalidSpec {
         "spec.databaseInstance: glanceAPI.replicas is {0}, and more than 1 replica needs databaseInstance: the name of a Secret whose key connection holds a MariaDB/MySQL or PostgreSQL URL"
     )]
     ReplicasNeedDatabase(i32),
-    /// Several replicas need a shared cache volume.
+    /// More replicas than the cap.
+    #[error("spec.glanceAPI.replicas: at most {REPLICAS_MAX} replicas, got {0}")]
+    TooManyReplicas(i32),
+    /// Several replicas need image data on a shared store.
     #[error(
-        "spec.imageCache.accessMode: glanceAPI.replicas is {0}, and more than 1 replica with the cache on needs ReadWriteMany"
+        "spec.customServiceConfig: glanceAPI.replicas is {replicas}, and the default store is the file store at {dir}, which is not on the shared storage volume: keep filesystem_store_datadir under {STORAGE_DIR} (outside {CACHE_DIR}), or make the default backend a remote store such as s3"
     )]
-    ReplicasNeedSharedCache(i32),
+    ReplicasNeedSharedStore {
+        /// The replicas asked for.
+        replicas: i32,
+        /// The default file store's directory.
+        dir: String,
+    },
     /// The name does not leave room for the child names.
     #[error(
-        "metadata.name: {name:?} is {len} characters; at most {NAME_MAX} leave room for <name>-cache-cleaner (CronJob names are at most 52)"
+        "metadata.name: {name:?} is {len} characters; with {replicas} replicas at most {max} leave room for <name>-cache-cleaner-<replica> (CronJob names are at most 52)"
     )]
     NameTooLong {
         /// The name.
         name: String,
         /// Its length.
         len: usize,
+        /// glanceAPI.replicas.
+        replicas: i32,
+        /// The longest name allowed with that many replicas.
+        max: usize,
     },
     /// The name is not a DNS-1035 label.
     #[error(
@@ -158,7 +173,7 @@ pub struct ValidGlance {
     pub custom_config: String,
     /// Secrets whose keys are mounted as more config files after 01-custom.conf, in order.
     pub config_secrets: Vec<String>,
-    /// Deployment replicas.
+    /// StatefulSet replicas.
     pub replicas: i32,
     /// Image of the API and the CronJobs.
     pub image: String,
@@ -174,7 +189,7 @@ pub struct ValidGlance {
 /// spec.glanceAPI.containerImage is absent or empty.
 pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, InvalidSpec> {
     let name = glance.name_any();
-    check_name(&name)?;
+    check_name(&name, glance.spec.glance_api.replicas)?;
     let namespace = glance
         .namespace()
         .ok_or(InvalidSpec::Metadata("namespace"))?;
@@ -213,19 +228,14 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
     if api.replicas < 0 {
         return Err(InvalidSpec::Replicas(api.replicas));
     }
-    if api.replicas > 1 {
-        if database_instance.is_none() {
-            return Err(InvalidSpec::ReplicasNeedDatabase(api.replicas));
-        }
-        if cache
-            .as_ref()
-            .is_some_and(|c| c.access_mode != CacheAccessMode::ReadWriteMany)
-        {
-            return Err(InvalidSpec::ReplicasNeedSharedCache(api.replicas));
-        }
+    if api.replicas > REPLICAS_MAX {
+        return Err(InvalidSpec::TooManyReplicas(api.replicas));
+    }
+    if api.replicas > 1 && database_instance.is_none() {
+        return Err(InvalidSpec::ReplicasNeedDatabase(api.replicas));
     }
 
-    Ok(ValidGlance {
+    let valid = ValidGlance {
         name,
         namespace,
         owner,
@@ -240,7 +250,43 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
         resources: api.resources.clone(),
         node_selector: api.node_selector.clone(),
         tolerations: api.tolerations.clone(),
-    })
+    };
+    check_shared_store(&valid)?;
+    Ok(valid)
+}
+
+/// With several replicas, image data must be where every replica finds it: a default
+/// store of another type than file, or the file store on the storage volume, which is
+/// then ReadWriteMany. The configuration is read as glance-api reads it, with the rendered
+/// file first and customServiceConfig over it. Its Secrets are not seen here, so only
+/// customServiceConfig can move the default store.
+fn check_shared_store(glance: &ValidGlance) -> Result<(), InvalidSpec> {
+    if glance.replicas <= 1 {
+        return Ok(());
+    }
+    // The rendered file has no syntax errors; a malformed customServiceConfig is left
+    // for glance-api to refuse, naming the line.
+    let Ok(mut config) = Config::from_str("00-config.conf", &render_config(glance, None)) else {
+        return Ok(());
+    };
+    if let Ok(custom) = Config::from_str("01-custom.conf", &glance.custom_config) {
+        config.merge(custom);
+    }
+    let outside = |dir: &std::path::Path| {
+        let climbs = dir
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+        climbs || !dir.starts_with(STORAGE_DIR) || dir.starts_with(CACHE_DIR)
+    };
+    match default_file_dir(&config) {
+        Some(dir) if outside(&dir) => {
+            Err(InvalidSpec::ReplicasNeedSharedStore {
+                replicas: glance.replicas,
+                dir: dir.display().to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -262,11 +308,14 @@ fn positive_size(field: &'static str, value: &str) -> Result<Size, InvalidSpec> 
     })
 }
 
-fn check_name(name: &str) -> Result<(), InvalidSpec> {
-    if name.len() > NAME_MAX {
+fn check_name(name: &str, replicas: i32) -> Result<(), InvalidSpec> {
+    let max = name_max(replicas);
+    if name.len() > max {
         return Err(InvalidSpec::NameTooLong {
             name: name.to_owned(),
             len: name.len(),
+            replicas,
+            max,
         });
     }
     let bytes = name.as_bytes();

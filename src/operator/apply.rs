@@ -1,19 +1,24 @@
-//! Server-side apply of the children, and removal of the ones the spec no longer wants.
+//! Server-side apply of the children, the hand-over from an older workload, and the sweep
+//! of every child the spec no longer names.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::info;
 
 use super::error::Error;
-use crate::resources::meta::{Component, MANAGER};
+use crate::crd::validate::Size;
+use crate::resources::dbsync::DB_SYNC_HASH_ANNOTATION;
+use crate::resources::meta::{APP_NAME, MANAGER};
+use crate::resources::statefulset::claim_templates_differ;
 use crate::resources::{CacheChildren, Children};
 
 /// The result of applying a PVC.
@@ -26,15 +31,40 @@ pub enum PvcOutcome {
     Rejected(String),
 }
 
-/// What happened to the cache children.
+/// What happened to the StatefulSet.
 #[derive(Debug, Clone)]
-pub enum CacheOutcome {
-    /// The cache is on; the CronJobs were applied, and this is the PVC's outcome.
-    On(PvcOutcome),
-    /// The cache is off and nothing of it existed.
-    Off,
-    /// The cache is off, and its CronJobs and PVC were deleted in this reconcile.
-    Removed,
+pub enum WorkloadOutcome {
+    /// Applied; this is the object the server returned (with status).
+    Applied(Box<StatefulSet>),
+    /// Not applied in this reconcile, for the reason given: an older workload is going
+    /// away first. The reconcile comes back soon.
+    Waiting(String),
+}
+
+/// Where the shared database's migration stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbSyncOutcome {
+    /// SQLite: the pod's init container migrates it.
+    NotNeeded,
+    /// The Job for this image and database is running, or about to.
+    Running(String),
+    /// The Job for this image and database completed.
+    Succeeded(String),
+    /// The Job for this image and database failed; it stays until the image or the
+    /// database changes, or someone deletes it.
+    Failed(String),
+}
+
+/// What the cluster holds besides what is applied: read by observe, used to decide how the
+/// StatefulSet is brought in.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// The `<name>-api` StatefulSet.
+    pub statefulset: Option<StatefulSet>,
+    /// A `<name>-api` Deployment, as earlier releases ran the API.
+    pub deployment: Option<Deployment>,
+    /// The `<name>-db-sync` Job.
+    pub db_sync: Option<Job>,
 }
 
 /// What the API server answered to the apply.
@@ -42,55 +72,104 @@ pub enum CacheOutcome {
 pub struct Applied {
     /// Outcome of `<name>-storage`.
     pub storage: PvcOutcome,
-    /// Outcome of the cache children.
-    pub cache: CacheOutcome,
-    /// The Deployment as the server returned it (with status).
-    pub deployment: Deployment,
+    /// The cache volumes (None while the cache is off).
+    pub cache: Option<CacheApplied>,
+    /// The migration of the shared database.
+    pub db_sync: DbSyncOutcome,
+    /// The StatefulSet.
+    pub workload: WorkloadOutcome,
+    /// Children deleted by the sweep, as `<kind>/<name>`.
+    pub deleted: Vec<String>,
 }
 
-/// Applies every child. `cache_pvc_live` says whether the cache PVC exists now; with the
-/// cache off it decides whether there is anything to delete, so a steady state with the
-/// cache off sends no requests for it.
+/// The cache volumes after the apply.
+#[derive(Debug, Clone)]
+pub struct CacheApplied {
+    /// `image-cache-<name>-api-<i>` of every replica.
+    pub volumes: Vec<String>,
+    /// The request of the claim template: imageCacheSize, or more when it was larger.
+    pub request: Size,
+    /// Why the server refused to grow a volume, one message per volume.
+    pub refused: Vec<String>,
+}
+
+/// The owner of the children, for the sweep: the Glance's name and uid.
+#[derive(Debug, Clone)]
+pub struct Owner<'a> {
+    /// metadata.name of the Glance.
+    pub name: &'a str,
+    /// metadata.uid of the Glance.
+    pub uid: &'a str,
+}
+
+/// Applies every child, then deletes every labelled child that `children` does not name.
 pub async fn apply(
     client: &Client,
     namespace: &str,
-    glance_name: &str,
+    owner: Owner<'_>,
     children: Children,
-    cache_pvc_live: bool,
+    live: &Live,
 ) -> Result<Applied, Error> {
+    let keep = children.names();
     // Destructured without `..`: a new child must be handled here or this fails to compile.
     let Children {
         config,
         storage,
         cache,
         service,
-        deployment,
+        headless_service,
+        db_sync,
+        statefulset,
     } = children;
     apply_one(client, namespace, &config).await?;
     let storage = apply_pvc(client, namespace, &storage).await?;
-    let cache = match cache {
-        Some(CacheChildren {
-            pvc,
-            pruner,
-            cleaner,
-        }) => {
-            let pvc = apply_pvc(client, namespace, &pvc).await?;
-            apply_one(client, namespace, &pruner).await?;
-            apply_one(client, namespace, &cleaner).await?;
-            CacheOutcome::On(pvc)
-        }
-        None if cache_pvc_live => {
-            remove_cache(client, namespace, glance_name).await?;
-            CacheOutcome::Removed
-        }
-        None => CacheOutcome::Off,
-    };
     apply_one(client, namespace, &service).await?;
-    let deployment = apply_one(client, namespace, &deployment).await?;
+    apply_one(client, namespace, &headless_service).await?;
+    let mut cache_applied = None;
+    if let Some(CacheChildren {
+        resizes,
+        volumes,
+        request,
+        ..
+    }) = &cache
+    {
+        // Grown before the StatefulSet is re-created with the larger template.
+        let mut refused = Vec::new();
+        for resize in resizes {
+            if let PvcOutcome::Rejected(message) = apply_pvc(client, namespace, resize).await? {
+                refused.push(message);
+            }
+        }
+        cache_applied = Some(CacheApplied {
+            volumes: volumes.clone(),
+            request: request.clone(),
+            refused,
+        });
+    }
+    let db_sync = match db_sync {
+        Some(job) => run_db_sync(client, namespace, &job, live.db_sync.as_ref()).await?,
+        None => DbSyncOutcome::NotNeeded,
+    };
+    let workload = match &db_sync {
+        DbSyncOutcome::Running(why) | DbSyncOutcome::Failed(why) => {
+            WorkloadOutcome::Waiting(format!("StatefulSet not rolled: {why}"))
+        }
+        DbSyncOutcome::NotNeeded | DbSyncOutcome::Succeeded(_) => {
+            apply_statefulset(client, namespace, statefulset, live).await?
+        }
+    };
+    if let Some(CacheChildren { cronjobs, .. }) = &cache {
+        for cronjob in cronjobs {
+            apply_one(client, namespace, cronjob).await?;
+        }
+    }
+    let deleted = sweep(client, namespace, &owner, &keep).await?;
     Ok(Applied {
         storage,
-        cache,
-        deployment,
+        cache: cache_applied,
+        db_sync,
+        workload,
+        deleted,
     })
 }
 
@@ -130,25 +209,178 @@ pub fn is_terminal_pvc_error(code: u16, message: &str) -> bool {
     code == 422 || code == 403 || message.contains("can not be less than")
 }
 
-/// Deletes the CronJobs first and the PVC last, so a PVC that is gone implies the
-/// CronJobs are gone too. A child that is already gone is fine.
-async fn remove_cache(client: &Client, namespace: &str, glance_name: &str) -> Result<(), Error> {
-    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), namespace);
-    for component in [Component::CachePruner, Component::CacheCleaner] {
-        delete_if_present(&cronjobs, &component.child_name(glance_name)).await?;
+/// Brings the db-sync Job to the image and database of `built`: created when there is
+/// none, replaced when the live one ran for another pair, else read for its result. A
+/// Job's pod template is immutable, so a finished Job is never applied again.
+async fn run_db_sync(
+    client: &Client,
+    namespace: &str,
+    built: &Job,
+    live: Option<&Job>,
+) -> Result<DbSyncOutcome, Error> {
+    let name = built.name_any();
+    let hash = |job: &Job| job.annotations().get(DB_SYNC_HASH_ANNOTATION).cloned();
+    let Some(live) = live else {
+        apply_one(client, namespace, built).await?;
+        return Ok(DbSyncOutcome::Running(format!(
+            "Job {name} started glance-manage db_sync"
+        )));
+    };
+    if live.metadata.deletion_timestamp.is_some() {
+        return Ok(DbSyncOutcome::Running(format!(
+            "Job {name} of an earlier image or database is being deleted"
+        )));
     }
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    delete_if_present(&pvcs, &Component::ImageCache.child_name(glance_name)).await?;
-    Ok(())
+    if hash(live) != hash(built) {
+        let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+        delete_if_present(&api, &name, &DeleteParams::background()).await?;
+        return Ok(DbSyncOutcome::Running(format!(
+            "Job {name} is replaced: the image or the database changed"
+        )));
+    }
+    Ok(job_result(&name, live))
 }
 
-async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+/// The result of a Job that ran for the current image and database.
+pub fn job_result(name: &str, job: &Job) -> DbSyncOutcome {
+    let status = job.status.as_ref();
+    let condition = |type_: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    if status.and_then(|s| s.succeeded).unwrap_or(0) > 0 || condition("Complete").is_some() {
+        return DbSyncOutcome::Succeeded(format!("Job {name} completed glance-manage db_sync"));
+    }
+    if let Some(failed) = condition("Failed") {
+        return DbSyncOutcome::Failed(format!(
+            "Job {name} failed ({}): see kubectl logs job/{name}, then delete the Job to run it again",
+            failed
+                .message
+                .as_deref()
+                .or(failed.reason.as_deref())
+                .unwrap_or("no reason given")
+        ));
+    }
+    DbSyncOutcome::Running(format!("Job {name} is running glance-manage db_sync"))
+}
+
+/// Applies the StatefulSet, unless something must go first:
+/// - a Deployment of an earlier release: deleted in the foreground, and the StatefulSet
+///   waits until it and its pods are gone, so that two workloads never mount the
+///   ReadWriteOnce storage volume at once;
+/// - a StatefulSet whose claim templates differ (cache on or off, grown, another class):
+///   templates are immutable, so it is deleted with its pods orphaned, and the new one,
+///   applied once it is gone, adopts the running pods.
+async fn apply_statefulset(
+    client: &Client,
+    namespace: &str,
+    built: StatefulSet,
+    live: &Live,
+) -> Result<WorkloadOutcome, Error> {
+    let name = built.name_any();
+    if let Some(deployment) = &live.deployment {
+        if deployment.metadata.deletion_timestamp.is_none() {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+            delete_if_present(&api, &name, &DeleteParams::foreground()).await?;
+        }
+        return Ok(WorkloadOutcome::Waiting(format!(
+            "Deployment {name} of an earlier release is being deleted; StatefulSet {name} starts once its pods are gone"
+        )));
+    }
+    if let Some(current) = &live.statefulset {
+        if current.metadata.deletion_timestamp.is_some() {
+            return Ok(WorkloadOutcome::Waiting(format!(
+                "StatefulSet {name} is being replaced; its pods keep running"
+            )));
+        }
+        if claim_templates_differ(current, &built) {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+            delete_if_present(&api, &name, &DeleteParams::orphan()).await?;
+            return Ok(WorkloadOutcome::Waiting(format!(
+                "StatefulSet {name} is being replaced, because its volume claim templates changed; its pods keep running"
+            )));
+        }
+    }
+    Ok(WorkloadOutcome::Applied(Box::new(
+        apply_one(client, namespace, &built).await?,
+    )))
+}
+
+/// The labels every child of one Glance carries (apart from its component).
+pub fn children_selector(glance_name: &str) -> String {
+    format!(
+        "app.kubernetes.io/name={APP_NAME},app.kubernetes.io/instance={glance_name},app.kubernetes.io/managed-by={MANAGER}"
+    )
+}
+
+/// Lists every child kind by label and deletes what `keep` (kind, name) does not name.
+/// Each kind but PVCs must also carry an owner reference to the Glance. PVCs are taken by
+/// label alone: the cache volumes come from the StatefulSet's claim template, owned by the
+/// StatefulSet or, after it was re-created, by nobody. Secrets are left out: the one
+/// Secret child is always built, and deleting Secrets is not a right worth granting.
+async fn sweep(
+    client: &Client,
+    namespace: &str,
+    owner: &Owner<'_>,
+    keep: &BTreeSet<(String, String)>,
+) -> Result<Vec<String>, Error> {
+    let mut deleted = Vec::new();
+    deleted.extend(sweep_kind::<CronJob>(client, namespace, owner, keep, true).await?);
+    deleted.extend(sweep_kind::<Job>(client, namespace, owner, keep, true).await?);
+    deleted.extend(sweep_kind::<StatefulSet>(client, namespace, owner, keep, true).await?);
+    deleted.extend(sweep_kind::<Deployment>(client, namespace, owner, keep, true).await?);
+    deleted.extend(sweep_kind::<Service>(client, namespace, owner, keep, true).await?);
+    deleted
+        .extend(sweep_kind::<PersistentVolumeClaim>(client, namespace, owner, keep, false).await?);
+    Ok(deleted)
+}
+
+async fn sweep_kind<K>(
+    client: &Client,
+    namespace: &str,
+    owner: &Owner<'_>,
+    keep: &BTreeSet<(String, String)>,
+    owned_only: bool,
+) -> Result<Vec<String>, Error>
 where
-    K: Resource + Clone + DeserializeOwned + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
 {
-    match api.delete(name, &DeleteParams::background()).await {
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let listed = api
+        .list_metadata(&ListParams::default().labels(&children_selector(owner.name)))
+        .await?;
+    let mut deleted = Vec::new();
+    for object in listed.items {
+        let name = object.name_any();
+        let owned = object
+            .owner_references()
+            .iter()
+            .any(|reference| reference.uid == owner.uid);
+        let kind = K::kind(&()).into_owned();
+        let orphan = !keep.contains(&(kind.clone(), name.clone()))
+            && object.metadata.deletion_timestamp.is_none()
+            && (owned || !owned_only);
+        if orphan {
+            delete_if_present(&api, &name, &DeleteParams::background()).await?;
+            deleted.push(format!("{kind}/{name}"));
+        }
+    }
+    Ok(deleted)
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str, params: &DeleteParams) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    match api.delete(name, params).await {
         Ok(_) => {
-            info!(name, "deleted");
+            info!(kind = %K::kind(&()), name, "deleted");
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),

@@ -1,11 +1,16 @@
 //! Reads what the builders need from the cluster: the database Secret, the Secrets of
-//! spec.customServiceConfigSecrets and the current size of the PVCs.
+//! spec.customServiceConfigSecrets, the PVCs (their current sizes), and the workloads that
+//! decide how the StatefulSet is brought in.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::{Api, Client};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
 
+use super::apply::{Live, children_selector};
 use super::error::Error;
 use crate::crd::validate::{Size, ValidGlance};
 use crate::db::{Backend, DbUrl};
@@ -13,6 +18,8 @@ use crate::quantity;
 use crate::resources::Observed;
 use crate::resources::config::{ConfigSecret, FILE_NAME_MAX, extra_config_file};
 use crate::resources::meta::Component;
+use crate::resources::pod::CACHE_VOLUME;
+use crate::resources::storage::cache_pvc_name;
 
 /// Key of the database URL in the databaseInstance Secret.
 pub const CONNECTION_KEY: &str = "connection";
@@ -32,33 +39,61 @@ pub struct Observation {
     pub database: Result<Option<String>, DatabaseProblem>,
     /// The customServiceConfigSecrets Secrets in list order, or why one cannot be used.
     pub config_secrets: Result<Vec<ConfigSecret>, ConfigSecretProblem>,
-    /// `<name>-storage`, if it exists.
-    pub storage_pvc: Option<PersistentVolumeClaim>,
-    /// `<name>-image-cache`, if it exists.
-    pub cache_pvc: Option<PersistentVolumeClaim>,
+    /// Every PVC carrying the children's labels: `<name>-storage` and the cache volumes.
+    pub pvcs: Vec<PersistentVolumeClaim>,
+    /// The workloads named `<name>-api`.
+    pub live: Live,
 }
 
 impl Observation {
     /// The builders' input, once the database URL and the config Secrets are known.
     pub fn observed(
         &self,
+        glance: &ValidGlance,
         database_connection: Option<String>,
         config_secrets: Vec<ConfigSecret>,
     ) -> Observed {
+        let storage = Component::Storage.child_name(&glance.name);
+        // Volumes of replicas beyond glance.replicas need no resize; they are swept.
+        let replica_volumes: Vec<String> = (0..glance.replicas)
+            .map(|i| cache_pvc_name(&glance.name, i))
+            .collect();
+        let live_volume = |pvc: &&PersistentVolumeClaim| {
+            pvc.metadata.deletion_timestamp.is_none() && replica_volumes.contains(&pvc.name_any())
+        };
         Observed {
             database_connection,
             config_secrets,
-            storage_request: self.storage_pvc.as_ref().and_then(pvc_request),
-            cache_request: self.cache_pvc.as_ref().and_then(pvc_request),
+            storage_request: self
+                .pvcs
+                .iter()
+                .find(|pvc| pvc.name_any() == storage)
+                .and_then(pvc_request),
+            cache_template_request: self
+                .live
+                .statefulset
+                .as_ref()
+                .and_then(cache_template_request),
+            cache_volumes: self
+                .pvcs
+                .iter()
+                .filter(live_volume)
+                .filter_map(|pvc| Some((pvc.name_any(), pvc_request(pvc)?)))
+                .collect(),
         }
     }
+}
 
-    /// True when the cache PVC exists and is not already being deleted.
-    pub fn cache_pvc_live(&self) -> bool {
-        self.cache_pvc
-            .as_ref()
-            .is_some_and(|pvc| pvc.metadata.deletion_timestamp.is_none())
-    }
+/// The request of a StatefulSet's cache claim template, if it has one.
+pub fn cache_template_request(statefulset: &StatefulSet) -> Option<Size> {
+    statefulset
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .iter()
+        .find(|template| template.metadata.name.as_deref() == Some(CACHE_VOLUME))
+        .and_then(pvc_request)
 }
 
 /// The storage request of a PVC, if it has a well-formed one.
@@ -78,8 +113,9 @@ pub fn pvc_request(pvc: &PersistentVolumeClaim) -> Option<Size> {
     })
 }
 
-/// Reads the Secrets and PVCs of `glance`: the databaseInstance Secret, then each
-/// customServiceConfigSecrets Secret in list order, then the PVCs.
+/// Reads what `glance` needs from the cluster: the databaseInstance Secret, then each
+/// customServiceConfigSecrets Secret in list order, then the labelled PVCs, the
+/// StatefulSet and a Deployment of an earlier release.
 pub async fn observe(client: &Client, glance: &ValidGlance) -> Result<Observation, Error> {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &glance.namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &glance.namespace);
@@ -93,15 +129,24 @@ pub async fn observe(client: &Client, glance: &ValidGlance) -> Result<Observatio
     for name in &glance.config_secrets {
         found.push((name.as_str(), secrets.get_opt(name).await?));
     }
+    let api = Component::Api.child_name(&glance.name);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &glance.namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &glance.namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &glance.namespace);
     Ok(Observation {
         database,
         config_secrets: config_secrets(&found),
-        storage_pvc: pvcs
-            .get_opt(&Component::Storage.child_name(&glance.name))
-            .await?,
-        cache_pvc: pvcs
-            .get_opt(&Component::ImageCache.child_name(&glance.name))
-            .await?,
+        pvcs: pvcs
+            .list(&ListParams::default().labels(&children_selector(&glance.name)))
+            .await?
+            .items,
+        live: Live {
+            statefulset: statefulsets.get_opt(&api).await?,
+            deployment: deployments.get_opt(&api).await?,
+            db_sync: jobs
+                .get_opt(&Component::DbSync.child_name(&glance.name))
+                .await?,
+        },
     })
 }
 

@@ -13,7 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use super::apply::{CacheOutcome, apply};
+use super::apply::{DbSyncOutcome, Owner, WorkloadOutcome, apply};
 use super::context::Context;
 use super::error::Error;
 use super::observe::observe;
@@ -31,6 +31,9 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Retry period while a Secret the spec names (databaseInstance, customServiceConfigSecrets)
 /// is missing or unusable. Changes to those Secrets are also watched.
 pub const DATABASE_RETRY: Duration = Duration::from_secs(30);
+/// Retry period while an older workload goes away, or the db-sync Job runs, before the
+/// StatefulSet is applied.
+pub const REPLACE_RETRY: Duration = Duration::from_secs(5);
 
 fn backoff_key(obj: &DeserializeGuard<Glance>) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
@@ -122,22 +125,32 @@ async fn reconcile_glance(glance: &Glance, ctx: &Context) -> Result<Action, Erro
     };
     let children = build(
         &valid,
-        &observation.observed(database_connection, config_secrets),
+        &observation.observed(&valid, database_connection, config_secrets),
     );
+    let owner = Owner {
+        name: &valid.name,
+        uid: valid.owner.uid.as_str(),
+    };
     let applied = apply(
         &ctx.client,
         &valid.namespace,
-        &valid.name,
+        owner,
         children,
-        observation.cache_pvc_live(),
+        &observation.live,
     )
     .await?;
-    if matches!(applied.cache, CacheOutcome::Removed) {
-        info!("image cache turned off: deleted its CronJobs and PVC");
+    if !applied.deleted.is_empty() {
+        info!(deleted = ?applied.deleted, "deleted children the spec no longer names");
     }
-    let checks = applied_checks(&valid, &applied);
+    let checks = applied_checks(&valid, &applied, &observation.pvcs);
     write_status(ctx, glance, Some(&valid), Some(&applied), &checks).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(match (&applied.db_sync, &applied.workload) {
+        // Stays failed until the image or database changes or the Job is deleted, which
+        // the watch on Jobs reports.
+        (DbSyncOutcome::Failed(_), _) => Action::requeue(RESYNC),
+        (_, WorkloadOutcome::Waiting(_)) => Action::requeue(REPLACE_RETRY),
+        (_, WorkloadOutcome::Applied(_)) => Action::requeue(RESYNC),
+    })
 }
 
 /// Writes the status if it changed, and publishes an event per transition.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -149,10 +149,16 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         )
         .owns(Api::<Service>::all(client.clone()), children_config.clone())
         .owns(
+            Api::<StatefulSet>::all(client.clone()),
+            children_config.clone(),
+        )
+        // The Deployment of an earlier release: its deletion lets the StatefulSet start.
+        .owns(
             Api::<Deployment>::all(client.clone()),
             children_config.clone(),
         )
-        .owns(Api::<CronJob>::all(client.clone()), children_config)
+        .owns(Api::<CronJob>::all(client.clone()), children_config.clone())
+        .owns(Api::<Job>::all(client.clone()), children_config)
         .watches(
             Api::<Secret>::all(client.clone()),
             watcher::Config::default(),

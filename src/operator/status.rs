@@ -1,13 +1,13 @@
 //! Status: one check per concern, folded into conditions whose lastTransitionTime moves
 //! only when their status flips, so a steady state produces an identical status.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::apply::{Applied, CacheOutcome, PvcOutcome};
+use super::apply::{Applied, CacheApplied, DbSyncOutcome, PvcOutcome, WorkloadOutcome};
 use super::observe::pvc_request;
 use crate::crd::GlanceStatus;
 use crate::crd::validate::{Size, ValidGlance};
@@ -19,10 +19,14 @@ pub const READY: &str = "Ready";
 pub const CONFIG_READY: &str = "ConfigReady";
 /// The storage PVC is bound.
 pub const STORAGE_READY: &str = "StorageReady";
-/// The cache PVC is bound and its CronJobs exist, or the cache is off.
+/// Every replica's cache volume is bound and its CronJobs exist, or the cache is off.
 pub const CACHE_READY: &str = "CacheReady";
-/// The Deployment has all replicas ready.
-pub const DEPLOYMENT_READY: &str = "DeploymentReady";
+/// The StatefulSet has all replicas ready and updated.
+pub const API_READY: &str = "APIReady";
+/// The database schema is current for the image: the db-sync Job completed, or SQLite.
+pub const DATABASE_READY: &str = "DatabaseReady";
+/// Condition types of earlier releases, dropped from the status.
+const RETIRED: &[&str] = &["DeploymentReady"];
 
 /// The state of one concern, before it becomes a Condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +98,13 @@ pub fn config_secret_checks(message: String) -> Vec<Check> {
     )])
 }
 
-/// Checks after every child was applied.
-pub fn applied_checks(glance: &ValidGlance, applied: &Applied) -> Vec<Check> {
+/// Checks after every child was applied. `pvcs` are the labelled PVCs read before the
+/// apply, in which the replicas' cache volumes are looked up.
+pub fn applied_checks(
+    glance: &ValidGlance,
+    applied: &Applied,
+    pvcs: &[PersistentVolumeClaim],
+) -> Vec<Check> {
     let config = match &glance.cache {
         Some(cache) => format!(
             "rendered with image_cache_max_size = {} bytes",
@@ -110,9 +119,7 @@ pub fn applied_checks(glance: &ValidGlance, applied: &Applied) -> Vec<Check> {
         &applied.storage,
     );
     let cache = match (&applied.cache, &glance.cache) {
-        (CacheOutcome::On(pvc), Some(cache)) => {
-            pvc_check(CACHE_READY, &cache.size, "imageCacheSize", pvc)
-        }
+        (Some(applied), Some(cache)) => cache_check(&cache.size, applied, pvcs),
         _ => Check::ok(
             CACHE_READY,
             "CacheDisabled",
@@ -123,8 +130,70 @@ pub fn applied_checks(glance: &ValidGlance, applied: &Applied) -> Vec<Check> {
         Check::ok(CONFIG_READY, "Rendered", config),
         storage,
         cache,
-        deployment_check(glance.replicas, &applied.deployment),
+        workload_check(glance.replicas, &applied.workload),
+        database_check(&applied.db_sync),
     ])
+}
+
+fn database_check(db_sync: &DbSyncOutcome) -> Check {
+    match db_sync {
+        DbSyncOutcome::NotNeeded => Check::ok(
+            DATABASE_READY,
+            "SQLite",
+            "SQLite on the storage volume, migrated by the pod's db-sync init container".to_owned(),
+        ),
+        DbSyncOutcome::Running(why) => Check::waiting(DATABASE_READY, "Migrating", why.clone()),
+        DbSyncOutcome::Succeeded(why) => Check::ok(DATABASE_READY, "Migrated", why.clone()),
+        DbSyncOutcome::Failed(why) => Check::failed(DATABASE_READY, "MigrationFailed", why.clone()),
+    }
+}
+
+/// The cache volumes: a refused resize first, then volumes not made or not bound yet,
+/// then a shrink that the volumes cannot follow.
+fn cache_check(desired: &Size, applied: &CacheApplied, pvcs: &[PersistentVolumeClaim]) -> Check {
+    if let Some(refused) = applied.refused.first() {
+        return Check::failed(CACHE_READY, "ResizeRejected", refused.clone());
+    }
+    let waiting: Vec<&str> = applied
+        .volumes
+        .iter()
+        .filter(|name| {
+            !pvcs
+                .iter()
+                .any(|pvc| pvc.name_any() == **name && is_bound(pvc))
+        })
+        .map(String::as_str)
+        .collect();
+    let total = applied.volumes.len();
+    if !waiting.is_empty() {
+        return Check::waiting(
+            CACHE_READY,
+            "Pending",
+            format!(
+                "{} of {total} cache volumes bound; waiting for {}",
+                total - waiting.len(),
+                waiting.join(", ")
+            ),
+        );
+    }
+    if applied.request.bytes > desired.bytes {
+        return Check {
+            warning: true,
+            ..Check::ok(
+                CACHE_READY,
+                "ShrinkIgnored",
+                format!(
+                    "imageCacheSize {} is smaller than the cache volumes ({}); a volume cannot shrink, so they keep their size and image_cache_max_size is lowered to {} bytes",
+                    desired.quantity, applied.request.quantity, desired.bytes
+                ),
+            )
+        };
+    }
+    Check::ok(
+        CACHE_READY,
+        "Bound",
+        format!("{total} of {total} cache volumes bound"),
+    )
 }
 
 fn pvc_check(type_: &'static str, desired: &Size, field: &str, outcome: &PvcOutcome) -> Check {
@@ -145,17 +214,8 @@ fn pvc_check(type_: &'static str, desired: &Size, field: &str, outcome: &PvcOutc
                 type_,
                 "ShrinkIgnored",
                 format!(
-                    "{field} {} is smaller than PVC {name} ({}); a PVC cannot shrink, so it keeps its size{}",
-                    desired.quantity,
-                    kept.quantity,
-                    if type_ == CACHE_READY {
-                        format!(
-                            " and image_cache_max_size is lowered to {} bytes",
-                            desired.bytes
-                        )
-                    } else {
-                        String::new()
-                    }
+                    "{field} {} is smaller than PVC {name} ({}); a PVC cannot shrink, so it keeps its size",
+                    desired.quantity, kept.quantity,
                 ),
             )
         },
@@ -167,17 +227,31 @@ fn is_bound(pvc: &PersistentVolumeClaim) -> bool {
     pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
-fn deployment_check(replicas: i32, deployment: &Deployment) -> Check {
-    let status = deployment.status.as_ref();
-    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+fn workload_check(replicas: i32, workload: &WorkloadOutcome) -> Check {
+    let statefulset = match workload {
+        WorkloadOutcome::Waiting(why) => {
+            return Check::waiting(API_READY, "Replacing", why.clone());
+        }
+        WorkloadOutcome::Applied(statefulset) => statefulset,
+    };
+    let status = statefulset.status.as_ref();
+    let ready = ready_replicas(statefulset);
     let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
-    let current = status.and_then(|s| s.observed_generation) >= deployment.metadata.generation;
+    let current = status.and_then(|s| s.observed_generation) >= statefulset.metadata.generation;
     let message = format!("{ready}/{replicas} replicas ready");
     if current && ready >= replicas && updated >= replicas {
-        Check::ok(DEPLOYMENT_READY, "Available", message)
+        Check::ok(API_READY, "Available", message)
     } else {
-        Check::waiting(DEPLOYMENT_READY, "Progressing", message)
+        Check::waiting(API_READY, "Progressing", message)
     }
+}
+
+fn ready_replicas(statefulset: &StatefulSet) -> i32 {
+    statefulset
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
 }
 
 /// Prepends the Ready condition: true when every other check is.
@@ -199,7 +273,7 @@ fn status_string(ok: bool) -> String {
 }
 
 /// Folds checks into `old` conditions: a condition keeps its lastTransitionTime unless its
-/// status flips; conditions of types not checked now are kept as they are.
+/// status flips; conditions of types not checked now are kept as they are, but for retired types.
 pub fn merge_conditions(
     old: &[Condition],
     checks: &[Check],
@@ -228,6 +302,7 @@ pub fn merge_conditions(
     merged.extend(
         old.iter()
             .filter(|c| !checks.iter().any(|k| k.type_ == c.type_))
+            .filter(|c| !RETIRED.contains(&c.type_.as_str()))
             .cloned(),
     );
     merged
@@ -260,15 +335,9 @@ pub fn next_status(
     GlanceStatus {
         observed_generation: generation,
         conditions: merge_conditions(&old.conditions, checks, generation, now),
-        ready_replicas: match applied {
-            Some(a) => Some(
-                a.deployment
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0),
-            ),
-            None => old.ready_replicas,
+        ready_replicas: match applied.map(|a| &a.workload) {
+            Some(WorkloadOutcome::Applied(statefulset)) => Some(ready_replicas(statefulset)),
+            _ => old.ready_replicas,
         },
         image_cache_max_size: match glance {
             Some(g) => g

@@ -1,12 +1,15 @@
-//! The cache CronJobs: `<name>-cache-pruner` and `<name>-cache-cleaner`.
+//! The cache CronJobs, one pair per replica: `<name>-cache-pruner-<i>` and
+//! `<name>-cache-cleaner-<i>`, each on replica i's cache volume and node.
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{EnvVar, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::config::ConfigSecret;
 use super::meta::{Component, child_meta, labels};
-use super::pod::{Mounts, cache_job_affinity, glance_container, pod_spec, volumes};
+use super::pod::{Mounts, glance_container, pod_spec, replica_affinity, volumes};
+use super::service::pod_url;
+use super::statefulset::{SELF_REFERENCE_ENV, pod_name};
 use crate::crd::validate::{CacheSettings, ValidGlance};
 
 /// One of the two cache tools run on a schedule.
@@ -19,6 +22,9 @@ pub enum CacheTool {
 }
 
 impl CacheTool {
+    /// Both tools, in the order they are applied.
+    pub const ALL: [Self; 2] = [Self::Pruner, Self::Cleaner];
+
     fn component(self) -> Component {
         match self {
             Self::Pruner => Component::CachePruner,
@@ -40,24 +46,40 @@ impl CacheTool {
             Self::Cleaner => &cache.cleaner_schedule,
         }
     }
+
+    /// The CronJob name for replica `ordinal`.
+    pub fn cronjob_name(self, glance: &str, ordinal: i32) -> String {
+        self.component().replica_child_name(glance, ordinal)
+    }
 }
 
-/// The CronJob running `tool`, while the cache is on. It mounts the same config files as
-/// the API pods, including those of the customServiceConfigSecrets Secrets (`extra`).
+/// The CronJob running `tool` on replica `ordinal`'s cache volume, on that replica's node.
+/// It mounts the same config files as the API pods, including those of the
+/// customServiceConfigSecrets Secrets (`extra`).
 pub fn cache_cronjob(
     glance: &ValidGlance,
+    cache: &CacheSettings,
     extra: &[ConfigSecret],
     tool: CacheTool,
-) -> Option<CronJob> {
-    let cache = glance.cache.as_ref()?;
+    ordinal: i32,
+) -> CronJob {
     let component = tool.component();
-    let (volumes, mounts) = volumes(glance, extra, Mounts::CacheJob);
-    let container = glance_container(glance, tool.program(), tool.program(), mounts);
+    let (volumes, mounts) = volumes(glance, extra, Mounts::CacheJob(ordinal));
+    let mut container = glance_container(glance, tool.program(), tool.program(), mounts);
+    // The replica's own URL: the centralized_db driver keys its rows by it.
+    container.env = Some(vec![EnvVar {
+        name: SELF_REFERENCE_ENV.to_owned(),
+        value: Some(pod_url(glance, &pod_name(&glance.name, ordinal))),
+        value_from: None,
+    }]);
     let mut pod = pod_spec(glance, container, volumes);
     pod.restart_policy = Some("OnFailure".to_owned());
-    pod.affinity = cache_job_affinity(glance);
-    Some(CronJob {
-        metadata: child_meta(glance, component),
+    pod.affinity = Some(replica_affinity(glance, ordinal));
+    CronJob {
+        metadata: ObjectMeta {
+            name: Some(tool.cronjob_name(&glance.name, ordinal)),
+            ..child_meta(glance, component)
+        },
         spec: CronJobSpec {
             schedule: tool.schedule(cache).to_owned(),
             concurrency_policy: Some("Forbid".to_owned()),
@@ -81,5 +103,5 @@ pub fn cache_cronjob(
             ..CronJobSpec::default()
         },
         status: None,
-    })
+    }
 }

@@ -20,8 +20,12 @@ pub enum Component {
     Storage,
     /// The image cache PVC.
     ImageCache,
-    /// The glance-api Deployment and Service.
+    /// The glance-api StatefulSet and Service.
     Api,
+    /// The headless Service giving each glance-api pod a DNS name.
+    ApiHeadless,
+    /// The Job migrating the shared database.
+    DbSync,
     /// The cache pruner CronJob.
     CachePruner,
     /// The cache cleaner CronJob.
@@ -36,6 +40,8 @@ impl Component {
             Self::Storage => "storage",
             Self::ImageCache => "image-cache",
             Self::Api => "api",
+            Self::ApiHeadless => "api-headless",
+            Self::DbSync => "db-sync",
             Self::CachePruner => "cache-pruner",
             Self::CacheCleaner => "cache-cleaner",
         }
@@ -44,6 +50,11 @@ impl Component {
     /// The child's name: `<glance>-<component>`.
     pub fn child_name(self, glance: &str) -> String {
         format!("{glance}-{}", self.as_str())
+    }
+
+    /// The name of a child that exists once per replica: `<glance>-<component>-<ordinal>`.
+    pub fn replica_child_name(self, glance: &str, ordinal: i32) -> String {
+        format!("{glance}-{}-{ordinal}", self.as_str())
     }
 }
 

@@ -2,6 +2,8 @@
 //! security context and scheduling. One function builds each, so the three workloads
 //! cannot drift apart.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, KeyToPath,
     PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec,
@@ -11,8 +13,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::config::{CACHE_DIR, CONFIG_DIR, ConfigSecret, STORAGE_DIR, extra_config_file};
-use super::meta::{Component, selector_labels};
-use crate::crd::CacheAccessMode;
+use super::meta::Component;
+use super::statefulset::{POD_NAME_LABEL, pod_name};
+use super::storage::cache_pvc_name;
+use crate::crd::CacheDriver;
 use crate::crd::validate::ValidGlance;
 
 /// UID and GID of the glance user in upstream Glance images, kept for compatibility with
@@ -24,13 +28,16 @@ pub const GLANCE_UID: i64 = 42415;
 pub enum Mounts {
     /// glance-api: configuration, storage, cache (when on) and /tmp.
     Api,
-    /// A cache job: configuration, cache and /tmp.
-    CacheJob,
+    /// A cache job on replica i's cache volume: configuration, that cache and /tmp.
+    CacheJob(i32),
+    /// The db-sync Job: configuration and /tmp.
+    DbSync,
 }
 
 const CONFIG_VOLUME: &str = "config";
 const STORAGE_VOLUME: &str = "storage";
-const CACHE_VOLUME: &str = "image-cache";
+/// Name of the cache volume, and of the StatefulSet's claim template for it.
+pub const CACHE_VOLUME: &str = "image-cache";
 const TMP_VOLUME: &str = "tmp";
 
 fn pvc_volume(name: &str, claim: String) -> Volume {
@@ -119,18 +126,28 @@ pub fn volumes(
 ) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![config_volume(glance, extra)];
     let mut mounts = vec![mount(CONFIG_VOLUME, CONFIG_DIR, true)];
-    if which == Mounts::Api {
+    // A cache job of the centralized_db driver writes its rows into the catalogue, which
+    // without a databaseInstance is SQLite on the storage volume.
+    let central_sqlite = glance.database_instance.is_none()
+        && glance
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.driver == CacheDriver::CentralizedDb);
+    if which == Mounts::Api || (matches!(which, Mounts::CacheJob(_)) && central_sqlite) {
         volumes.push(pvc_volume(
             STORAGE_VOLUME,
             Component::Storage.child_name(&glance.name),
         ));
         mounts.push(mount(STORAGE_VOLUME, STORAGE_DIR, false));
     }
-    if glance.cache.is_some() {
-        volumes.push(pvc_volume(
-            CACHE_VOLUME,
-            Component::ImageCache.child_name(&glance.name),
-        ));
+    if glance.cache.is_some() && which != Mounts::DbSync {
+        // The API pods get theirs from the StatefulSet's claim template.
+        if let Mounts::CacheJob(ordinal) = which {
+            volumes.push(pvc_volume(
+                CACHE_VOLUME,
+                cache_pvc_name(&glance.name, ordinal),
+            ));
+        }
         mounts.push(mount(CACHE_VOLUME, CACHE_DIR, false));
     }
     volumes.push(Volume {
@@ -213,18 +230,18 @@ pub fn pod_spec(glance: &ValidGlance, container: Container, volumes: Vec<Volume>
     }
 }
 
-/// For a ReadWriteOnce cache, a required affinity that puts a cache job on the node
-/// where a glance-api pod (and so the mounted volume) runs.
-pub fn cache_job_affinity(glance: &ValidGlance) -> Option<Affinity> {
-    let rwo = glance
-        .cache
-        .as_ref()
-        .is_some_and(|c| c.access_mode == CacheAccessMode::ReadWriteOnce);
-    rwo.then(|| Affinity {
+/// A required affinity that puts a pod on the node where replica `ordinal` runs, and so
+/// where its cache volume is attached. It names that one pod: matching any API pod could
+/// land the job beside another replica, and a ReadWriteOnce volume then fails to attach.
+pub fn replica_affinity(glance: &ValidGlance, ordinal: i32) -> Affinity {
+    Affinity {
         pod_affinity: Some(PodAffinity {
             required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
                 label_selector: Some(LabelSelector {
-                    match_labels: Some(selector_labels(&glance.name, Component::Api)),
+                    match_labels: Some(BTreeMap::from([(
+                        POD_NAME_LABEL.to_owned(),
+                        pod_name(&glance.name, ordinal),
+                    )])),
                     match_expressions: None,
                 }),
                 topology_key: "kubernetes.io/hostname".to_owned(),
@@ -233,5 +250,5 @@ pub fn cache_job_affinity(glance: &ValidGlance) -> Option<Affinity> {
             preferred_during_scheduling_ignored_during_execution: None,
         }),
         ..Affinity::default()
-    })
+    }
 }

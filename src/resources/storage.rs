@@ -1,4 +1,5 @@
-//! The PVCs: `<name>-storage` for image files and SQLite, `<name>-image-cache` for the cache.
+//! The PVCs: `<name>-storage` for image files and SQLite, and the claim template that gives
+//! each replica its cache volume `image-cache-<name>-api-<i>`.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::meta::{Component, child_meta};
-use crate::crd::validate::{Size, ValidGlance};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::meta::{Component, child_meta, labels};
+use super::pod::CACHE_VOLUME;
+use super::statefulset::pod_name;
+use crate::crd::validate::{CacheSettings, Size, ValidGlance};
 
 /// The request a PVC gets: the desired size, or the size it already has when that is
 /// larger, because a PVC cannot shrink.
@@ -51,14 +56,53 @@ pub fn storage_pvc(glance: &ValidGlance, current: Option<&Size>) -> PersistentVo
     pvc(glance, Component::Storage, mode, request)
 }
 
-/// `<name>-image-cache`, while the cache is on.
-pub fn cache_pvc(glance: &ValidGlance, current: Option<&Size>) -> Option<PersistentVolumeClaim> {
-    let cache = glance.cache.as_ref()?;
+/// The name of replica `ordinal`'s cache volume, as the StatefulSet controller names the
+/// claims of its template: `<template>-<pod>`.
+pub fn cache_pvc_name(glance: &str, ordinal: i32) -> String {
+    format!("{CACHE_VOLUME}-{}", pod_name(glance, ordinal))
+}
+
+/// The claim template of the replicas' cache volumes. Its request is imageCacheSize, or the
+/// one the live template has when that is larger: a volume cannot shrink.
+pub fn cache_claim_template(
+    glance: &ValidGlance,
+    cache: &CacheSettings,
+    current: Option<&Size>,
+) -> PersistentVolumeClaim {
     let request = effective_request(&cache.size, current).quantity.clone();
-    Some(pvc(
+    let mut template = pvc(
         glance,
         Component::ImageCache,
         cache.access_mode.as_str(),
         request,
-    ))
+    );
+    // Claims made from a template carry its labels; their owner is the StatefulSet.
+    template.metadata = ObjectMeta {
+        name: Some(CACHE_VOLUME.to_owned()),
+        labels: Some(labels(&glance.name, Component::ImageCache)),
+        ..ObjectMeta::default()
+    };
+    template
+}
+
+/// What a live cache volume is grown with: a server-side apply of its request alone.
+pub fn cache_pvc_resize(glance: &ValidGlance, name: &str, request: &str) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(glance.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(request.to_owned()),
+                )])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
 }

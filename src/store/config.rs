@@ -336,6 +336,33 @@ impl StoreConfig {
     }
 }
 
+/// Where the default store keeps its image files when it is a file store; None when it is
+/// of another type, or when the backends are not named well enough to tell (glance-api
+/// then refuses to start, naming the option). Reads only the backend names, the default
+/// and its datadir, so it also serves a configuration whose credentials live elsewhere,
+/// as the operator sees it.
+pub fn default_file_dir(config: &Config) -> Option<PathBuf> {
+    let (section, kind) = match config.get(DEFAULT_SECTION, "enabled_backends") {
+        Some(list) => {
+            let default = config.get("glance_store", "default_backend")?.trim();
+            let (_, kind) = list
+                .split(',')
+                .filter_map(|item| item.split_once(':'))
+                .find(|(name, _)| name.trim() == default)?;
+            (default, kind.trim())
+        }
+        None => (
+            "glance_store",
+            config
+                .get_str("glance_store", "default_store", "file")
+                .trim(),
+        ),
+    };
+    (kind == "file").then(|| {
+        PathBuf::from(config.get_str(section, "filesystem_store_datadir", DEFAULT_DATADIR))
+    })
+}
+
 /// glance_store's default `filesystem_store_datadir`.
 const DEFAULT_DATADIR: &str = "/var/lib/glance/images/";
 
@@ -473,6 +500,27 @@ mod tests {
             assert!(e.contains(expected), "{e:?} does not contain {expected:?}");
             assert!(!e.contains("SK\""), "{e}");
         }
+    }
+
+    #[test]
+    fn the_default_file_dir_is_found_without_the_stores_credentials() {
+        let dir = |text: &str| default_file_dir(&Config::from_str("t", text).unwrap());
+        // The s3 backend has no keys here: they come from a Secret the operator cannot see.
+        let both = "[DEFAULT]\nenabled_backends = fast:file, ceph:s3\n[fast]\nfilesystem_store_datadir = /data\n";
+        assert_eq!(
+            dir(&format!("{both}[glance_store]\ndefault_backend = ceph\n")),
+            None
+        );
+        assert_eq!(
+            dir(&format!("{both}[glance_store]\ndefault_backend = fast\n")),
+            Some(PathBuf::from("/data"))
+        );
+        assert_eq!(
+            dir("[glance_store]\ndefault_store = file\n"),
+            Some(PathBuf::from(DEFAULT_DATADIR))
+        );
+        assert_eq!(dir("[glance_store]\ndefault_store = s3\n"), None);
+        assert_eq!(dir(""), Some(PathBuf::from(DEFAULT_DATADIR)));
     }
 
     #[test]

@@ -68,10 +68,14 @@ impl Call {
     }
     /// A DELETE with background propagation, answered 200.
     pub fn delete(uri: impl Into<String>) -> Self {
+        Self::delete_with(uri, "Background")
+    }
+    /// A DELETE with `propagation` (Background, Foreground or Orphan), answered 200.
+    pub fn delete_with(uri: impl Into<String>, propagation: &str) -> Self {
         Self {
             method: "DELETE",
             uri: uri.into(),
-            body: Some(json!({"propagationPolicy": "Background"})),
+            body: Some(json!({"propagationPolicy": propagation})),
             status: 200,
             answer: Answer::Json(status_body(200, "", "")),
         }

@@ -1,0 +1,187 @@
+//! The glance-api StatefulSet `<name>-api`: pods `<name>-api-0 … N-1`, each with its own
+//! cache volume from a claim template while the cache is on.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PodSpec, PodTemplateSpec, Probe,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::config::{API_PORT, ConfigSecret};
+use super::dbsync::DB_SYNC_CONTAINER;
+use super::meta::{Component, child_meta, labels, selector_labels};
+use super::pod::{Mounts, glance_container, pod_spec, volumes};
+use super::service::pod_url;
+use crate::crd::validate::ValidGlance;
+use crate::quantity;
+
+/// Pod template annotation carrying the hash of the configuration Secret and of the
+/// customServiceConfigSecrets Secrets.
+pub const CONFIG_HASH_ANNOTATION: &str = "glance.openstack.org/config-hash";
+/// Name of the API container and of its port.
+pub const API_CONTAINER: &str = "glance-api";
+
+/// Label the StatefulSet controller puts on each of its pods, with the pod's name.
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+/// Environment variable holding the pod's own name.
+const POD_NAME_ENV: &str = "POD_NAME";
+/// `[DEFAULT] worker_self_reference_url` through oslo.config's environment source, so
+/// that one config Secret serves every pod while each pod names itself.
+pub const SELF_REFERENCE_ENV: &str = "OS_DEFAULT__WORKER_SELF_REFERENCE_URL";
+const HTTP_PORT_NAME: &str = "http";
+
+fn healthcheck_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthcheck".to_owned()),
+            port: IntOrString::String(HTTP_PORT_NAME.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+/// The name of replica `ordinal`'s pod.
+pub fn pod_name(glance: &str, ordinal: i32) -> String {
+    format!("{}-{ordinal}", Component::Api.child_name(glance))
+}
+
+/// `<name>-api`, rolled by a change of `config_hash`. `extra` are the customServiceConfigSecrets
+/// Secrets; `cache_template` is the claim template of the replicas' cache volumes while the
+/// cache is on. `init_db_sync` adds an init container running `glance-manage db_sync`:
+/// for SQLite on the storage volume, which only this one pod mounts (a shared database is
+/// migrated by the db-sync Job instead).
+pub fn statefulset(
+    glance: &ValidGlance,
+    extra: &[ConfigSecret],
+    config_hash: &str,
+    cache_template: Option<PersistentVolumeClaim>,
+    init_db_sync: bool,
+) -> StatefulSet {
+    let (volumes, mounts) = volumes(glance, extra, Mounts::Api);
+    let init_containers = init_db_sync.then(|| {
+        let mut db_sync =
+            glance_container(glance, DB_SYNC_CONTAINER, "glance-manage", mounts.clone());
+        db_sync.args = Some(vec!["db_sync".to_owned()]);
+        vec![db_sync]
+    });
+    let mut container = glance_container(glance, API_CONTAINER, "glance-api", mounts);
+    container.ports = Some(vec![ContainerPort {
+        name: Some(HTTP_PORT_NAME.to_owned()),
+        container_port: API_PORT,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }]);
+    container.env = Some(vec![
+        EnvVar {
+            name: POD_NAME_ENV.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: "metadata.name".to_owned(),
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        EnvVar {
+            name: SELF_REFERENCE_ENV.to_owned(),
+            value: Some(pod_url(glance, &format!("$({POD_NAME_ENV})"))),
+            value_from: None,
+        },
+    ]);
+    container.readiness_probe = Some(healthcheck_probe(10, 3));
+    container.liveness_probe = Some(healthcheck_probe(20, 3));
+    container.startup_probe = Some(healthcheck_probe(5, 60));
+
+    StatefulSet {
+        metadata: child_meta(glance, Component::Api),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(glance.replicas),
+            service_name: Some(Component::ApiHeadless.child_name(&glance.name)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&glance.name, Component::Api)),
+                match_expressions: None,
+            },
+            // Replicas share nothing but the store and the database, which the db-sync
+            // Job migrates before they roll: no need to start them one by one.
+            pod_management_policy: Some("Parallel".to_owned()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: None,
+            }),
+            // The cache is disposable: a replica's volume goes with the replica.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".to_owned()),
+                    when_scaled: Some("Delete".to_owned()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&glance.name, Component::Api)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        config_hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    init_containers,
+                    ..pod_spec(glance, container, volumes)
+                }),
+            },
+            volume_claim_templates: cache_template.map(|t| vec![t]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// What a claim template is made of, as far as the server keeps it: name, access modes,
+/// class and request in bytes. The server fills in more (volumeMode, status), which is not
+/// ours, and writes quantities in canonical form (10240Mi as 10Gi), so the request is
+/// compared by value.
+fn claim_template_shapes(statefulset: &StatefulSet) -> Vec<(Option<String>, String)> {
+    statefulset
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volume_claim_templates.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|template| {
+            let spec = template.spec.as_ref();
+            let requests: Option<BTreeMap<String, Option<u64>>> = spec
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .map(|requests| {
+                    requests
+                        .iter()
+                        .map(|(name, q)| (name.clone(), quantity::parse_bytes(&q.0).ok()))
+                        .collect()
+                });
+            let shape = serde_json::json!({
+                "accessModes": spec.and_then(|s| s.access_modes.clone()),
+                "storageClassName": spec.and_then(|s| s.storage_class_name.clone()),
+                "requests": requests,
+            });
+            (template.metadata.name.clone(), shape.to_string())
+        })
+        .collect()
+}
+
+/// True when the live StatefulSet's claim templates differ from the built one's. They
+/// are immutable, so the StatefulSet must then be re-created.
+pub fn claim_templates_differ(live: &StatefulSet, built: &StatefulSet) -> bool {
+    claim_template_shapes(live) != claim_template_shapes(built)
+}
