@@ -38,7 +38,11 @@ fn config_dir(root: &Path, cache_dir: &Path, extra: &str) -> std::path::PathBuf 
 }
 
 fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(program).args(args).output().expect("run");
+    let out = Command::new(program)
+        .args(args)
+        .env_remove("OS_DEFAULT__WORKER_SELF_REFERENCE_URL")
+        .output()
+        .expect("run");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -131,8 +135,13 @@ fn configuration_errors_are_clear_and_fail() {
             "image_cache_max_size = \"10G\"".to_owned(),
         ),
         (
+            "[DEFAULT]\nimage_cache_dir = /tmp/x\nimage_cache_driver = centralised_db\n",
+            "expected sqlite, xattr or centralized_db".to_owned(),
+        ),
+        (
+            // upstream's sqlite_migration.can_migrate_to_central_db refuses this too.
             "[DEFAULT]\nimage_cache_dir = /tmp/x\nimage_cache_driver = centralized_db\n",
-            "centralized_db".to_owned(),
+            "[DEFAULT] worker_self_reference_url is not set".to_owned(),
         ),
     ] {
         fs::write(&conf, text).expect("write");

@@ -67,7 +67,7 @@ trap stop_servers EXIT
 
 # Runs the test targets that use a catalogue on the backend $1 (mysql, postgresql).
 tests_on() {
-  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage
+  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage centralized_cache
 }
 
 # Runs the test suite, or only the named test targets.

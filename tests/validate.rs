@@ -329,8 +329,7 @@ fn several_replicas_need_image_data_on_a_shared_store() {
         ),
         (
             "/var/lib/glance/../../tmp",
-            "[default_backend]\nfilesystem_store_datadir = /var/lib/glance/../../tmp\n"
-                .to_owned(),
+            "[default_backend]\nfilesystem_store_datadir = /var/lib/glance/../../tmp\n".to_owned(),
         ),
         (
             "/data",

@@ -1,5 +1,6 @@
 //! The cache management API of glance-api (`cachemanagement` flavor): `/v2/cache` and the
-//! legacy `/v2/cached_images` and `/v2/queued_images`.
+//! legacy `/v2/cached_images` and `/v2/queued_images`. `GET /v2/cache/nodes/{image_id}`
+//! lists the nodes holding an image with the `centralized_db` driver.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use crate::cache::{Cache, Entry, ImageId};
+use crate::cache::{Cache, DriverKind, Entry, ImageId};
 
 /// Status of an image, as far as the cache API needs to know.
 pub trait ImageCatalog: Send + Sync + 'static {
@@ -40,6 +41,7 @@ pub fn router(api: Shared) -> Router {
     Router::new()
         .route("/v2/cache", get(list).delete(clear))
         .route("/v2/cache/{image_id}", put(queue).delete(remove))
+        .route("/v2/cache/nodes/{image_id}", get(nodes))
         .route("/v2/cache/prune", post(prune))
         .route("/v2/cache/clean", post(clean))
         .route(
@@ -142,6 +144,24 @@ async fn remove(
         api.cache.delete(&id)?;
         api.cache.dequeue(&id)?;
         Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// GET /v2/cache/nodes/{image_id}: the URLs of the nodes that hold the image, as a JSON
+/// list. 409 unless the driver is centralized_db, 404 when there is no such image (in
+/// upstream's order).
+async fn nodes(State(api): State<Shared>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    if api.cache.driver() != DriverKind::CentralizedDb {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: "Centralized caching is not enabled".to_owned(),
+        });
+    }
+    let id = parse_id(&raw)?;
+    blocking(&api, move |api| {
+        existing(api, &id)?;
+        Ok(Json(api.cache.cached_nodes(&id)?).into_response())
     })
     .await
 }

@@ -86,8 +86,13 @@ impl From<StoreError> for ApiError {
 }
 
 impl From<CacheError> for ApiError {
+    /// The catalogue that holds the centralized_db driver's rows being unavailable is 503,
+    /// as for image requests; anything else in the cache is 500.
     fn from(e: CacheError) -> Self {
-        Self::internal(e)
+        match e {
+            CacheError::Central { source, .. } if source.is_unavailable() => source.into(),
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -166,4 +171,28 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::DbError;
+
+    #[test]
+    fn an_unavailable_catalogue_under_the_cache_is_503_other_cache_errors_500() {
+        let central = |source| CacheError::Central {
+            node: "http://glance-api-0:9292".to_owned(),
+            source,
+        };
+        let down = ApiError::from(central(DbError::Unavailable {
+            location: "db:3306".to_owned(),
+            reason: "connection refused".to_owned(),
+        }));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        let broken = ApiError::from(central(DbError::Schema {
+            location: "db:3306".to_owned(),
+            problem: "no table cached_images".to_owned(),
+        }));
+        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

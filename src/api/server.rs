@@ -16,7 +16,8 @@ use super::error::ApiError;
 use super::settings::ApiSettings;
 use super::state::{AppState, DbCatalog};
 use super::{connection, data, discovery, images};
-use crate::cache::{Cache, CacheError, ImageId};
+use crate::cache::{Cache, CacheError, CentralDb, DriverKind, ImageId};
+use crate::conf::{CacheOptions, ConfError};
 use crate::db::{Db, DbError};
 use crate::store::{Span, StoreError, Stores};
 use crate::tools::prefetch::{ImageSource, Lookup, prefetch};
@@ -33,6 +34,12 @@ pub enum ServeError {
     /// The cache.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// An option the cache needs (worker_self_reference_url with centralized_db).
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// Opening the cache panicked.
+    #[error("opening the image cache: {0}")]
+    CacheTask(String),
     /// The store directory or the listening socket.
     #[error("{action}: {source}")]
     Io {
@@ -50,12 +57,7 @@ pub async fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeEr
     let db = Arc::new(Db::open(&settings.database, &settings.stores.legacy_store()).await?);
     let cache = match &settings.cache {
         Some(options) => {
-            let dir = options.image_cache_dir.clone().unwrap_or_default();
-            let cache = Cache::open(
-                &dir,
-                options.image_cache_driver,
-                &options.image_cache_sqlite_db,
-            )?;
+            let cache = open_cache(options, &db).await?;
             Some(Arc::new(CacheApi {
                 cache,
                 max_size: options.image_cache_max_size,
@@ -75,6 +77,33 @@ pub async fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeEr
         cache,
         settings,
     }))
+}
+
+/// Opens the cache of `options`. With the centralized_db driver its rows go to `db`
+/// under this node's worker_self_reference_url (recorded here; a cache.db of the sqlite
+/// driver is migrated), which must be set.
+async fn open_cache(options: &CacheOptions, db: &Arc<Db>) -> Result<Cache, ServeError> {
+    let dir = options.image_cache_dir.clone().unwrap_or_default();
+    let db_name = options.image_cache_sqlite_db.clone();
+    let driver = options.image_cache_driver;
+    let central = match driver {
+        DriverKind::CentralizedDb => Some((
+            options.node_url()?.to_owned(),
+            db.clone(),
+            tokio::runtime::Handle::current(),
+        )),
+        _ => None,
+    };
+    // The centralized_db driver blocks on the database: off the async threads.
+    tokio::task::spawn_blocking(move || match central {
+        Some((node, db, runtime)) => {
+            Cache::open_central(&dir, CentralDb::register(db, &node, runtime)?, &db_name)
+        }
+        None => Cache::open(&dir, driver, &db_name),
+    })
+    .await
+    .map_err(|e| ServeError::CacheTask(e.to_string()))?
+    .map_err(ServeError::from)
 }
 
 /// Every route of the Image API.

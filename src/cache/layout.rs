@@ -5,7 +5,7 @@
 //! <dir>/incomplete/<image_id>  being written
 //! <dir>/invalid/<image_id>     failed or aborted write
 //! <dir>/queue/<image_id>       empty marker: queued for prefetch
-//! <dir>/cache.db               sqlite driver metadata
+//! <dir>/cache.db               sqlite driver metadata (centralized_db migrates it at start)
 //! ```
 
 use std::fs;

@@ -4,12 +4,20 @@
 //! - one writer per image: `incomplete/<id>` is created exclusively and locked (`flock`)
 //!   while the writer lives, so a crashed writer is told apart from a slow one;
 //! - a file is fsynced, checked against the image's MD5, and renamed into place inside the
-//!   SQLite write transaction that records it, so a reader never sees a file without its
-//!   row (and a crash between the two leaves a file that the next listing adopts);
+//!   write transaction that records it (SQLite's write lock, or with `centralized_db` the
+//!   catalogue transaction holding this node's lock), so a reader never sees a file without
+//!   its row (and a crash between the two leaves a file that the next listing adopts);
 //! - prune works on a snapshot and always terminates; incomplete and invalid bytes count
 //!   toward the size;
 //! - no lock files in the cache directory.
+//!
+//! Three drivers keep the metadata (upstream's `image_cache_driver`): `sqlite`
+//! ([`sqlite`]), `xattr` ([`xattr_meta`]) and `centralized_db` ([`central`]: rows in the
+//! catalogue database, per node). With `centralized_db` the rename and the commit are two
+//! steps of two systems rather than one SQLite transaction; see [`central`] for how a
+//! crash between them is repaired.
 
+pub mod central;
 pub mod image_id;
 pub mod layout;
 mod maintenance;
@@ -23,13 +31,14 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use thiserror::Error;
-use tracing::debug;
+use tracing::{debug, warn};
 
+pub use central::CentralDb;
 pub use image_id::{ImageId, InvalidImageId};
 pub use maintenance::{CleanReport, PruneReport};
 pub use writer::CacheWriter;
 
-use layout::{Found, Layout, epoch_seconds, list, names, remove, stat};
+use layout::{Layout, epoch_seconds, list, names, remove, stat};
 use sqlite::{Row, Sqlite};
 
 /// How metadata is kept (upstream's image_cache_driver).
@@ -39,6 +48,19 @@ pub enum DriverKind {
     Sqlite,
     /// Extended attributes of the cached files.
     Xattr,
+    /// Rows in the catalogue database, keyed by the node's `worker_self_reference_url`.
+    CentralizedDb,
+}
+
+impl DriverKind {
+    /// The value of image_cache_driver.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Xattr => "xattr",
+            Self::CentralizedDb => "centralized_db",
+        }
+    }
 }
 
 /// What can go wrong in the cache.
@@ -72,6 +94,22 @@ pub enum CacheError {
         /// The error from setting a probe attribute.
         source: io::Error,
     },
+    /// The centralized_db driver's rows in the catalogue database failed.
+    #[error("cache rows of node {node} in the catalogue database: {source}")]
+    Central {
+        /// This node's worker_self_reference_url.
+        node: String,
+        /// Why.
+        source: crate::db::DbError,
+    },
+    /// [`Cache::open`] was asked for the centralized_db driver, which needs the database.
+    #[error(
+        "image_cache_driver = centralized_db keeps the cache's rows in the catalogue database: open the cache with Cache::open_central"
+    )]
+    CentralNeedsDatabase,
+    /// The nodes holding an image are known only to the centralized_db driver.
+    #[error("Centralized caching is not enabled")]
+    NotCentralized,
     /// The data written does not match the image's checksum; it went to invalid/.
     #[error(
         "image {id}: checksum mismatch (expected {expected}, got {actual}); discarded to invalid/"
@@ -116,6 +154,7 @@ pub struct Entry {
 enum Metadata {
     Sqlite(Sqlite),
     Xattr,
+    Central(CentralDb),
 }
 
 /// An image cache directory.
@@ -126,7 +165,7 @@ pub struct Cache {
 
 impl Cache {
     /// Opens the cache at `dir`, creating its directories (and `db_name` for the sqlite
-    /// driver) if needed.
+    /// driver) if needed. The centralized_db driver needs [`Cache::open_central`].
     pub fn open(dir: &Path, driver: DriverKind, db_name: &str) -> Result<Self, CacheError> {
         let layout = Layout::new(dir);
         layout
@@ -134,6 +173,7 @@ impl Cache {
             .map_err(CacheError::io("creating cache directories in", dir))?;
         let db_path = dir.join(db_name);
         let metadata = match driver {
+            DriverKind::CentralizedDb => return Err(CacheError::CentralNeedsDatabase),
             DriverKind::Sqlite => Metadata::Sqlite(Sqlite::open(&db_path)?),
             DriverKind::Xattr => {
                 xattr_meta::check_supported(dir).map_err(|source| {
@@ -146,6 +186,40 @@ impl Cache {
             }
         };
         Ok(Self { layout, metadata })
+    }
+
+    /// Opens the cache at `dir` with the centralized_db driver: files here, rows in the
+    /// catalogue through `central`. The rows of an earlier sqlite driver's `db_name` in
+    /// `dir` are migrated first, as upstream does at start. Call it from a thread outside
+    /// the database's runtime.
+    pub fn open_central(dir: &Path, central: CentralDb, db_name: &str) -> Result<Self, CacheError> {
+        let layout = Layout::new(dir);
+        layout
+            .create()
+            .map_err(CacheError::io("creating cache directories in", dir))?;
+        central.migrate(&layout, &dir.join(db_name))?;
+        Ok(Self {
+            layout,
+            metadata: Metadata::Central(central),
+        })
+    }
+
+    /// The metadata driver.
+    pub fn driver(&self) -> DriverKind {
+        match self.metadata {
+            Metadata::Sqlite(_) => DriverKind::Sqlite,
+            Metadata::Xattr => DriverKind::Xattr,
+            Metadata::Central(_) => DriverKind::CentralizedDb,
+        }
+    }
+
+    /// The URLs of the nodes that hold image `id`, per the catalogue (`GET
+    /// /v2/cache/nodes/{id}`); [`CacheError::NotCentralized`] with another driver.
+    pub fn cached_nodes(&self, id: &ImageId) -> Result<Vec<String>, CacheError> {
+        match &self.metadata {
+            Metadata::Central(central) => central.nodes(id),
+            _ => Err(CacheError::NotCentralized),
+        }
     }
 
     /// The cache directory.
@@ -221,14 +295,9 @@ impl Cache {
                     let row = match rows.remove(&id) {
                         Some(row) => row,
                         None => {
-                            let path = self.layout.cached(&id);
-                            let Some(file) =
-                                stat(&path, &id).map_err(CacheError::io("reading", &path))?
-                            else {
+                            let Some(row) = adopted_row(&self.layout, &id)? else {
                                 continue;
                             };
-                            debug!(image = %id, "adopting a cache file without a row");
-                            let row = adopted_row(&file);
                             locked.insert(&id, &row)?;
                             row
                         }
@@ -259,6 +328,11 @@ impl Cache {
                 }
                 entries
             }
+            Metadata::Central(central) => central
+                .list(&self.layout)?
+                .into_iter()
+                .map(|(id, row)| entry(id, row))
+                .collect(),
         };
         entries.sort_by(|a, b| a.image_id.cmp(&b.image_id));
         Ok(entries)
@@ -281,6 +355,13 @@ impl Cache {
             Metadata::Xattr => {
                 xattr_meta::hit(&file, &path).map_err(CacheError::io("counting a hit on", &path))?
             }
+            Metadata::Central(central) => {
+                // The count is bookkeeping: a catalogue that cannot take it does not
+                // keep the cached copy from being served.
+                if let Err(e) = central.hit(id, size, &path) {
+                    warn!(image = %id, error = %e, "cache hit not counted");
+                }
+            }
         }
         Ok(Some((file, size)))
     }
@@ -295,6 +376,13 @@ impl Cache {
                 Ok(existed || had_row)
             }),
             Metadata::Xattr => remove(&path).map_err(CacheError::io("deleting", &path)),
+            Metadata::Central(central) => {
+                let (files, rows) = central.delete(std::slice::from_ref(id), |id| {
+                    let path = self.layout.cached(id);
+                    remove(&path).map_err(CacheError::io("deleting", &path))
+                })?;
+                Ok(files + rows > 0)
+            }
         }
     }
 
@@ -322,6 +410,7 @@ impl Cache {
             Metadata::Xattr => ids
                 .iter()
                 .try_fold(0, |n, id| Ok(n + usize::from(unlink(id)?))),
+            Metadata::Central(central) => Ok(central.delete(ids, unlink)?.0),
         }
     }
 
@@ -358,14 +447,21 @@ impl Cache {
     }
 }
 
-fn adopted_row(file: &Found) -> Row {
-    Row {
+/// The row a finished cache file without one gets (hits 0, checksum unknown), or None
+/// when the file is gone too.
+fn adopted_row(layout: &Layout, id: &ImageId) -> Result<Option<Row>, CacheError> {
+    let path = layout.cached(id);
+    let Some(file) = stat(&path, id).map_err(CacheError::io("reading", &path))? else {
+        return Ok(None);
+    };
+    debug!(image = %id, "adopting a cache file without a row");
+    Ok(Some(Row {
         last_accessed: epoch_seconds(file.accessed),
         last_modified: epoch_seconds(file.modified),
         size: file.size,
         hits: 0,
         checksum: None,
-    }
+    }))
 }
 
 fn entry(image_id: ImageId, row: Row) -> Entry {

@@ -108,6 +108,12 @@ impl<'a> CacheWriter<'a> {
                     .map_err(CacheError::io("setting hits on", &incomplete))?;
                 publish()?;
             }
+            Metadata::Central(central) => central.publish(&self.id, &row, publish, || {
+                // Back to incomplete/, from where dropping the writer moves it to invalid/.
+                if let Err(e) = fs::rename(&cached, &incomplete) {
+                    warn!(image = %self.id, error = %e, "a cache file without its row stays in place; the next listing adopts it");
+                }
+            })?,
         }
         let base = layout.base();
         File::open(base)

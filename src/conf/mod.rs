@@ -335,7 +335,11 @@ pub struct CacheOptions {
     /// `image_cache_driver`; default `sqlite`.
     pub image_cache_driver: DriverKind,
     /// `image_cache_sqlite_db`, relative to the cache directory; default `cache.db`.
+    /// With `centralized_db`, a database of that name found at start is migrated.
     pub image_cache_sqlite_db: String,
+    /// `worker_self_reference_url`: this node's URL, which keys its rows with the
+    /// `centralized_db` driver; no default (an empty value counts as unset).
+    pub worker_self_reference_url: Option<String>,
 }
 
 impl CacheOptions {
@@ -345,16 +349,13 @@ impl CacheOptions {
         let image_cache_driver = match c.get(S, "image_cache_driver") {
             None | Some("sqlite") => DriverKind::Sqlite,
             Some("xattr") => DriverKind::Xattr,
-            Some("centralized_db") => {
+            Some("centralized_db") => DriverKind::CentralizedDb,
+            Some(_) => {
                 return Err(c.invalid(
                     S,
                     "image_cache_driver",
-                    "the centralized_db driver is not supported; \
-                     set image_cache_driver = sqlite or xattr",
+                    "expected sqlite, xattr or centralized_db",
                 ));
-            }
-            Some(_) => {
-                return Err(c.invalid(S, "image_cache_driver", "expected sqlite or xattr"));
             }
         };
         let image_cache_sqlite_db = c.get_str(S, "image_cache_sqlite_db", "cache.db");
@@ -380,7 +381,28 @@ impl CacheOptions {
             )?,
             image_cache_driver,
             image_cache_sqlite_db: image_cache_sqlite_db.to_string(),
+            worker_self_reference_url: c
+                .get(S, "worker_self_reference_url")
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned),
         })
+    }
+
+    /// This node's `worker_self_reference_url`, which the `centralized_db` driver needs;
+    /// [`ConfError::Missing`] naming the option when it is not set (as upstream refuses
+    /// to start in `sqlite_migration.can_migrate_to_central_db`).
+    pub fn node_url(&self) -> Result<&str, ConfError> {
+        self.worker_self_reference_url
+            .as_deref()
+            .ok_or_else(|| ConfError::Missing {
+                section: DEFAULT_SECTION.to_owned(),
+                key: "worker_self_reference_url".to_owned(),
+                why: "it needs to be set if `centralized_db` is defined as cache driver \
+                      for image_cache_driver config option (the cache's rows in the \
+                      catalogue database are keyed by this node's URL)"
+                    .to_owned(),
+            })
     }
 
     /// The cache directory, or [`ConfError::MissingCacheDir`] when it is not set.
@@ -635,6 +657,7 @@ mod tests {
                 image_cache_stall_time: 86_400,
                 image_cache_driver: DriverKind::Sqlite,
                 image_cache_sqlite_db: "cache.db".to_string(),
+                worker_self_reference_url: None,
             }
         );
         assert_eq!(
@@ -671,6 +694,40 @@ mod tests {
     }
 
     #[test]
+    fn cache_options_centralized_db_needs_worker_self_reference_url() {
+        for text in [
+            "[DEFAULT]\nimage_cache_driver = centralized_db\n",
+            "[DEFAULT]\nimage_cache_driver = centralized_db\nworker_self_reference_url =  \n",
+        ] {
+            let o = CacheOptions::from_config(&Config::from_str("t", text).unwrap()).unwrap();
+            assert_eq!(o.image_cache_driver, DriverKind::CentralizedDb);
+            assert_eq!(o.worker_self_reference_url, None);
+            let err = o.node_url().unwrap_err();
+            assert!(matches!(err, ConfError::Missing { .. }), "{err:?}");
+            assert!(
+                err.to_string()
+                    .starts_with("[DEFAULT] worker_self_reference_url is not set: "),
+                "{err}"
+            );
+            assert!(err.to_string().contains("centralized_db"), "{err}");
+        }
+        let mut c = Config::from_str(
+            "t",
+            "[DEFAULT]\nimage_cache_driver = centralized_db\nworker_self_reference_url = http://file:9292\n",
+        )
+        .unwrap();
+        let o = CacheOptions::from_config(&c).unwrap();
+        assert_eq!(o.node_url().unwrap(), "http://file:9292");
+        // One pod of several sharing a configuration names itself in its environment.
+        c.merge(Config::from_env([(
+            "OS_DEFAULT__WORKER_SELF_REFERENCE_URL".to_owned(),
+            "http://glance-1.glance:9292".to_owned(),
+        )]));
+        let o = CacheOptions::from_config(&c).unwrap();
+        assert_eq!(o.node_url().unwrap(), "http://glance-1.glance:9292");
+    }
+
+    #[test]
     fn cache_option_errors() {
         let cases = [
             (
@@ -694,12 +751,12 @@ mod tests {
                 r#"[DEFAULT] image_cache_stall_time = "1.5" (from a.conf:4): expected a whole number of seconds"#,
             ),
             (
-                "image_cache_driver = centralized_db",
-                r#"[DEFAULT] image_cache_driver = "centralized_db" (from a.conf:4): the centralized_db driver is not supported; set image_cache_driver = sqlite or xattr"#,
+                "image_cache_driver = SQLite",
+                r#"[DEFAULT] image_cache_driver = "SQLite" (from a.conf:4): expected sqlite, xattr or centralized_db"#,
             ),
             (
-                "image_cache_driver = SQLite",
-                r#"[DEFAULT] image_cache_driver = "SQLite" (from a.conf:4): expected sqlite or xattr"#,
+                "image_cache_driver = centralized-db",
+                r#"[DEFAULT] image_cache_driver = "centralized-db" (from a.conf:4): expected sqlite, xattr or centralized_db"#,
             ),
             (
                 "image_cache_sqlite_db = \"\"",
@@ -771,4 +828,3 @@ mod tests {
         );
     }
 }
-

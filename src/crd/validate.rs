@@ -279,12 +279,10 @@ fn check_shared_store(glance: &ValidGlance) -> Result<(), InvalidSpec> {
         climbs || !dir.starts_with(STORAGE_DIR) || dir.starts_with(CACHE_DIR)
     };
     match default_file_dir(&config) {
-        Some(dir) if outside(&dir) => {
-            Err(InvalidSpec::ReplicasNeedSharedStore {
-                replicas: glance.replicas,
-                dir: dir.display().to_string(),
-            })
-        }
+        Some(dir) if outside(&dir) => Err(InvalidSpec::ReplicasNeedSharedStore {
+            replicas: glance.replicas,
+            dir: dir.display().to_string(),
+        }),
         _ => Ok(()),
     }
 }

@@ -4,8 +4,10 @@
 //! [`url`] reads SQLAlchemy URLs, [`options`] oslo.db's pool and retry options,
 //! [`schema`] creates and checks the tables (`glance-manage db_sync`), [`records`] reads
 //! and writes images, [`query`] turns a listing into SQL, and [`manage`] is
-//! `glance-manage`.
+//! `glance-manage`. [`cached_images`] holds the image cache's rows for the
+//! `centralized_db` cache driver.
 
+pub mod cached_images;
 mod dialect;
 pub mod manage;
 pub mod options;

@@ -14,8 +14,12 @@ use thiserror::Error;
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, CentralDb, DriverKind};
 use crate::conf::{CacheOptions, ConfError, Config, ConfigSources};
+use crate::db::{DbError, DbOptions};
+
+/// glance-api's default `[database] connection`, which the tools share.
+pub const DEFAULT_CONNECTION: &str = "sqlite:////var/lib/glance/glance.sqlite";
 
 /// The configuration flags every tool takes, as upstream's oslo.config programs do.
 #[derive(Debug, Clone, Args)]
@@ -40,6 +44,9 @@ pub enum ToolError {
     /// The cache failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The `[database]` options are wrong (centralized_db driver).
+    #[error(transparent)]
+    Db(#[from] DbError),
     /// Some images could not be prefetched.
     #[error("{0} of the queued images could not be prefetched")]
     Prefetch(usize),
@@ -75,17 +82,29 @@ impl ConfigArgs {
         };
         let config = Config::load(&sources)?;
         let options = CacheOptions::from_config(&config)?;
-        let cache = Cache::open(
-            options.require_dir()?,
-            options.image_cache_driver,
-            &options.image_cache_sqlite_db,
-        )?;
+        let cache = open_cache(&config, &options)?;
         Ok(CacheTool {
             config,
             options,
             cache,
         })
     }
+}
+
+/// Opens the cache that `options` (read from `config`) name. With the centralized_db
+/// driver this connects to `config`'s `[database]` on a runtime of its own and records
+/// this node (`worker_self_reference_url`), so call it outside async code.
+pub fn open_cache(config: &Config, options: &CacheOptions) -> Result<Cache, ToolError> {
+    let dir = options.require_dir()?;
+    Ok(match options.image_cache_driver {
+        DriverKind::CentralizedDb => {
+            let node = options.node_url()?;
+            let database = DbOptions::from_config(config, DEFAULT_CONNECTION)?;
+            let central = CentralDb::connect(&database, node)?;
+            Cache::open_central(dir, central, &options.image_cache_sqlite_db)?
+        }
+        driver => Cache::open(dir, driver, &options.image_cache_sqlite_db)?,
+    })
 }
 
 /// The exit code of a tool's result; the error is logged.
