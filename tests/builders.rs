@@ -1306,3 +1306,61 @@ fn without_config_secrets_the_config_volume_is_the_secret_itself() {
         json!([{"secret": {"name": "glance-config"}}])
     );
 }
+
+/// The volumes of the StatefulSet's pods, as JSON.
+fn pod_volumes(statefulset: &StatefulSet) -> Value {
+    to_json(statefulset)["spec"]["template"]["spec"]["volumes"].clone()
+}
+
+#[test]
+fn the_storage_volume_follows_what_the_replicas_share_and_keeps_its_access_modes() {
+    let observed = Observed {
+        database_connection: Some(DB_URL.to_owned()),
+        ..Observed::default()
+    };
+    let mounts_storage = |c: &Children| {
+        pod_volumes(&c.statefulset)
+            .to_string()
+            .contains("glance-storage")
+    };
+    // One replica: ReadWriteOnce, mounted (images, and SQLite without a database).
+    let one = build(&seed_with(1, true), &observed);
+    assert_eq!(
+        to_json(&one.storage)["spec"]["accessModes"],
+        json!(["ReadWriteOnce"])
+    );
+    assert!(mounts_storage(&one));
+    // Three sharing the file store on it: ReadWriteMany.
+    let three = build(&seed_with(3, true), &observed);
+    assert_eq!(
+        to_json(&three.storage)["spec"]["accessModes"],
+        json!(["ReadWriteMany"])
+    );
+    assert!(mounts_storage(&three));
+    // Three with only a remote store: nothing to share, so no pod mounts it.
+    let mut s3 = glance("seed.yaml");
+    s3.spec.glance_api.replicas = 3;
+    s3.spec.custom_service_config = Some(
+        "[DEFAULT]\nenabled_backends = ceph:s3\n[glance_store]\ndefault_backend = ceph\n".into(),
+    );
+    let remote = build(&validate(&s3, DEFAULT_IMAGE).expect("valid"), &observed);
+    assert_eq!(
+        to_json(&remote.storage)["spec"]["accessModes"],
+        json!(["ReadWriteOnce"])
+    );
+    assert!(
+        !mounts_storage(&remote),
+        "{}",
+        pod_volumes(&remote.statefulset)
+    );
+    // An existing claim keeps the access modes it was made with: they cannot change.
+    let made_for_one = Observed {
+        storage_access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+        ..observed.clone()
+    };
+    let scaled = build(&seed_with(3, true), &made_for_one);
+    assert_eq!(
+        to_json(&scaled.storage)["spec"]["accessModes"],
+        json!(["ReadWriteOnce"])
+    );
+}

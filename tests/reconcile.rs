@@ -112,9 +112,25 @@ fn pvc_with(name: &str, request: &str) -> Value {
            "status": {"phase": "Bound"}})
 }
 
-/// The storage PVC and the cache volumes of replicas 0..replicas, bound at `cache`.
+/// The access modes `<name>-storage` was created with for `replicas` replicas sharing the
+/// file store.
+fn storage_modes(replicas: i32) -> Vec<String> {
+    vec![
+        if replicas > 1 {
+            "ReadWriteMany"
+        } else {
+            "ReadWriteOnce"
+        }
+        .to_owned(),
+    ]
+}
+
+/// The storage PVC (created for `replicas`) and the cache volumes of replicas
+/// 0..replicas, bound at `cache`.
 fn bound_pvcs(replicas: i32, cache: Option<&str>) -> Vec<Value> {
-    let mut pvcs = vec![pvc_with("glance-storage", "10G")];
+    let mut storage = pvc_with("glance-storage", "10G");
+    storage["spec"]["accessModes"] = json!(storage_modes(replicas));
+    let mut pvcs = vec![storage];
     if let Some(request) = cache {
         pvcs.extend(
             (0..replicas).map(|i| pvc_with(&format!("image-cache-glance-api-{i}"), request)),
@@ -147,6 +163,7 @@ fn observed_from(
     Observed {
         database_connection: db.map(str::to_owned),
         storage_request: size("10G", 10_000_000_000),
+        storage_access_modes: Some(storage_modes(replicas)),
         cache_template_request: template.and_then(|q| size(q, bytes(q))),
         cache_volumes: cache
             .map(|q| {
@@ -238,8 +255,15 @@ fn statefulset_apply(c: &Children, answer: Value) -> Call {
 }
 
 /// Server-side applies of every child, in the order apply sends them, with `workload`
-/// (the StatefulSet's step) after the Services and the resizes.
+/// (the StatefulSet's step) after the Services and the resizes, and the CronJobs last.
 fn apply_calls(c: &Children, pvc_answer: Value, workload: Vec<Call>) -> Vec<Call> {
+    let mut calls = applies_before_migration(c, pvc_answer, workload);
+    calls.extend(cronjob_calls(c));
+    calls
+}
+
+/// The applies while the db-sync Job has not completed: the CronJobs wait for it too.
+fn applies_before_migration(c: &Children, pvc_answer: Value, workload: Vec<Call>) -> Vec<Call> {
     let mut calls = vec![
         Call::apply(
             format!("{NS}/secrets/glance-config{APPLY}"),
@@ -273,6 +297,12 @@ fn apply_calls(c: &Children, pvc_answer: Value, workload: Vec<Call>) -> Vec<Call
         ));
     }
     calls.extend(workload);
+    calls
+}
+
+/// The applies of the CronJobs of `c`.
+fn cronjob_calls(c: &Children) -> Vec<Call> {
+    let mut calls = Vec::new();
     for cronjob in c.cache.iter().flat_map(|cache| &cache.cronjobs) {
         calls.push(Call::apply(
             format!(
@@ -287,12 +317,11 @@ fn apply_calls(c: &Children, pvc_answer: Value, workload: Vec<Call>) -> Vec<Call
 }
 
 /// The sweep's kinds in the order it lists them, with the path they are listed under.
-fn sweep_kinds() -> [(&'static str, String); 6] {
+fn sweep_kinds() -> [(&'static str, String); 5] {
     [
         ("CronJob", format!("{BATCH}/cronjobs")),
         ("Job", format!("{BATCH}/jobs")),
         ("StatefulSet", format!("{APPS}/statefulsets")),
-        ("Deployment", format!("{APPS}/deployments")),
         ("Service", format!("{NS}/services")),
         (
             "PersistentVolumeClaim",
@@ -464,8 +493,8 @@ fn fresh_seed() -> (Glance, Children) {
 async fn first_creation_migrates_the_database_before_the_statefulset() {
     let (object, expected) = fresh_seed();
     let mut calls = observe_calls(Some(DB_URL), vec![], None, None, None);
-    // The database is migrated first; the StatefulSet waits for the Job.
-    calls.extend(apply_calls(
+    // The database is migrated first; the StatefulSet and the CronJobs wait for the Job.
+    calls.extend(applies_before_migration(
         &expected,
         json!({"status": {"phase": "Pending"}}),
         vec![job_apply(&expected)],
@@ -716,7 +745,7 @@ async fn cache_turned_on_recreates_the_statefulset_with_a_claim_template_and_add
         bound(),
         vec![Call::delete_with(
             format!("{APPS}/statefulsets/glance-api?"),
-            "Orphan",
+            "Background",
         )],
     ));
     calls.extend(sweep_calls(&listed(&before, &[]), &[]));
@@ -739,7 +768,7 @@ async fn cache_turned_on_recreates_the_statefulset_with_a_claim_template_and_add
             "APIReady",
             "False",
             "Replacing",
-            "StatefulSet glance-api is being replaced, because its volume claim templates changed; its pods keep running"
+            "StatefulSet glance-api is being replaced, because its volume claim templates changed; its pods restart with the new volume"
         )
     );
     let cronjobs: Vec<&str> = seen
@@ -845,7 +874,9 @@ async fn scaling_one_to_three_adds_cronjobs_and_three_to_one_sweeps_them_and_the
         vec![statefulset_apply(&expected, statefulset_ready(1))],
     ));
     calls.extend(sweep_calls(&listed(&before, &[]), &[]));
+    // CacheReady, APIReady and StorageReady (below) change.
     calls.push(status_call());
+    calls.push(event_call());
     calls.push(event_call());
     calls.push(event_call());
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
@@ -865,12 +896,30 @@ async fn scaling_one_to_three_adds_cronjobs_and_three_to_one_sweeps_them_and_the
             "1 of 3 cache volumes bound; waiting for image-cache-glance-api-1, image-cache-glance-api-2"
         )
     );
+    // The storage volume was made ReadWriteOnce for one replica, and that cannot change:
+    // said plainly, not retried as a resize.
+    assert_eq!(
+        sent_status(&seen)["status"]["conditions"][2],
+        condition(
+            "StorageReady",
+            "False",
+            "NotShared",
+            "PVC glance-storage is ReadWriteOnce, and its access modes cannot change, but 3 replicas share the file store on it: pods on other nodes cannot mount it. Set glanceAPI.replicas to 1, or move the images to a ReadWriteMany volume or a remote store"
+        )
+    );
 
     // 3 -> 1: the CronJobs and volumes of replicas 1 and 2 go.
     let (mut object, _, _) = bound_seed(3, "10G", DB_URL);
     object.spec.glance_api.replicas = 1;
     let before = earlier(3, DB_URL);
-    let expected = seed_children(&object, 1);
+    let expected = children(
+        &object,
+        &Observed {
+            // The storage volume stays as it was made for three.
+            storage_access_modes: Some(storage_modes(3)),
+            ..observed_from(Some(DB_URL), 1, Some("10G"), Some("10G"))
+        },
+    );
     let mut calls = observe_bound(3, &before, &expected);
     calls.extend(apply_calls(
         &expected,
@@ -899,8 +948,8 @@ async fn scaling_one_to_three_adds_cronjobs_and_three_to_one_sweeps_them_and_the
         .expect("storage applied");
     assert_eq!(
         storage.body["spec"]["accessModes"],
-        json!(["ReadWriteOnce"]),
-        "one replica: the storage volume is ReadWriteOnce again"
+        json!(["ReadWriteMany"]),
+        "access modes cannot change: the volume keeps the ones it was made with"
     );
 }
 
@@ -1045,9 +1094,65 @@ async fn upgrade_from_the_deployment_deletes_it_first_then_starts_the_statefulse
     let expected = children(&object, &observed_from(Some(DB_URL), 1, None, None));
     // What the earlier release left: a Deployment and the single cache PVC.
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "glance-api", "namespace": "openstack"}});
+        "metadata": {"name": "glance-api", "namespace": "openstack",
+                     "ownerReferences": [{"apiVersion": "glance.openstack.org/v1beta1",
+                         "kind": "Glance", "name": "glance", "uid": UID, "controller": true}]}});
     let mut pvcs = bound_pvcs(1, None);
     pvcs.push(pvc_with("glance-image-cache", "10G"));
+
+    // Before the database is migrated, the old Deployment keeps serving: nothing of it is
+    // deleted, and the new StatefulSet and CronJobs wait.
+    let mut calls = observe_calls(
+        Some(DB_URL),
+        pvcs.clone(),
+        None,
+        Some(deployment.clone()),
+        None,
+    );
+    calls.extend(applies_before_migration(
+        &expected,
+        bound(),
+        vec![job_apply(&expected)],
+    ));
+    calls.extend(sweep_calls(&listed(&expected, &[]), &[]));
+    // CacheReady, APIReady and DatabaseReady change.
+    calls.extend([status_call(), event_call(), event_call(), event_call()]);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object.clone())), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert!(
+        seen.iter().all(|s| s.method != "DELETE"),
+        "nothing deleted yet"
+    );
+
+    // A Deployment of that name that this Glance does not own is left alone.
+    let mut foreign = deployment.clone();
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    let mut calls = observe_calls(
+        Some(DB_URL),
+        bound_pvcs(1, None),
+        None,
+        Some(foreign),
+        done_job(&expected),
+    );
+    calls.extend(apply_calls(&expected, bound(), vec![]));
+    calls.extend(sweep_calls(&listed(&expected, &[]), &[]));
+    calls.extend([status_call(), event_call(), event_call()]);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object.clone())), calls).await;
+    result.expect("reconciled");
+    assert_eq!(
+        sent_status(&seen)["status"]["conditions"][4],
+        condition(
+            "APIReady",
+            "False",
+            "Replacing",
+            "a Deployment glance-api that this Glance does not own is in the way of StatefulSet glance-api: delete it"
+        )
+    );
+
+    // Once migrated, the owned Deployment goes first, in the foreground.
     // The db-sync Job already ran for this image and database (see the db-sync tests):
     // the old Deployment served meanwhile.
     let mut calls = observe_calls(
@@ -1150,7 +1255,7 @@ async fn upgrade_from_the_deployment_deletes_it_first_then_starts_the_statefulse
 async fn an_api_error_fails_the_reconcile_and_backs_off() {
     let (object, expected) = fresh_seed();
     let mut calls = observe_calls(Some(DB_URL), vec![], None, None, None);
-    calls.extend(apply_calls(
+    calls.extend(applies_before_migration(
         &expected,
         bound(),
         vec![Call::fail(
@@ -1161,8 +1266,6 @@ async fn an_api_error_fails_the_reconcile_and_backs_off() {
             "etcd timeout",
         )],
     ));
-    // The CronJobs are not applied after the failure.
-    calls.truncate(calls.len() - 2);
     let (result, seen, ctx) = run(DeserializeGuard(Ok(object.clone())), calls).await;
     let error = result.expect_err("the 500 fails the reconcile");
     assert!(error.to_string().contains("etcd timeout"), "{error}");
@@ -1477,28 +1580,37 @@ fn status_body_helper_is_a_failure_for_errors() {
     );
 }
 
-#[tokio::test]
-async fn a_failed_db_sync_job_is_reported_and_the_statefulset_is_not_rolled() {
+/// The seed Glance given a new image while the db-sync Job, of the new image or of the old
+/// one, has `status`: the reads, and the applies and sweep of a reconcile that neither
+/// replaces the Job nor rolls the StatefulSet or the CronJobs (they keep the image whose
+/// schema they know).
+fn new_image_while_the_job_is(of_new_image: bool, status: Value) -> (Glance, Vec<Call>) {
     let (mut object, expected, _) = bound_seed(1, "10G", DB_URL);
-    // A new image: the live StatefulSet still runs the old one.
     object.spec.glance_api.container_image = Some("registry.example/glance:2".into());
     let new = seed_children(&object, 1);
-    let mut failed = to_json(new.db_sync.as_ref().expect("job"));
-    common::mock::merge(
-        &mut failed,
-        &json!({"status": {"failed": 5, "conditions": [{"type": "Failed", "status": "True",
-            "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}),
-    );
+    let of = if of_new_image { &new } else { &expected };
+    let mut job = to_json(of.db_sync.as_ref().expect("job"));
+    common::mock::merge(&mut job, &json!({ "status": status }));
     let mut calls = observe_calls(
         Some(DB_URL),
         bound_pvcs(1, Some("10G")),
         Some(live_statefulset(&expected, 1)),
         None,
-        Some(failed),
+        Some(job),
     );
-    // No StatefulSet apply: the pods keep the image whose schema they know.
-    calls.extend(apply_calls(&new, bound(), vec![]));
+    calls.extend(applies_before_migration(&new, bound(), vec![]));
     calls.extend(sweep_calls(&listed(&new, &[]), &[]));
+    (object, calls)
+}
+
+#[tokio::test]
+async fn a_failed_db_sync_job_is_reported_and_the_statefulset_is_not_rolled() {
+    let (object, mut calls) = new_image_while_the_job_is(
+        true,
+        json!({"failed": 5, "conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+         "message": "Job has reached the specified backoff limit"}]}),
+    );
     calls.extend([status_call(), event_call(), event_call()]);
     let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
     assert_eq!(
@@ -1534,10 +1646,13 @@ async fn a_new_image_replaces_the_finished_db_sync_job_before_rolling() {
     let new = seed_children(&object, 1);
     // The Job that completed for the old image.
     let mut calls = observe_bound(1, &expected, &expected);
-    calls.extend(apply_calls(
+    calls.extend(applies_before_migration(
         &new,
         bound(),
-        vec![Call::delete(format!("{BATCH}/jobs/glance-db-sync?"))],
+        vec![Call::delete_with(
+            format!("{BATCH}/jobs/glance-db-sync?"),
+            "Foreground",
+        )],
     ));
     calls.extend(sweep_calls(&listed(&new, &[]), &[]));
     calls.extend([status_call(), event_call(), event_call()]);
@@ -1565,5 +1680,25 @@ async fn a_new_image_replaces_the_finished_db_sync_job_before_rolling() {
         sent_statefulset(&seen)
             .to_string()
             .contains("registry.example/glance:2")
+    );
+}
+
+#[tokio::test]
+async fn a_running_db_sync_job_is_never_cut_off_by_a_new_image() {
+    let (object, mut calls) = new_image_while_the_job_is(false, json!({"active": 1}));
+    calls.extend([status_call(), event_call(), event_call()]);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        sent_status(&seen)["status"]["conditions"][5],
+        condition(
+            "DatabaseReady",
+            "False",
+            "Migrating",
+            "Job glance-db-sync for the earlier image or database is still running; it is replaced when it ends"
+        )
     );
 }

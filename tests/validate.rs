@@ -99,7 +99,7 @@ fn errors_name_the_field() {
                 g.spec.custom_service_config =
                     Some("[default_backend]\nfilesystem_store_datadir = /tmp/images\n".into());
             }),
-            "spec.customServiceConfig: glanceAPI.replicas is 2, and the default store is the file store at /tmp/images, which is not on the shared storage volume: keep filesystem_store_datadir under /var/lib/glance (outside /var/lib/glance/image-cache), or make the default backend a remote store such as s3",
+            "spec.customServiceConfig: glanceAPI.replicas is 2, and a file store keeps images at /tmp/images, which is not on the shared storage volume: keep filesystem_store_datadir under /var/lib/glance (outside /var/lib/glance/image-cache), or use a remote store such as s3 for every backend",
         ),
         (
             Box::new(|g| {
@@ -109,7 +109,7 @@ fn errors_name_the_field() {
                         .into(),
                 );
             }),
-            "spec.customServiceConfig: glanceAPI.replicas is 3, and the default store is the file store at /var/lib/glance/image-cache/x,",
+            "spec.customServiceConfig: glanceAPI.replicas is 3, and a file store keeps images at /var/lib/glance/image-cache/x,",
         ),
         (
             Box::new(|g| {
@@ -119,7 +119,7 @@ fn errors_name_the_field() {
                         .into(),
                 );
             }),
-            "spec.customServiceConfig: glanceAPI.replicas is 3, and the default store is the file store at /srv/images,",
+            "spec.customServiceConfig: glanceAPI.replicas is 3, and a file store keeps images at /srv/images,",
         ),
         (
             Box::new(|g| g.metadata.name = Some("Glance".into())),
@@ -296,8 +296,8 @@ fn several_replicas_need_image_data_on_a_shared_store() {
         ),
         Ok(2)
     );
-    // A remote default backend: the file backend beside it does not matter.
-    let ceph = "[DEFAULT]\nenabled_backends = fast:file, ceph:s3\n[glance_store]\ndefault_backend = ceph\n[fast]\nfilesystem_store_datadir = /tmp/fast\n";
+    // A remote default backend, with a file backend beside it on the shared volume.
+    let ceph = "[DEFAULT]\nenabled_backends = fast:file, ceph:s3\n[glance_store]\ndefault_backend = ceph\n[fast]\nfilesystem_store_datadir = /var/lib/glance/fast\n";
     assert_eq!(with_store(3, ceph), Ok(3));
     assert_eq!(
         with_store(
@@ -334,7 +334,12 @@ fn several_replicas_need_image_data_on_a_shared_store() {
         (
             "/data",
             ceph.replace("default_backend = ceph", "default_backend = fast")
-                .replace("/tmp/fast", "/data"),
+                .replace("/var/lib/glance/fast", "/data"),
+        ),
+        // Not the default, but images uploaded to it would stay on one replica.
+        (
+            "/tmp/fast",
+            ceph.replace("/var/lib/glance/fast", "/tmp/fast"),
         ),
     ] {
         let err = with_store(2, &custom).expect_err(dir);

@@ -4,8 +4,8 @@
 mod common;
 
 use common::glance;
-use glance_operator::operator::run::glances_for_secret;
-use k8s_openapi::api::core::v1::Secret;
+use glance_operator::operator::run::{glance_for_child, glances_for_secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
@@ -48,6 +48,30 @@ fn a_secret_wakes_its_owner_and_the_glances_that_read_it() {
         serde_json::from_value(json!({"metadata": {"name": "x", "namespace": "openstack"}}))
             .expect("secret");
     assert!(glances_for_secret(&store, &unrelated).is_empty());
+}
+
+#[test]
+fn a_cache_volume_wakes_the_glance_its_labels_name() {
+    // Made by the StatefulSet from its claim template: labelled, owned by the StatefulSet.
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "image-cache-glance-api-1", "namespace": "openstack",
+                     "labels": {"app.kubernetes.io/instance": "glance",
+                                "app.kubernetes.io/managed-by": "glance-operator"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                          "name": "glance-api", "uid": "s1"}]}
+    }))
+    .expect("pvc");
+    assert_eq!(
+        glance_for_child(&pvc),
+        Some(
+            ObjectRef::<DeserializeGuard<glance_operator::crd::Glance>>::new("glance")
+                .within("openstack")
+        )
+    );
+    let unlabelled: PersistentVolumeClaim =
+        serde_json::from_value(json!({"metadata": {"name": "other", "namespace": "openstack"}}))
+            .expect("pvc");
+    assert_eq!(glance_for_child(&unlabelled), None);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use super::{CacheAccessMode, CacheDriver, Glance};
 use crate::conf::Config;
 use crate::quantity::{self, QuantityError};
 use crate::resources::config::{CACHE_DIR, STORAGE_DIR, render_config};
-use crate::store::config::default_file_dir;
+use crate::store::config::file_store_dirs;
 
 /// A spec that breaks a rule. The message names the field.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -67,14 +67,15 @@ pub enum InvalidSpec {
     /// More replicas than the cap.
     #[error("spec.glanceAPI.replicas: at most {REPLICAS_MAX} replicas, got {0}")]
     TooManyReplicas(i32),
-    /// Several replicas need image data on a shared store.
+    /// Several replicas need image data on a shared store: every file store on the
+    /// storage volume.
     #[error(
-        "spec.customServiceConfig: glanceAPI.replicas is {replicas}, and the default store is the file store at {dir}, which is not on the shared storage volume: keep filesystem_store_datadir under {STORAGE_DIR} (outside {CACHE_DIR}), or make the default backend a remote store such as s3"
+        "spec.customServiceConfig: glanceAPI.replicas is {replicas}, and a file store keeps images at {dir}, which is not on the shared storage volume: keep filesystem_store_datadir under {STORAGE_DIR} (outside {CACHE_DIR}), or use a remote store such as s3 for every backend"
     )]
     ReplicasNeedSharedStore {
         /// The replicas asked for.
         replicas: i32,
-        /// The default file store's directory.
+        /// The file store's directory.
         dir: String,
     },
     /// The name does not leave room for the child names.
@@ -163,6 +164,8 @@ pub struct ValidGlance {
     pub owner: OwnerReference,
     /// Storage PVC size.
     pub storage: Size,
+    /// How the replicas use the storage volume.
+    pub storage_use: StorageUse,
     /// StorageClass of both PVCs; None = cluster default.
     pub storage_class: Option<String>,
     /// The cache; None = off.
@@ -235,11 +238,12 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
         return Err(InvalidSpec::ReplicasNeedDatabase(api.replicas));
     }
 
-    let valid = ValidGlance {
+    let mut valid = ValidGlance {
         name,
         namespace,
         owner,
         storage,
+        storage_use: StorageUse::Single,
         storage_class: non_empty(&spec.storage_class),
         cache,
         database_instance,
@@ -251,23 +255,34 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
         node_selector: api.node_selector.clone(),
         tolerations: api.tolerations.clone(),
     };
-    check_shared_store(&valid)?;
+    valid.storage_use = storage_use(&valid)?;
     Ok(valid)
 }
 
-/// With several replicas, image data must be where every replica finds it: a default
-/// store of another type than file, or the file store on the storage volume, which is
-/// then ReadWriteMany. The configuration is read as glance-api reads it, with the rendered
-/// file first and customServiceConfig over it. Its Secrets are not seen here, so only
-/// customServiceConfig can move the default store.
-fn check_shared_store(glance: &ValidGlance) -> Result<(), InvalidSpec> {
+/// How the replicas use the storage volume `<name>-storage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageUse {
+    /// One replica: images of the file stores and, without a databaseInstance, SQLite.
+    Single,
+    /// Several replicas sharing the file stores on it: it must be ReadWriteMany.
+    Shared,
+    /// Several replicas and no file store: no pod mounts it (and it keeps what it holds).
+    Unmounted,
+}
+
+/// With several replicas, image data must be where every replica finds it: every file
+/// store on the storage volume, which is then ReadWriteMany, or only remote stores. The
+/// configuration is read as glance-api reads it, with the rendered file first and
+/// customServiceConfig over it. Its Secrets are not seen here, so only
+/// customServiceConfig can change the stores.
+fn storage_use(glance: &ValidGlance) -> Result<StorageUse, InvalidSpec> {
     if glance.replicas <= 1 {
-        return Ok(());
+        return Ok(StorageUse::Single);
     }
     // The rendered file has no syntax errors; a malformed customServiceConfig is left
     // for glance-api to refuse, naming the line.
     let Ok(mut config) = Config::from_str("00-config.conf", &render_config(glance, None)) else {
-        return Ok(());
+        return Ok(StorageUse::Shared);
     };
     if let Ok(custom) = Config::from_str("01-custom.conf", &glance.custom_config) {
         config.merge(custom);
@@ -278,13 +293,18 @@ fn check_shared_store(glance: &ValidGlance) -> Result<(), InvalidSpec> {
             .any(|c| matches!(c, std::path::Component::ParentDir));
         climbs || !dir.starts_with(STORAGE_DIR) || dir.starts_with(CACHE_DIR)
     };
-    match default_file_dir(&config) {
-        Some(dir) if outside(&dir) => Err(InvalidSpec::ReplicasNeedSharedStore {
+    let dirs = file_store_dirs(&config);
+    if let Some(dir) = dirs.iter().find(|dir| outside(dir)) {
+        return Err(InvalidSpec::ReplicasNeedSharedStore {
             replicas: glance.replicas,
             dir: dir.display().to_string(),
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(if dirs.is_empty() {
+        StorageUse::Unmounted
+    } else {
+        StorageUse::Shared
+    })
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {

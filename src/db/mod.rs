@@ -88,8 +88,15 @@ pub(crate) fn classify(backend: Backend, location: &str, e: sqlx::Error) -> DbEr
         sqlx::Error::Database(d) => {
             let code = d.code().unwrap_or_default();
             match backend {
-                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
-                Backend::Sqlite => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes. And "no such
+                // table", which a connection that must (re)load the schema while another
+                // process holds the file locked past the busy timeout reports instead of
+                // SQLITE_BUSY: the schema was checked at start, so at run time it means
+                // the schema could not be read now.
+                Backend::Sqlite => {
+                    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                        || d.message().starts_with("no such table")
+                }
                 // SQLSTATE 08xxx: connection exceptions; HY000 with 1053/1927/2006/2013:
                 // shutdown or a lost connection.
                 Backend::MySql => {
@@ -257,5 +264,27 @@ impl Db {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreadable_sqlite_schema_is_unavailable_a_bad_statement_is_not() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+            .await
+            .expect("in-memory database");
+        let missing = sqlx::query("SELECT id FROM images")
+            .fetch_all(&pool)
+            .await
+            .expect_err("no table");
+        assert!(classify(Backend::Sqlite, "memory", missing).is_unavailable());
+        let bad = sqlx::query("SELEKT 1")
+            .fetch_all(&pool)
+            .await
+            .expect_err("syntax");
+        assert!(!classify(Backend::Sqlite, "memory", bad).is_unavailable());
     }
 }

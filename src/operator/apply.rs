@@ -8,6 +8,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -18,7 +19,7 @@ use super::error::Error;
 use crate::crd::validate::Size;
 use crate::resources::dbsync::DB_SYNC_HASH_ANNOTATION;
 use crate::resources::meta::{APP_NAME, MANAGER};
-use crate::resources::statefulset::claim_templates_differ;
+use crate::resources::statefulset::{claim_templates_added, claim_templates_differ};
 use crate::resources::{CacheChildren, Children};
 
 /// The result of applying a PVC.
@@ -155,10 +156,16 @@ pub async fn apply(
             WorkloadOutcome::Waiting(format!("StatefulSet not rolled: {why}"))
         }
         DbSyncOutcome::NotNeeded | DbSyncOutcome::Succeeded(_) => {
-            apply_statefulset(client, namespace, statefulset, live).await?
+            apply_statefulset(client, namespace, &owner, statefulset, live).await?
         }
     };
-    if let Some(CacheChildren { cronjobs, .. }) = &cache {
+    // The cache jobs run the new image too: not before its schema is in place. Until
+    // then the live ones stay as they are (the sweep keeps them).
+    let migrated = matches!(
+        db_sync,
+        DbSyncOutcome::NotNeeded | DbSyncOutcome::Succeeded(_)
+    );
+    if let (Some(CacheChildren { cronjobs, .. }), true) = (&cache, migrated) {
         for cronjob in cronjobs {
             apply_one(client, namespace, cronjob).await?;
         }
@@ -232,8 +239,15 @@ async fn run_db_sync(
         )));
     }
     if hash(live) != hash(built) {
+        // A migration is never cut off halfway (MySQL's DDL is not transactional), and
+        // two never overlap: the old Job ends, then goes with its pod, then the new starts.
+        if let DbSyncOutcome::Running(_) = job_result(&name, live) {
+            return Ok(DbSyncOutcome::Running(format!(
+                "Job {name} for the earlier image or database is still running; it is replaced when it ends"
+            )));
+        }
         let api: Api<Job> = Api::namespaced(client.clone(), namespace);
-        delete_if_present(&api, &name, &DeleteParams::background()).await?;
+        delete_if_present(&api, &name, &DeleteParams::foreground()).await?;
         return Ok(DbSyncOutcome::Running(format!(
             "Job {name} is replaced: the image or the database changed"
         )));
@@ -277,11 +291,17 @@ pub fn job_result(name: &str, job: &Job) -> DbSyncOutcome {
 async fn apply_statefulset(
     client: &Client,
     namespace: &str,
+    owner: &Owner<'_>,
     built: StatefulSet,
     live: &Live,
 ) -> Result<WorkloadOutcome, Error> {
     let name = built.name_any();
     if let Some(deployment) = &live.deployment {
+        if !owned_by(deployment.owner_references(), owner) {
+            return Ok(WorkloadOutcome::Waiting(format!(
+                "a Deployment {name} that this Glance does not own is in the way of StatefulSet {name}: delete it"
+            )));
+        }
         if deployment.metadata.deletion_timestamp.is_none() {
             let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
             delete_if_present(&api, &name, &DeleteParams::foreground()).await?;
@@ -293,20 +313,37 @@ async fn apply_statefulset(
     if let Some(current) = &live.statefulset {
         if current.metadata.deletion_timestamp.is_some() {
             return Ok(WorkloadOutcome::Waiting(format!(
-                "StatefulSet {name} is being replaced; its pods keep running"
+                "StatefulSet {name} is being replaced"
             )));
         }
         if claim_templates_differ(current, &built) {
             let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-            delete_if_present(&api, &name, &DeleteParams::orphan()).await?;
+            // Adopted pods keep their volumes, and a pod's volumes cannot change: a pod
+            // without the new claim's volume would never be updated. A new claim (the
+            // cache turned on) so takes the pods with it; anything else keeps them.
+            let (params, pods) = if claim_templates_added(current, &built) {
+                (
+                    DeleteParams::background(),
+                    "its pods restart with the new volume",
+                )
+            } else {
+                (DeleteParams::orphan(), "its pods keep running")
+            };
+            delete_if_present(&api, &name, &params).await?;
             return Ok(WorkloadOutcome::Waiting(format!(
-                "StatefulSet {name} is being replaced, because its volume claim templates changed; its pods keep running"
+                "StatefulSet {name} is being replaced, because its volume claim templates changed; {pods}"
             )));
         }
     }
     Ok(WorkloadOutcome::Applied(Box::new(
         apply_one(client, namespace, &built).await?,
     )))
+}
+
+fn owned_by(references: &[OwnerReference], owner: &Owner<'_>) -> bool {
+    references
+        .iter()
+        .any(|reference| reference.uid == owner.uid)
 }
 
 /// The labels every child of one Glance carries (apart from its component).
@@ -320,7 +357,9 @@ pub fn children_selector(glance_name: &str) -> String {
 /// Each kind but PVCs must also carry an owner reference to the Glance. PVCs are taken by
 /// label alone: the cache volumes come from the StatefulSet's claim template, owned by the
 /// StatefulSet or, after it was re-created, by nobody. Secrets are left out: the one
-/// Secret child is always built, and deleting Secrets is not a right worth granting.
+/// Secret child is always built, and deleting Secrets is not a right worth granting. So is
+/// a Deployment of an earlier release: it goes in the foreground, before the StatefulSet
+/// starts, and only once the database is migrated.
 async fn sweep(
     client: &Client,
     namespace: &str,
@@ -331,7 +370,6 @@ async fn sweep(
     deleted.extend(sweep_kind::<CronJob>(client, namespace, owner, keep, true).await?);
     deleted.extend(sweep_kind::<Job>(client, namespace, owner, keep, true).await?);
     deleted.extend(sweep_kind::<StatefulSet>(client, namespace, owner, keep, true).await?);
-    deleted.extend(sweep_kind::<Deployment>(client, namespace, owner, keep, true).await?);
     deleted.extend(sweep_kind::<Service>(client, namespace, owner, keep, true).await?);
     deleted
         .extend(sweep_kind::<PersistentVolumeClaim>(client, namespace, owner, keep, false).await?);
@@ -358,10 +396,7 @@ where
     let mut deleted = Vec::new();
     for object in listed.items {
         let name = object.name_any();
-        let owned = object
-            .owner_references()
-            .iter()
-            .any(|reference| reference.uid == owner.uid);
+        let owned = owned_by(object.owner_references(), owner);
         let kind = K::kind(&()).into_owned();
         let orphan = !keep.contains(&(kind.clone(), name.clone()))
             && object.metadata.deletion_timestamp.is_none()

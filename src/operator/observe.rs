@@ -61,14 +61,14 @@ impl Observation {
         let live_volume = |pvc: &&PersistentVolumeClaim| {
             pvc.metadata.deletion_timestamp.is_none() && replica_volumes.contains(&pvc.name_any())
         };
+        let storage = self.pvcs.iter().find(|pvc| pvc.name_any() == storage);
         Observed {
             database_connection,
             config_secrets,
-            storage_request: self
-                .pvcs
-                .iter()
-                .find(|pvc| pvc.name_any() == storage)
-                .and_then(pvc_request),
+            storage_request: storage.and_then(pvc_request),
+            storage_access_modes: storage
+                .and_then(|pvc| pvc.spec.as_ref())
+                .and_then(|spec| spec.access_modes.clone()),
             cache_template_request: self
                 .live
                 .statefulset

@@ -143,9 +143,12 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         }
     };
     controller
-        .owns(
+        // By label, not owner: the cache volumes belong to the StatefulSet, and their
+        // binding is what CacheReady waits for.
+        .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             children_config.clone(),
+            |pvc| glance_for_child(&pvc),
         )
         .owns(Api::<Service>::all(client.clone()), children_config.clone())
         .owns(
@@ -196,6 +199,12 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// The Glance a labelled child belongs to: its `app.kubernetes.io/instance`.
+pub fn glance_for_child<K: Resource>(child: &K) -> Option<ObjectRef<DeserializeGuard<Glance>>> {
+    let instance = child.labels().get("app.kubernetes.io/instance")?;
+    Some(ObjectRef::new(instance).within(&child.namespace()?))
 }
 
 /// Glances to reconcile when `secret` changes: its owner (the config Secret) and every

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use super::apply::{Applied, CacheApplied, DbSyncOutcome, PvcOutcome, WorkloadOutcome};
 use super::observe::pvc_request;
 use crate::crd::GlanceStatus;
-use crate::crd::validate::{Size, ValidGlance};
+use crate::crd::validate::{Size, StorageUse, ValidGlance};
 use crate::resources::service::api_endpoint;
 
 /// Condition types, in the order they appear in status.
@@ -112,12 +112,7 @@ pub fn applied_checks(
         ),
         None => "rendered with the image cache off".to_owned(),
     };
-    let storage = pvc_check(
-        STORAGE_READY,
-        &glance.storage,
-        "storageRequest",
-        &applied.storage,
-    );
+    let storage = storage_check(glance, &applied.storage);
     let cache = match (&applied.cache, &glance.cache) {
         (Some(applied), Some(cache)) => cache_check(&cache.size, applied, pvcs),
         _ => Check::ok(
@@ -194,6 +189,30 @@ fn cache_check(desired: &Size, applied: &CacheApplied, pvcs: &[PersistentVolumeC
         "Bound",
         format!("{total} of {total} cache volumes bound"),
     )
+}
+
+/// The storage volume: bound and large enough, and ReadWriteMany when replicas share it.
+fn storage_check(glance: &ValidGlance, outcome: &PvcOutcome) -> Check {
+    if let (StorageUse::Shared, PvcOutcome::Applied(pvc)) = (glance.storage_use, outcome) {
+        let modes = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.access_modes.clone())
+            .unwrap_or_default();
+        if !modes.iter().any(|m| m == "ReadWriteMany") {
+            return Check::failed(
+                STORAGE_READY,
+                "NotShared",
+                format!(
+                    "PVC {} is {}, and its access modes cannot change, but {} replicas share the file store on it: pods on other nodes cannot mount it. Set glanceAPI.replicas to 1, or move the images to a ReadWriteMany volume or a remote store",
+                    pvc.name_any(),
+                    modes.join(", "),
+                    glance.replicas
+                ),
+            );
+        }
+    }
+    pvc_check(STORAGE_READY, &glance.storage, "storageRequest", outcome)
 }
 
 fn pvc_check(type_: &'static str, desired: &Size, field: &str, outcome: &PvcOutcome) -> Check {

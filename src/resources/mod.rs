@@ -30,6 +30,8 @@ pub struct Observed {
     pub config_secrets: Vec<ConfigSecret>,
     /// Current request of `<name>-storage`, if it exists.
     pub storage_request: Option<Size>,
+    /// Access modes of `<name>-storage`, if it exists: they cannot change.
+    pub storage_access_modes: Option<Vec<String>>,
     /// Request of the live StatefulSet's cache claim template, if it has one.
     pub cache_template_request: Option<Size>,
     /// The replicas' live cache volumes: name and current request.
@@ -151,7 +153,11 @@ pub fn build(glance: &ValidGlance, observed: &Observed) -> Children {
         .as_deref()
         .map(|connection| dbsync::db_sync_job(glance, extra, connection));
     Children {
-        storage: storage::storage_pvc(glance, observed.storage_request.as_ref()),
+        storage: storage::storage_pvc(
+            glance,
+            observed.storage_request.as_ref(),
+            observed.storage_access_modes.as_deref(),
+        ),
         cache,
         service: service::service(glance),
         headless_service: service::headless_service(glance),

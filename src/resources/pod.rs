@@ -17,7 +17,7 @@ use super::meta::Component;
 use super::statefulset::{POD_NAME_LABEL, pod_name};
 use super::storage::cache_pvc_name;
 use crate::crd::CacheDriver;
-use crate::crd::validate::ValidGlance;
+use crate::crd::validate::{StorageUse, ValidGlance};
 
 /// UID and GID of the glance user in upstream Glance images, kept for compatibility with
 /// volumes that an upstream image wrote.
@@ -133,7 +133,8 @@ pub fn volumes(
             .cache
             .as_ref()
             .is_some_and(|c| c.driver == CacheDriver::CentralizedDb);
-    if which == Mounts::Api || (matches!(which, Mounts::CacheJob(_)) && central_sqlite) {
+    let api_mounts = which == Mounts::Api && glance.storage_use != StorageUse::Unmounted;
+    if api_mounts || (matches!(which, Mounts::CacheJob(_)) && central_sqlite) {
         volumes.push(pvc_volume(
             STORAGE_VOLUME,
             Component::Storage.child_name(&glance.name),

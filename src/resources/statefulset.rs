@@ -185,3 +185,16 @@ fn claim_template_shapes(statefulset: &StatefulSet) -> Vec<(Option<String>, Stri
 pub fn claim_templates_differ(live: &StatefulSet, built: &StatefulSet) -> bool {
     claim_template_shapes(live) != claim_template_shapes(built)
 }
+
+/// True when the built StatefulSet has a claim template (by name) that the live one lacks:
+/// its adopted pods would lack that volume.
+pub fn claim_templates_added(live: &StatefulSet, built: &StatefulSet) -> bool {
+    let names = |statefulset: &StatefulSet| -> Vec<Option<String>> {
+        claim_template_shapes(statefulset)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let live = names(live);
+    names(built).iter().any(|name| !live.contains(name))
+}

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::meta::{Component, child_meta, labels};
 use super::pod::CACHE_VOLUME;
 use super::statefulset::pod_name;
-use crate::crd::validate::{CacheSettings, Size, ValidGlance};
+use crate::crd::validate::{CacheSettings, Size, StorageUse, ValidGlance};
 
 /// The request a PVC gets: the desired size, or the size it already has when that is
 /// larger, because a PVC cannot shrink.
@@ -45,15 +45,24 @@ fn pvc(
     }
 }
 
-/// `<name>-storage`: ReadWriteOnce, or ReadWriteMany when several replicas share it.
-pub fn storage_pvc(glance: &ValidGlance, current: Option<&Size>) -> PersistentVolumeClaim {
-    let mode = if glance.replicas > 1 {
-        "ReadWriteMany"
-    } else {
-        "ReadWriteOnce"
+/// `<name>-storage`: ReadWriteMany when several replicas share the file stores on it,
+/// else ReadWriteOnce. An existing claim keeps its access modes, which cannot change:
+/// the status says when they do not fit (see [`StorageUse::Shared`]).
+pub fn storage_pvc(
+    glance: &ValidGlance,
+    current: Option<&Size>,
+    current_modes: Option<&[String]>,
+) -> PersistentVolumeClaim {
+    let mode = match glance.storage_use {
+        StorageUse::Shared => "ReadWriteMany",
+        StorageUse::Single | StorageUse::Unmounted => "ReadWriteOnce",
     };
     let request = effective_request(&glance.storage, current).quantity.clone();
-    pvc(glance, Component::Storage, mode, request)
+    let mut claim = pvc(glance, Component::Storage, mode, request);
+    if let (Some(modes), Some(spec)) = (current_modes, claim.spec.as_mut()) {
+        spec.access_modes = Some(modes.to_vec());
+    }
+    claim
 }
 
 /// The name of replica `ordinal`'s cache volume, as the StatefulSet controller names the

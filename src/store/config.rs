@@ -336,31 +336,33 @@ impl StoreConfig {
     }
 }
 
-/// Where the default store keeps its image files when it is a file store; None when it is
-/// of another type, or when the backends are not named well enough to tell (glance-api
-/// then refuses to start, naming the option). Reads only the backend names, the default
-/// and its datadir, so it also serves a configuration whose credentials live elsewhere,
-/// as the operator sees it.
-pub fn default_file_dir(config: &Config) -> Option<PathBuf> {
-    let (section, kind) = match config.get(DEFAULT_SECTION, "enabled_backends") {
-        Some(list) => {
-            let default = config.get("glance_store", "default_backend")?.trim();
-            let (_, kind) = list
-                .split(',')
-                .filter_map(|item| item.split_once(':'))
-                .find(|(name, _)| name.trim() == default)?;
-            (default, kind.trim())
-        }
-        None => (
-            "glance_store",
-            config
-                .get_str("glance_store", "default_store", "file")
-                .trim(),
-        ),
-    };
-    (kind == "file").then(|| {
+/// Where the file stores keep their image files: every `name:file` backend of
+/// `enabled_backends`, or the default store when it is `file` without it. Reads only the
+/// backend names and their datadirs, so it also serves a configuration whose credentials
+/// live elsewhere, as the operator sees it. Items it cannot read are skipped: glance-api
+/// refuses them at start, naming the option.
+pub fn file_store_dirs(config: &Config) -> Vec<PathBuf> {
+    let datadir = |section: &str| {
         PathBuf::from(config.get_str(section, "filesystem_store_datadir", DEFAULT_DATADIR))
-    })
+    };
+    match config.get(DEFAULT_SECTION, "enabled_backends") {
+        Some(list) => list
+            .split(',')
+            .filter_map(|item| item.split_once(':'))
+            .filter(|(_, kind)| kind.trim() == "file")
+            .map(|(name, _)| datadir(name.trim()))
+            .collect(),
+        None => {
+            let kind = config
+                .get_str("glance_store", "default_store", "file")
+                .trim();
+            if kind == "file" {
+                vec![datadir("glance_store")]
+            } else {
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// glance_store's default `filesystem_store_datadir`.
@@ -503,24 +505,28 @@ mod tests {
     }
 
     #[test]
-    fn the_default_file_dir_is_found_without_the_stores_credentials() {
-        let dir = |text: &str| default_file_dir(&Config::from_str("t", text).unwrap());
+    fn file_store_dirs_are_found_without_the_stores_credentials() {
+        let dirs = |text: &str| file_store_dirs(&Config::from_str("t", text).unwrap());
         // The s3 backend has no keys here: they come from a Secret the operator cannot see.
         let both = "[DEFAULT]\nenabled_backends = fast:file, ceph:s3\n[fast]\nfilesystem_store_datadir = /data\n";
         assert_eq!(
-            dir(&format!("{both}[glance_store]\ndefault_backend = ceph\n")),
-            None
+            dirs(&format!("{both}[glance_store]\ndefault_backend = ceph\n")),
+            [PathBuf::from("/data")],
+            "a file backend beside the default counts too"
+        );
+        assert!(dirs("[DEFAULT]\nenabled_backends = ceph:s3\n").is_empty());
+        assert_eq!(
+            dirs(
+                "[DEFAULT]\nenabled_backends = a:file, b:file\n[a]\nfilesystem_store_datadir = /a\n"
+            ),
+            [PathBuf::from("/a"), PathBuf::from(DEFAULT_DATADIR)]
         );
         assert_eq!(
-            dir(&format!("{both}[glance_store]\ndefault_backend = fast\n")),
-            Some(PathBuf::from("/data"))
+            dirs("[glance_store]\ndefault_store = file\n"),
+            [PathBuf::from(DEFAULT_DATADIR)]
         );
-        assert_eq!(
-            dir("[glance_store]\ndefault_store = file\n"),
-            Some(PathBuf::from(DEFAULT_DATADIR))
-        );
-        assert_eq!(dir("[glance_store]\ndefault_store = s3\n"), None);
-        assert_eq!(dir(""), Some(PathBuf::from(DEFAULT_DATADIR)));
+        assert!(dirs("[glance_store]\ndefault_store = s3\n").is_empty());
+        assert_eq!(dirs(""), [PathBuf::from(DEFAULT_DATADIR)]);
     }
 
     #[test]
