@@ -6,6 +6,7 @@ pub mod conf;
 pub mod crd;
 pub mod db;
 pub mod digest;
+pub mod format;
 pub mod operator;
 pub mod quantity;
 pub mod resources;

@@ -27,12 +27,17 @@ step() {
   fi
 }
 
+# kubectl (kustomize), and qemu-img, which builds the disk images the format inspector
+# tests upload.
 install_tools() {
-  if ! command -v kubectl >/dev/null; then
+  local packages=()
+  command -v kubectl >/dev/null || packages+=(kubectl)
+  command -v qemu-img >/dev/null || packages+=(qemu-utils)
+  if ((${#packages[@]})); then
     sudo_cmd=()
     [[ "$(id -u)" == 0 ]] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
-    "${sudo_cmd[@]}" apt-get install -y -qq kubectl
+    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}"
   fi
   .ci/venv.sh >/dev/null
 }

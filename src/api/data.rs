@@ -19,6 +19,7 @@ use super::state::{AppState, blocking};
 use crate::buffers::Pool;
 use crate::cache::CacheWriter;
 use crate::db::{Activation, Image};
+use crate::format::{Inspection, Refusal};
 pub use crate::store::Span;
 use crate::store::{Reader, Store, StoreError, Stored};
 
@@ -36,16 +37,18 @@ pub async fn upload(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let claimed = match target_store(&state, &headers) {
-        Ok(store) => claim(&state, &raw, &headers).await.map(|id| (id, store)),
+        Ok(store) => claim(&state, &raw, &headers)
+            .await
+            .map(|(id, expected)| (id, store, expected)),
         Err(e) => Err(e),
     };
     match claimed {
-        Ok((id, store)) => {
+        Ok((id, store, expected)) => {
             let size = headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            store_body(state, id, store, size, body).await
+            store_body(state, id, store, size, body, expected).await
         }
         Err(e) => {
             drain(body).await;
@@ -77,12 +80,27 @@ fn target_store(state: &Shared, headers: &HeaderMap) -> Result<Store, ApiError> 
     }
 }
 
-/// Checks the request and moves the image from queued to saving.
+/// What an upload's data is inspected against (`crate::format`): the image's
+/// disk_format. Upstream inspects the data of `bare` images only.
+struct Expected {
+    disk_format: Option<String>,
+}
+
+impl Expected {
+    fn of(image: &Image) -> Option<Self> {
+        crate::format::inspects(image.container_format.as_deref()).then(|| Expected {
+            disk_format: image.disk_format.clone(),
+        })
+    }
+}
+
+/// Checks the request and moves the image from queued to saving; returns what its data
+/// is to be inspected against, read once the image is saving.
 async fn claim(
     state: &Shared,
     raw: &str,
     headers: &HeaderMap,
-) -> Result<crate::cache::ImageId, ApiError> {
+) -> Result<(crate::cache::ImageId, Option<Expected>), ApiError> {
     let id = path_id(raw)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -98,7 +116,14 @@ async fn claim(
     }
     // One conditional update decides between replicas: only one moves queued -> saving.
     if state.db.transition(&id, &["queued"], "saving").await? {
-        return Ok(id);
+        return match state.db.get_row(&id).await {
+            // None: deleted meanwhile; the activation finds out.
+            Ok(image) => Ok((id, image.as_ref().and_then(Expected::of))),
+            Err(e) => {
+                let _ = state.db.transition(&id, &["saving"], "queued").await;
+                Err(e.into())
+            }
+        };
     }
     let image = state
         .db
@@ -114,6 +139,20 @@ async fn claim(
     })
 }
 
+/// Why the store's writer thread did not store an upload.
+enum Unstored {
+    /// The store failed.
+    Store(StoreError),
+    /// The format inspection refused the data (see `crate::format`).
+    Refused(Refusal),
+}
+
+impl From<StoreError> for Unstored {
+    fn from(e: StoreError) -> Self {
+        Unstored::Store(e)
+    }
+}
+
 /// What the request handler hands the store's writer thread.
 enum Piece {
     /// More data.
@@ -122,7 +161,10 @@ enum Piece {
     End,
 }
 
-/// Streams the body into `store` and records size and digests. Whatever fails, no data
+/// Streams the body into `store` and records size and digests. With `expected`, the
+/// data's format is inspected on the way (`crate::format`, only header regions kept) and
+/// decided on at the end of the data, before it is made durable: refused data is
+/// aborted like a failed upload and the image is not activated. Whatever fails, no data
 /// is left behind: a partial file is removed, a multipart upload aborted, and data whose
 /// image could not be activated deleted.
 async fn store_body(
@@ -131,22 +173,47 @@ async fn store_body(
     store: Store,
     size: Option<u64>,
     body: Body,
+    expected: Option<Expected>,
 ) -> Result<StatusCode, ApiError> {
-    // A blocking thread writes and hashes; the request body is fed to it chunk by chunk.
+    // A blocking thread writes, hashes and inspects; the request body is fed to it chunk
+    // by chunk.
     let (tx, mut rx) = mpsc::channel::<Piece>(8);
     let (writer_store, writer_id) = (store.clone(), id.clone());
-    let writer = tokio::task::spawn_blocking(move || -> Result<Stored, StoreError> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<(Stored, Option<u64>), Unstored> {
         let mut upload = writer_store.begin_upload(&writer_id, size)?;
+        let mut inspection = expected.map(|e| (e, Inspection::new()));
         loop {
             match rx.blocking_recv() {
-                Some(Piece::Chunk(chunk)) => upload.write(&chunk)?,
-                Some(Piece::End) => return upload.finish(),
+                Some(Piece::Chunk(chunk)) => {
+                    if let Some((_, inspection)) = &mut inspection {
+                        inspection.feed(&chunk);
+                    }
+                    upload.write(&chunk)?
+                }
+                Some(Piece::End) => {
+                    let virtual_size = match inspection {
+                        None => None,
+                        Some((expected, inspection)) => {
+                            match inspection
+                                .finish()
+                                .check_upload(expected.disk_format.as_deref())
+                            {
+                                Ok(virtual_size) => virtual_size,
+                                Err(refusal) => {
+                                    upload.abort();
+                                    return Err(Unstored::Refused(refusal));
+                                }
+                            }
+                        }
+                    };
+                    return Ok((upload.finish()?, virtual_size));
+                }
                 None => {
                     upload.abort();
-                    return Err(StoreError::Io {
+                    return Err(Unstored::Store(StoreError::Io {
                         store: writer_store.name().to_owned(),
                         source: io::Error::other("the upload ended before its data did"),
-                    });
+                    }));
                 }
             }
         }
@@ -172,11 +239,19 @@ async fn store_body(
     let stored = writer.await.map_err(ApiError::internal)?;
     let failure = match (body_error, stored) {
         (Some(e), _) => ApiError::bad_request(format!("Error reading the image data: {e}")),
-        (None, Err(e)) => {
+        (None, Err(Unstored::Store(e))) => {
             warn!(image = %id, error = %e, "storing image data failed");
             e.into()
         }
-        (None, Ok(stored)) => {
+        // Upstream's InvalidImageData: 415 with the inspector's reason.
+        (None, Err(Unstored::Refused(refusal))) => {
+            warn!(image = %id, error = %refusal, "image data refused by the format inspection");
+            ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: refusal.to_string(),
+            }
+        }
+        (None, Ok((stored, virtual_size))) => {
             let location = store.location(&id);
             let activation = Activation {
                 size: i64::try_from(stored.size).map_err(ApiError::internal)?,
@@ -184,6 +259,7 @@ async fn store_body(
                 os_hash_value: stored.sha512,
                 location: location.clone(),
                 store: store.name().to_owned(),
+                virtual_size: virtual_size.and_then(|v| i64::try_from(v).ok()),
             };
             let failure = match state.db.activate(&id, &activation).await {
                 Ok(true) => return Ok(StatusCode::NO_CONTENT),

@@ -164,6 +164,15 @@ fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<
         }
         "protected" => image.protected = boolean(v)?,
         "os_hidden" => image.os_hidden = boolean(v)?,
+        // Once data is in, the inspected format stays what the image claims (upstream's
+        // domain rule): no relabelling a checked qcow2 as raw afterwards.
+        "disk_format" | "container_format"
+            if !matches!(image.status.as_str(), "queued" | "importing") =>
+        {
+            return Err(forbidden(format!(
+                "Attribute {key} can be only replaced for a queued image."
+            )));
+        }
         "disk_format" => image.disk_format = one_of(key, v, DISK_FORMATS)?,
         "container_format" => image.container_format = one_of(key, v, CONTAINER_FORMATS)?,
         "min_disk" => image.min_disk = int(v)?,

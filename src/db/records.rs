@@ -26,6 +26,9 @@ pub struct Activation {
     pub location: String,
     /// The store's name in `enabled_backends`.
     pub store: String,
+    /// The virtual size the format inspection found (`crate::format`); None leaves the
+    /// column as it is, as upstream does when the size is unknown.
+    pub virtual_size: Option<i64>,
 }
 
 type AnyQuery<'q> = Query<'q, Any, AnyArguments>;
@@ -431,21 +434,29 @@ impl Db {
         let d = self.dialect();
         let now = db_time(&now());
         let mut tx = self.pool().begin().await.map_err(|e| self.error(e))?;
-        let n = statement(d.sql(&format!(
-            // A raw image's virtual size is its size, as upstream's format inspector finds.
-            "UPDATE images SET status = 'active', size = ?, virtual_size = CASE WHEN disk_format = 'raw' THEN ? ELSE virtual_size END, checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving'",
+        // The virtual size is written only when known (no NULL parameter to type).
+        let virtual_size = if data.virtual_size.is_some() {
+            "virtual_size = ?, "
+        } else {
+            ""
+        };
+        let mut update = statement(d.sql(&format!(
+            "UPDATE images SET status = 'active', size = ?, {virtual_size}checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving'",
             d.ts()
         )))
-        .bind(data.size)
-        .bind(data.size)
-        .bind(data.checksum.as_str())
-        .bind(data.os_hash_value.as_str())
-        .bind(now.as_str())
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?
-        .rows_affected();
+        .bind(data.size);
+        if let Some(v) = data.virtual_size {
+            update = update.bind(v);
+        }
+        let n = update
+            .bind(data.checksum.as_str())
+            .bind(data.os_hash_value.as_str())
+            .bind(now.as_str())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?
+            .rows_affected();
         if n == 0 {
             return Ok(false);
         }
