@@ -7,6 +7,7 @@ pub mod crd;
 pub mod db;
 pub mod digest;
 pub mod format;
+pub mod keystone;
 pub mod operator;
 pub mod quantity;
 pub mod resources;
