@@ -320,7 +320,35 @@ async fn upload_hashes_and_download_with_range() {
     let server = start(None).await;
     let addr = server.addr;
     let bytes = data(3 << 20, 7);
-    let image = create(addr, json!({"name": "data"})).await;
+    // As upstream: no data before both formats are set, and the image stays queued.
+    let bare = create(addr, json!({"name": "no formats", "disk_format": "raw"})).await;
+    let bare_id = bare["id"].as_str().expect("id");
+    let refused = call(
+        addr,
+        "PUT",
+        &format!("/v2/images/{bare_id}/file"),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Accept", "application/json"),
+        ],
+        bytes.clone(),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    assert!(
+        String::from_utf8_lossy(&refused.body)
+            .contains("Property container_format must be set prior to saving data."),
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let shown = call(addr, "GET", &format!("/v2/images/{bare_id}"), &[], vec![]).await;
+    assert_eq!(shown.json()["status"], "queued");
+
+    let image = create(
+        addr,
+        json!({"name": "data", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
     let id = image["id"].as_str().expect("id");
     assert_eq!(
         status(addr, "GET", &format!("/v2/images/{id}/file")).await,

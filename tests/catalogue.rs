@@ -324,3 +324,43 @@ async fn losing_the_database_gives_503_and_the_server_recovers_on_its_own() {
         }
     }
 }
+
+/// A PATCH that read the image while queued must not change its formats once an upload
+/// took it (the upload inspects against the formats it read then); other changes, and
+/// writing the formats back unchanged, still go through.
+#[tokio::test]
+async fn formats_change_only_while_queued_even_for_a_stale_read() {
+    use glance_operator::cache::ImageId;
+    use glance_operator::db::{Db, DbOptions, DbUrl, Image, now};
+    use glance_operator::store::FileStore;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = common::db::fresh_catalogue(dir.path()).await;
+    let options = DbOptions::new(DbUrl::parse(&url).expect("url"));
+    let store = FileStore::new(&dir.path().join("images"), "default_backend");
+    let db = Db::open(&options, &store).await.expect("catalogue");
+    let id = ImageId::parse("6f7e1c1e-3b0a-4c55-9d3e-1b2f7c1a00aa").expect("id");
+    let mut image = Image::new(id.clone(), &now());
+    image.disk_format = Some("qcow2".into());
+    image.container_format = Some("ovf".into());
+    assert!(db.insert(&image).await.expect("insert"));
+    let stale = db.get(&id).await.expect("get").expect("image");
+    // The upload takes the image and reads ovf: it will not inspect the data.
+    assert!(
+        db.transition(&id, &["queued"], "saving")
+            .await
+            .expect("claim")
+    );
+    let mut relabel = stale.clone();
+    relabel.container_format = Some("bare".into());
+    assert!(!db.update(&relabel).await.expect("update"), "formats stay");
+    let mut rename = stale.clone();
+    rename.name = Some("renamed".into());
+    assert!(
+        db.update(&rename).await.expect("update"),
+        "other fields change"
+    );
+    let now_stored = db.get(&id).await.expect("get").expect("image");
+    assert_eq!(now_stored.container_format.as_deref(), Some("ovf"));
+    assert_eq!(now_stored.name.as_deref(), Some("renamed"));
+}

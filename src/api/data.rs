@@ -94,6 +94,26 @@ impl Expected {
     }
 }
 
+/// Upstream's refusal of data for an image without disk_format or container_format.
+fn missing_formats(image: &Image) -> Option<String> {
+    let missing: Vec<&str> = [
+        ("disk_format", &image.disk_format),
+        ("container_format", &image.container_format),
+    ]
+    .into_iter()
+    .filter(|(_, value)| value.as_deref().is_none_or(str::is_empty))
+    .map(|(key, _)| key)
+    .collect();
+    match missing.as_slice() {
+        [] => None,
+        [one] => Some(format!("Property {one} must be set prior to saving data.")),
+        many => Some(format!(
+            "Properties {} must be set prior to saving data.",
+            many.join(", ")
+        )),
+    }
+}
+
 /// Checks the request and moves the image from queued to saving; returns what its data
 /// is to be inspected against, read once the image is saving.
 async fn claim(
@@ -116,14 +136,21 @@ async fn claim(
     }
     // One conditional update decides between replicas: only one moves queued -> saving.
     if state.db.transition(&id, &["queued"], "saving").await? {
-        return match state.db.get_row(&id).await {
-            // None: deleted meanwhile; the activation finds out.
-            Ok(image) => Ok((id, image.as_ref().and_then(Expected::of))),
+        let image = match state.db.get_row(&id).await {
+            Ok(image) => image,
             Err(e) => {
                 let _ = state.db.transition(&id, &["saving"], "queued").await;
-                Err(e.into())
+                return Err(e.into());
             }
         };
+        // As upstream's domain: no data without both formats, so that nothing is stored
+        // that was not inspected against what the image claims.
+        if let Some(missing) = image.as_ref().and_then(missing_formats) {
+            let _ = state.db.transition(&id, &["saving"], "queued").await;
+            return Err(ApiError::bad_request(missing));
+        }
+        // None: deleted meanwhile; the activation finds out.
+        return Ok((id, image.as_ref().and_then(Expected::of)));
     }
     let image = state
         .db

@@ -317,10 +317,23 @@ pub async fn update(
         }
     }
     image.updated_at = now();
-    if !state.db.update(&image).await? {
-        return Err(not_found(&raw));
-    }
+    save(&state, &image, &raw).await?;
     Ok(Json(image_json(&image)))
+}
+
+/// Writes a changed image: 404 when it is gone, 409 when an upload took it meanwhile and
+/// the formats would change under the inspection (the formats are only written while it
+/// is queued, unless they stay as they are).
+async fn save(state: &Shared, image: &Image, raw: &str) -> Result<(), ApiError> {
+    if state.db.update(image).await? {
+        return Ok(());
+    }
+    match state.db.get(&image.id).await? {
+        Some(_) => Err(conflict(
+            "The image left queued meanwhile: disk_format and container_format can be only replaced for a queued image.".to_owned(),
+        )),
+        None => Err(not_found(raw)),
+    }
 }
 
 fn is_core(key: &str) -> bool {
@@ -412,9 +425,7 @@ async fn edit_tags(
     let mut image = state.db.get(&id).await?.ok_or_else(|| not_found(&raw))?;
     edit(&mut image.tags)?;
     image.updated_at = now();
-    if !state.db.update(&image).await? {
-        return Err(not_found(&raw));
-    }
+    save(&state, &image, &raw).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -266,11 +266,13 @@ impl Db {
     /// Writes what a user may change (name, visibility, protected, os_hidden, formats,
     /// min_disk, min_ram, owner, tags and properties) and `updated_at`; never the status
     /// or the data's fields, which only [`Db::transition`] and [`Db::activate`] move.
-    /// False if the image does not exist or is deleted.
+    /// False if the image does not exist or is deleted, or if it left queued (an upload
+    /// took it, having read the formats it inspects against) while the formats written
+    /// differ from the stored ones.
     pub async fn update(&self, image: &Image) -> Result<bool, DbError> {
         let d = self.dialect();
         let sql = d.sql(&format!(
-            "UPDATE images SET name = ?, visibility = {vis}, protected = ?, os_hidden = ?, disk_format = ?, container_format = ?, min_disk = ?, min_ram = ?, owner = ?, updated_at = {ts} WHERE id = ? AND deleted = false",
+            "UPDATE images SET name = ?, visibility = {vis}, protected = ?, os_hidden = ?, disk_format = ?, container_format = ?, min_disk = ?, min_ram = ?, owner = ?, updated_at = {ts} WHERE id = ? AND deleted = false AND (status IN ('queued', 'importing') OR (COALESCE(disk_format, '') = COALESCE(?, '') AND COALESCE(container_format, '') = COALESCE(?, '')))",
             ts = d.ts(),
             vis = d.visibility()
         ));
@@ -288,6 +290,8 @@ impl Db {
             .bind(image.owner.as_deref())
             .bind(updated.as_str())
             .bind(image.id.as_str())
+            .bind(image.disk_format.as_deref())
+            .bind(image.container_format.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(|e| self.error(e))?

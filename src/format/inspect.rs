@@ -92,7 +92,25 @@ fn inspectors() -> Vec<Slot> {
 pub struct Inspection {
     slots: Vec<Slot>,
     total: u64,
+    /// The first [`HEAD`] bytes, for the magic numbers of headers too short to parse.
+    head: Vec<u8>,
 }
+
+/// Bytes kept from the start of the stream: enough for every magic number below.
+const HEAD: usize = 0x44;
+
+/// The magic numbers by which qemu recognises a format even in a file too short for its
+/// whole header (it reads past the end as zeros): offset, bytes, format.
+const MAGICS: &[(usize, &[u8], Format)] = &[
+    (0, b"QFI\xfb", Format::Qcow2),
+    (0, b"QED\0", Format::Qed),
+    (0, b"KDMV", Format::Vmdk),
+    (0, b"COWD", Format::Vmdk),
+    (0, b"vhdxfile", Format::Vhdx),
+    (0, b"conectix", Format::Vhd),
+    (0, b"LUKS\xba\xbe", Format::Luks),
+    (0x40, b"\x7f\x10\xda\xbe", Format::Vdi),
+];
 
 impl Default for Inspection {
     fn default() -> Self {
@@ -106,12 +124,15 @@ impl Inspection {
         Inspection {
             slots: inspectors(),
             total: 0,
+            head: Vec::with_capacity(HEAD),
         }
     }
 
     /// Takes the next chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) {
         let start = self.total;
+        let room = HEAD - self.head.len();
+        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
         for slot in &mut self.slots {
             if slot.error.is_some() || slot.inspector.done() {
                 continue;
@@ -148,6 +169,7 @@ impl Inspection {
         Inspected {
             slots: self.slots,
             total,
+            head: self.head,
         }
     }
 }
@@ -157,6 +179,7 @@ impl Inspection {
 pub struct Inspected {
     slots: Vec<Slot>,
     total: u64,
+    head: Vec<u8>,
 }
 
 impl Inspected {
@@ -186,6 +209,15 @@ impl Inspected {
         } else {
             matched
         }
+    }
+
+    /// A format whose magic number the content starts with, even when its header is
+    /// too short to match: qemu still opens such a file as that format.
+    pub fn magic(&self) -> Option<Format> {
+        MAGICS.iter().find_map(|(at, magic, format)| {
+            let found = self.head.get(*at..at + magic.len()) == Some(*magic);
+            found.then_some(*format)
+        })
     }
 
     /// The one format the content matched (upstream's `InspectWrapper.format`).

@@ -63,6 +63,14 @@ impl Inspected {
         } else {
             self.format()?
         };
+        // Nothing matched, yet it starts like a disk format: a header cut short, which
+        // qemu reads on as zeros. Not raw, and not checkable either.
+        if format == Format::Raw
+            && let Some(magic) = self.magic()
+        {
+            warn!(format = %magic, "content carries a format's magic but no whole header");
+            return Err(Refusal::Format(FormatError::Incomplete));
+        }
         let claimed = disk_format.unwrap_or("None");
         let virtual_size = if format.name() == claimed {
             let size = self.virtual_size(format);

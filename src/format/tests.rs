@@ -638,8 +638,9 @@ fn memory_stays_bounded() {
         "{}",
         inspection.buffered()
     );
-    // Text that looks like a VMDK descriptor: capped at the descriptor's limit.
+    // Text that qemu takes for a VMDK descriptor: capped at the descriptor's limit.
     let mut inspection = Inspection::new();
+    inspection.feed(b"version=1\n");
     let text = vec![b'a'; 1 << 20];
     for _ in 0..8 {
         inspection.feed(&text);
@@ -651,6 +652,43 @@ fn memory_stays_bounded() {
     );
     const { assert!(MAX_BUFFERED < 3 << 20) };
     let found = inspection.finish();
+    // Without a createType it is no VMDK qemu would open.
     assert_eq!(found.formats(), [Format::Raw]);
-    assert_eq!(found.size(), 8 << 20);
+    assert_eq!(found.size(), (8 << 20) + 10);
+}
+
+#[test]
+fn what_qemu_would_still_open_is_refused() {
+    // A parent file named in an embedded descriptor is a backing file to qemu.
+    let parent = descriptor("monolithicSparse", "RW 2048 SPARSE \"disk.vmdk\"").replace(
+        "parentCID=ffffffff\n",
+        "parentCID=ffffffff\nparentFileNameHint=\"/etc/shadow\"\n",
+    );
+    assert!(matches!(
+        inspect(&vmdk(2048, &parent)).check_upload(Some("vmdk")),
+        Err(Refusal::Unsafe { .. })
+    ));
+    // A descriptor file that qemu's probe takes, whatever its comment lines hold,
+    // uploaded as raw.
+    let mut flat = b"#\xff\xfe comment\n".to_vec();
+    flat.extend_from_slice(
+        b"version=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"/etc/passwd\" 0\n",
+    );
+    assert!(inspect(&flat).check_upload(Some("raw")).is_err());
+    // A qcow2 header cut short: qemu reads on as zeros; neither raw nor checkable.
+    let mut short = vec![0u8; 200];
+    put(&mut short, 0, b"QFI\xfb");
+    put(&mut short, 4, &3u32.to_be_bytes());
+    put(&mut short, 8, &104u64.to_be_bytes());
+    put(&mut short, 16, &20u32.to_be_bytes());
+    put(&mut short, 104, b"/etc/shadow");
+    for claimed in ["raw", "aki", "qcow2"] {
+        assert_eq!(
+            inspect(&short).check_upload(Some(claimed)),
+            Err(Refusal::Format(FormatError::Incomplete)),
+            "{claimed}"
+        );
+    }
+    // Plain data of the same length still passes as raw.
+    assert!(inspect(&[0x5au8; 200]).check_upload(Some("raw")).is_ok());
 }

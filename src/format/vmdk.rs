@@ -18,6 +18,8 @@ const MAGIC: &[u8] = b"KDMV";
 /// Where qemu expects the embedded descriptor, and at most how long it is.
 const DESC_OFFSET: u64 = 0x200;
 const DESC_MAX: usize = (1 << 20) - 1;
+/// What qemu reads of an embedded descriptor (`vmdk_open_vmdk4`, 10 KiB).
+const QEMU_DESC_READ: usize = 10 * 1024;
 const GD_AT_END: u64 = u64::MAX;
 /// Footer marker, footer (a copy of the header) and end-of-stream marker.
 const FOOTER: usize = 1536;
@@ -69,28 +71,51 @@ fn is_space(c: char) -> bool {
     matches!(c, '\t'..='\r' | '\x1c'..='\x1f' | ' ')
 }
 
-/// Whether `data` looks like descriptor text (printable ASCII or white space).
-fn is_text(data: &[u8]) -> bool {
-    data.iter()
-        .all(|b| (0x20..0x7f).contains(b) || is_space(char::from(*b)))
+/// Whether qemu's VMDK probe takes `data` for a descriptor file: comment lines (any
+/// bytes) and blank lines, then `version=1`, `2` or `3` on a line of its own.
+fn probes_as_descriptor(data: &[u8]) -> bool {
+    let mut rest = data;
+    while let Some(first) = rest.first() {
+        let line_end = rest.iter().position(|b| *b == b'\n');
+        match first {
+            b'#' => {
+                let Some(end) = line_end else { return false };
+                rest = &rest[end + 1..];
+            }
+            b' ' | b'\r' | b'\n' => {
+                let spaces = rest.iter().take_while(|b| **b == b' ').count();
+                let after = &rest[spaces..];
+                let after = after.strip_prefix(b"\r").unwrap_or(after);
+                match after.first() {
+                    Some(b'\n') => rest = &after[1..],
+                    _ => return false,
+                }
+            }
+            _ => {
+                return [b'1', b'2', b'3'].iter().any(|v| {
+                    let line = [b"version=".as_slice(), &[*v]].concat();
+                    rest.starts_with(&[line.as_slice(), b"\n"].concat())
+                        || rest.starts_with(&[line.as_slice(), b"\r\n"].concat())
+                });
+            }
+        }
+    }
+    false
 }
 
 fn parse_descriptor(data: &[u8]) -> Descriptor {
-    // A descriptor is NUL-padded: its text ends at the first NUL.
+    // A descriptor is NUL-padded: its text ends at the first NUL. Other bytes are read
+    // as qemu reads them: its parser searches the text for keys, whatever surrounds them.
     let data = data
         .iter()
         .position(|b| *b == 0)
         .map_or(data, |n| &data[..n]);
-    if !data.is_ascii() {
-        return Descriptor {
-            text: None,
-            create_type: None,
-        };
-    }
     let text = String::from_utf8_lossy(data).to_ascii_lowercase();
-    const KEY: &str = "createtype=\"";
+    // As qemu's vmdk_parse_description: the key, two characters skipped (`="`), then
+    // the value up to the next quote.
+    const KEY: &str = "createtype";
     let create_type = text.find(KEY).and_then(|at| {
-        let rest = &text[at + KEY.len()..];
+        let rest = text[at + KEY.len()..].get(2..)?;
         // A huge value is not a type (and is not logged).
         rest.find('"')
             .filter(|end| *end < 64)
@@ -153,11 +178,13 @@ impl Vmdk {
             if desc_sector.checked_mul(512) != Some(DESC_OFFSET) {
                 return Err(FormatError::VmdkDescriptorLocation);
             }
+            // qemu reads the embedded descriptor up to its first NUL, at least 10 KiB of
+            // it, whatever the header's descriptor size says.
             let size = usize::try_from(desc_sectors.saturating_mul(512))
                 .unwrap_or(DESC_MAX)
-                .min(DESC_MAX);
+                .clamp(QEMU_DESC_READ, DESC_MAX);
             self.descriptor = Some(Region::new(DESC_OFFSET, size));
-        } else if is_text(h) {
+        } else if probes_as_descriptor(h) {
             // A descriptor file: kept from the start, header included.
             self.kind = Kind::Text;
             let mut descriptor = Region::new(0, DESC_MAX);
@@ -172,21 +199,20 @@ impl Vmdk {
     /// Whether the descriptor is all in.
     fn descriptor_in(&self) -> bool {
         match (&self.kind, &self.descriptor) {
-            (Kind::Sparse, Some(d)) => d.is_full(),
+            // qemu reads the embedded descriptor up to its first NUL. One cut off by the
+            // end of the file stays incomplete, as upstream has it.
+            (Kind::Sparse, Some(d)) => d.is_full() || d.data().contains(&0),
             (Kind::Text, Some(d)) => d.is_full() || self.text_ended || self.ended,
             _ => false,
         }
     }
 
     /// Looks for the end of a text descriptor in what came since the last look: a NUL
-    /// ends it, a byte that is not ASCII makes it no descriptor.
+    /// ends it, as it ends qemu's reading.
     fn scan_text(&mut self) {
         if let (Kind::Text, Some(d)) = (&self.kind, &self.descriptor) {
             let data = d.data();
-            if data[self.scanned..]
-                .iter()
-                .any(|b| *b == 0 || !b.is_ascii())
-            {
+            if data[self.scanned..].contains(&0) {
                 self.text_ended = true;
             }
             self.scanned = data.len();
@@ -218,6 +244,10 @@ impl Vmdk {
         };
         if !self.allowed_type() {
             return Some("Unsupported subformat".to_owned());
+        }
+        // qemu takes a parent (backing) file from this key in any descriptor.
+        if text.contains("parentfilenamehint") {
+            return Some("Parent file name hint found".to_owned());
         }
         // Every line must be one that is understood.
         let mut extents = Vec::new();
