@@ -364,3 +364,36 @@ async fn formats_change_only_while_queued_even_for_a_stale_read() {
     assert_eq!(now_stored.container_format.as_deref(), Some("ovf"));
     assert_eq!(now_stored.name.as_deref(), Some("renamed"));
 }
+
+/// A client that goes away in the middle of its upload leaves the image queued, ready for
+/// another upload, and no data in the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_cut_off_by_its_client_leaves_the_image_queued() {
+    let server = start(None).await;
+    let image = create(
+        server.addr,
+        json!({"name": "cut", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    let id = image["id"].as_str().expect("id").to_owned();
+    let upload = SlowUpload::begin(&server, &id, &vec![7u8; 4 << 20]).await;
+    drop(upload);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = call(server.addr, "GET", &format!("/v2/images/{id}"), &[], vec![]).await;
+        if shown.json()["status"] == "queued" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after the client left",
+            shown.json()["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let images = server.dir.path().join("images");
+    let left: Vec<_> = std::fs::read_dir(&images)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "data left in the store: {left:?}");
+}

@@ -48,7 +48,11 @@ pub async fn upload(
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            store_body(state, id, store, size, body, expected).await
+            // In a task of its own: should hyper drop this handler (the client gone), the
+            // upload still ends, making the image active or moving it back to queued.
+            tokio::spawn(store_body(state, id, store, size, body, expected))
+                .await
+                .map_err(ApiError::internal)?
         }
         Err(e) => {
             drain(body).await;
@@ -263,7 +267,13 @@ async fn store_body(
         let _ = tx.send(Piece::End).await;
     }
     drop(tx);
-    let stored = writer.await.map_err(ApiError::internal)?;
+    // A writer that panicked stored nothing: the image goes back to queued below.
+    let stored = writer.await.unwrap_or_else(|e| {
+        Err(Unstored::Store(StoreError::Io {
+            store: store.name().to_owned(),
+            source: io::Error::other(format!("the upload's writer failed: {e}")),
+        }))
+    });
     let failure = match (body_error, stored) {
         (Some(e), _) => ApiError::bad_request(format!("Error reading the image data: {e}")),
         (None, Err(Unstored::Store(e))) => {
