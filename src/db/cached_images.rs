@@ -13,10 +13,10 @@
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::civil::DateTime;
 use k8s_openapi::jiff::tz::TimeZone;
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
+use super::records::statement;
 use super::url::Backend;
 use super::{Db, DbError};
 
@@ -35,13 +35,6 @@ pub struct CachedImage {
     pub hits: u64,
     /// MD5, hex.
     pub checksum: Option<String>,
-}
-
-type AnyQuery<'q> = Query<'q, Any, AnyArguments>;
-
-/// A statement. Its text is built here from fixed fragments only; every value is bound.
-fn statement<'q>(sql: String) -> AnyQuery<'q> {
-    sqlx::query(AssertSqlSafe(sql))
 }
 
 /// Seconds since the epoch as a `DateTime` column holds it: `YYYY-MM-DD HH:MM:SS.ffffff`

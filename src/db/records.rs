@@ -40,8 +40,8 @@ enum Child {
     Properties,
 }
 
-/// A statement. Its text is built here from fixed fragments only; every value is bound.
-fn statement<'q>(sql: String) -> AnyQuery<'q> {
+/// A statement. Its text is built from fixed fragments only; every value is bound.
+pub(super) fn statement<'q>(sql: String) -> AnyQuery<'q> {
     sqlx::query(AssertSqlSafe(sql))
 }
 
