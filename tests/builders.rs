@@ -8,9 +8,13 @@ use common::{DEFAULT_IMAGE, glance, valid, with_cache_size};
 use glance_operator::conf::{Config, ConfigSources};
 use glance_operator::crd::CacheAccessMode;
 use glance_operator::crd::validate::{Size, ValidGlance, validate};
+use glance_operator::keystone::AuthTokenOptions;
+use glance_operator::keystone::options::{DomainRef, Interface, NamedRef};
+use glance_operator::operator::status::authentication_check;
 use glance_operator::resources::config::{
-    CONFIG_DIR, CUSTOM_KEY, ConfigSecret, RENDERED_KEY, config_hash, config_hash_with_secrets,
-    config_secret, extra_config_file,
+    CONFIG_DIR, CUSTOM_KEY, ConfigSecret, KEYSTONE_PASSWORD_ENV, KEYSTONE_USERNAME_ENV,
+    RENDERED_KEY, config_hash, config_hash_with_secrets, config_secret, extra_config_file,
+    paste_flavor,
 };
 use glance_operator::resources::cronjob::CacheTool;
 use glance_operator::resources::statefulset::{
@@ -1362,5 +1366,358 @@ fn the_storage_volume_follows_what_the_replicas_share_and_keeps_its_access_modes
     assert_eq!(
         to_json(&scaled.storage)["spec"]["accessModes"],
         json!(["ReadWriteOnce"])
+    );
+}
+
+const KEYSTONE_USER: &str = "glance-service-user";
+const KEYSTONE_PASSWORD: &str = "s3cr3t-Keystone-pw";
+
+/// The seed Glance (cache on or off) with `keystone` as its spec.keystone.
+fn seed_with_keystone(keystone: Value, cache: bool) -> ValidGlance {
+    let mut g = glance("seed.yaml");
+    g.spec.keystone = Some(serde_json::from_value(keystone).expect("spec.keystone"));
+    if !cache {
+        g.spec.image_cache_size = None;
+    }
+    validate(&g, DEFAULT_IMAGE).expect("valid")
+}
+
+fn minimal_keystone() -> Value {
+    json!({"authUrl": "http://keystone-public.openstack.svc:5000/v3", "secret": "glance-keystone"})
+}
+
+/// What the operator reads from the spec.keystone Secret: its two keys.
+fn keystone_credentials(user_key: &str, password_key: &str, password: &str) -> ConfigSecret {
+    config_secret_of(
+        "glance-keystone",
+        &[(user_key, KEYSTONE_USER), (password_key, password)],
+    )
+}
+
+/// The children of `glance` with the database URL and the Keystone credentials read.
+fn keystone_children(glance: &ValidGlance, password: &str) -> Children {
+    let k = glance.keystone.as_ref().expect("spec.keystone");
+    let observed = Observed {
+        database_connection: Some(DB_URL.to_owned()),
+        keystone_credentials: Some(keystone_credentials(
+            &k.username_key,
+            &k.password_key,
+            password,
+        )),
+        ..Observed::default()
+    };
+    build(glance, &observed)
+}
+
+#[test]
+fn keystone_renders_the_authtoken_section_and_the_keystone_flavor() {
+    let full = json!({
+        "authUrl": "http://keystone-internal.openstack.svc:5000/v3",
+        "wwwAuthenticateUri": "https://keystone.example.com/v3",
+        "secret": "glance-keystone",
+        "projectName": "service",
+        "userDomainName": "users",
+        "projectDomainName": "Default",
+        "region": "RegionOne",
+        "interface": "internal",
+    });
+    let conf = secret_text(
+        &keystone_children(&seed_with_keystone(full, true), KEYSTONE_PASSWORD),
+        RENDERED_KEY,
+    );
+    let expected_tail = "\
+[database]
+connection = mysql+pymysql://glance:secret@openstack.openstack.svc/glance
+
+[keystone_authtoken]
+auth_type = password
+auth_url = http://keystone-internal.openstack.svc:5000/v3
+www_authenticate_uri = https://keystone.example.com/v3
+project_name = service
+user_domain_name = users
+project_domain_name = Default
+region_name = RegionOne
+interface = internal
+
+[paste_deploy]
+flavor = keystone+cachemanagement
+";
+    assert!(conf.ends_with(expected_tail), "{conf}");
+
+    // The minimal spec.keystone: the defaults, www_authenticate_uri = auth_url, and no
+    // region_name or interface (keystonemiddleware's own defaults apply).
+    let minimal = seed_with_keystone(minimal_keystone(), true);
+    let conf = secret_text(
+        &keystone_children(&minimal, KEYSTONE_PASSWORD),
+        RENDERED_KEY,
+    );
+    let section: Vec<&str> = conf
+        .split("\n\n")
+        .find(|s| s.starts_with("[keystone_authtoken]"))
+        .expect("section")
+        .lines()
+        .collect();
+    assert_eq!(
+        section,
+        [
+            "[keystone_authtoken]",
+            "auth_type = password",
+            "auth_url = http://keystone-public.openstack.svc:5000/v3",
+            "www_authenticate_uri = http://keystone-public.openstack.svc:5000/v3",
+            "project_name = service",
+            "user_domain_name = Default",
+            "project_domain_name = Default",
+        ]
+    );
+
+    // The flavor keeps the choice made without Keystone, prefixed: cachemanagement while
+    // the cache is on, and no cache middleware while it is off.
+    for (keystone, cache, flavor) in [
+        (true, true, Some("keystone+cachemanagement")),
+        (true, false, Some("keystone")),
+        (false, true, Some("cachemanagement")),
+        (false, false, None),
+    ] {
+        let g = if keystone {
+            seed_with_keystone(minimal_keystone(), cache)
+        } else {
+            seed_with(1, cache)
+        };
+        assert_eq!(
+            paste_flavor(&g),
+            flavor,
+            "keystone {keystone}, cache {cache}"
+        );
+        let conf = secret_text(&build(&g, &Observed::default()), RENDERED_KEY);
+        let rendered: Vec<&str> = conf
+            .lines()
+            .filter_map(|l| l.strip_prefix("flavor = "))
+            .collect();
+        assert_eq!(rendered, flavor.into_iter().collect::<Vec<_>>());
+        assert_eq!(
+            conf.contains("[keystone_authtoken]"),
+            keystone,
+            "keystone {keystone}, cache {cache}: {conf}"
+        );
+    }
+}
+
+/// The glance-api container of a StatefulSet, as JSON.
+fn api_container(children: &Children) -> Value {
+    to_json(&children.statefulset)["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+#[test]
+fn keystone_credentials_reach_glance_api_only_through_secret_key_refs() {
+    let mut keystone = minimal_keystone();
+    keystone["usernameKey"] = json!("user");
+    keystone["passwordKey"] = json!("pass");
+    let g = seed_with_keystone(keystone, true);
+    let c = keystone_children(&g, KEYSTONE_PASSWORD);
+    let env = api_container(&c)["env"].clone();
+    assert_eq!(
+        env,
+        json!([
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "OS_DEFAULT__WORKER_SELF_REFERENCE_URL",
+                "value": "http://$(POD_NAME).glance-api-headless.openstack.svc:9292",
+            },
+            {
+                "name": "OS_KEYSTONE_AUTHTOKEN__USERNAME",
+                "valueFrom": {"secretKeyRef": {"name": "glance-keystone", "key": "user"}},
+            },
+            {
+                "name": "OS_KEYSTONE_AUTHTOKEN__PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "glance-keystone", "key": "pass"}},
+            },
+        ])
+    );
+    assert_eq!(KEYSTONE_USERNAME_ENV, "OS_KEYSTONE_AUTHTOKEN__USERNAME");
+    assert_eq!(KEYSTONE_PASSWORD_ENV, "OS_KEYSTONE_AUTHTOKEN__PASSWORD");
+    // Only glance-api authenticates requests: the db-sync Job and the cache jobs get no
+    // credentials.
+    let job = to_json(c.db_sync.as_ref().expect("a db-sync Job"));
+    assert!(!job.to_string().contains("glance-keystone"), "{job}");
+    for cronjob in &c.cache.as_ref().expect("cache on").cronjobs {
+        let cronjob = to_json(cronjob);
+        assert!(
+            !cronjob.to_string().contains("glance-keystone"),
+            "{cronjob}"
+        );
+    }
+    // With SQLite, the init container gets none either.
+    let mut sqlite = seed_with_keystone(minimal_keystone(), false);
+    sqlite.database_instance = None;
+    let pod =
+        to_json(&build(&sqlite, &Observed::default()).statefulset)["spec"]["template"]["spec"]
+            .clone();
+    assert_eq!(pod["initContainers"][0]["name"], json!("db-sync"));
+    assert!(pod["initContainers"][0].get("env").is_none(), "{pod}");
+    assert_eq!(
+        pod["containers"][0]["env"].as_array().map(|e| e.len()),
+        Some(4)
+    );
+
+    // Neither the user name nor the password is in any object the operator applies, in
+    // plain text or base64.
+    let mut objects: Vec<Value> = vec![
+        to_json(&c.config),
+        to_json(&c.storage),
+        to_json(&c.service),
+        to_json(&c.headless_service),
+        to_json(&c.statefulset),
+    ];
+    objects.extend(c.db_sync.iter().map(to_json));
+    objects.extend(
+        c.cache
+            .iter()
+            .flat_map(|cache| cache.cronjobs.iter().map(to_json)),
+    );
+    for secret in [KEYSTONE_USER, KEYSTONE_PASSWORD] {
+        let base64 = json!(ByteString(secret.as_bytes().to_vec()));
+        let base64 = base64.as_str().expect("base64");
+        for object in &objects {
+            let text = object.to_string();
+            assert!(
+                !text.contains(secret) && !text.contains(base64),
+                "{secret} leaked into {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn glance_api_reads_the_keystone_options_from_its_files_and_environment() {
+    let full = json!({
+        "authUrl": "http://keystone-internal.openstack.svc:5000/v3",
+        "wwwAuthenticateUri": "https://keystone.example.com/v3",
+        "secret": "glance-keystone",
+        "usernameKey": "user",
+        "region": "RegionTwo",
+        "interface": "public",
+    });
+    let g = seed_with_keystone(full, true);
+    let c = keystone_children(&g, KEYSTONE_PASSWORD);
+    // The config directory as the kubelet lays it out.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, value) in c.config.data.as_ref().expect("data") {
+        std::fs::write(dir.path().join(key), &value.0).expect("write");
+    }
+    let mut conf = Config::load(&ConfigSources {
+        files: vec![],
+        dirs: vec![dir.path().to_path_buf()],
+    })
+    .expect("loads");
+    // The container's environment as the kubelet resolves it from the Secret.
+    let secret = keystone_credentials("user", "password", KEYSTONE_PASSWORD);
+    let env: Vec<(String, String)> = api_container(&c)["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| {
+            let name = e["name"].as_str()?.to_owned();
+            let reference = &e["valueFrom"]["secretKeyRef"];
+            let key = reference["key"].as_str()?;
+            assert_eq!(reference["name"], json!(secret.name));
+            let value = String::from_utf8(secret.data[key].0.clone()).expect("utf-8");
+            Some((name, value))
+        })
+        .collect();
+    assert_eq!(env.len(), 2);
+    conf.merge(Config::from_env(env));
+    let options = AuthTokenOptions::from_config(&conf).expect("glance-api accepts the section");
+    assert_eq!(
+        options.auth_url,
+        "http://keystone-internal.openstack.svc:5000/v3"
+    );
+    assert_eq!(
+        options.www_authenticate_uri.as_deref(),
+        Some("https://keystone.example.com/v3")
+    );
+    assert_eq!(
+        options.user,
+        NamedRef::Name {
+            name: KEYSTONE_USER.to_owned(),
+            domain: DomainRef::Name("Default".to_owned()),
+        }
+    );
+    assert_eq!(options.password.expose(), KEYSTONE_PASSWORD);
+    assert_eq!(
+        options.project,
+        Some(NamedRef::Name {
+            name: "service".to_owned(),
+            domain: DomainRef::Name("Default".to_owned()),
+        })
+    );
+    assert_eq!(options.region_name.as_deref(), Some("RegionTwo"));
+    assert_eq!(options.interface, Interface::Public);
+    assert_eq!(
+        conf.get("paste_deploy", "flavor"),
+        Some("keystone+cachemanagement")
+    );
+}
+
+#[test]
+fn a_keystone_credential_change_rolls_the_pods() {
+    let annotation = |c: &Children| {
+        to_json(&c.statefulset)["spec"]["template"]["metadata"]["annotations"]
+            [CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let g = seed_with_keystone(minimal_keystone(), true);
+    let first = keystone_children(&g, KEYSTONE_PASSWORD);
+    let again = keystone_children(&g, KEYSTONE_PASSWORD);
+    let rotated = keystone_children(&g, "rotated-pw");
+    assert_eq!(
+        annotation(&first),
+        annotation(&again),
+        "same data, same hash"
+    );
+    assert_eq!(
+        first.config, rotated.config,
+        "the password never reaches the config Secret"
+    );
+    assert_ne!(
+        annotation(&first),
+        annotation(&rotated),
+        "a rotated password rolls the pods"
+    );
+    // The same hash function as for customServiceConfigSecrets, over the credentials.
+    let credentials = keystone_credentials("username", "password", KEYSTONE_PASSWORD);
+    assert_eq!(
+        annotation(&first),
+        json!(config_hash_with_secrets(&first.config, [&credentials]))
+    );
+    assert_ne!(annotation(&first), json!(config_hash(&first.config)));
+}
+
+#[test]
+fn the_authenticated_condition_says_whether_requests_need_a_token() {
+    let without = authentication_check(&valid("seed.yaml"));
+    assert_eq!(
+        (without.type_, without.ok, without.reason, without.warning),
+        ("Authenticated", false, "Unauthenticated", false)
+    );
+    assert_eq!(
+        without.message,
+        "spec.keystone is not set: the Image API serves every request without authentication"
+    );
+    let with = authentication_check(&seed_with_keystone(minimal_keystone(), true));
+    assert_eq!(
+        (with.type_, with.ok, with.reason),
+        ("Authenticated", true, "Keystone")
+    );
+    assert_eq!(
+        with.message,
+        "Image API requests need a Keystone token, checked with http://keystone-public.openstack.svc:5000/v3 (keystone.authUrl)"
+    );
+    // Without spec.keystone: no section, no flavor naming Keystone, no credentials.
+    let c = build(&valid("seed.yaml"), &Observed::default());
+    let conf = secret_text(&c, RENDERED_KEY);
+    assert!(!conf.contains("keystone"), "{conf}");
+    assert!(
+        !to_json(&c.statefulset).to_string().contains("KEYSTONE"),
+        "no credentials in the environment"
     );
 }

@@ -83,6 +83,51 @@ fn cel_rules_are_exactly_the_forms_the_server_compiles() {
             rules::CACHE_SIZE_MESSAGE,
         ),
         (
+            ".spec.keystone.authUrl",
+            rules::KEYSTONE_URL,
+            rules::KEYSTONE_AUTH_URL_MESSAGE,
+        ),
+        (
+            ".spec.keystone.passwordKey",
+            rules::SECRET_KEY,
+            rules::KEYSTONE_PASSWORD_KEY_MESSAGE,
+        ),
+        (
+            ".spec.keystone.projectDomainName",
+            rules::CONFIG_VALUE,
+            rules::KEYSTONE_PROJECT_DOMAIN_NAME_MESSAGE,
+        ),
+        (
+            ".spec.keystone.projectName",
+            rules::CONFIG_VALUE,
+            rules::KEYSTONE_PROJECT_NAME_MESSAGE,
+        ),
+        (
+            ".spec.keystone.region",
+            rules::CONFIG_VALUE,
+            rules::KEYSTONE_REGION_MESSAGE,
+        ),
+        (
+            ".spec.keystone.secret",
+            rules::KEYSTONE_SECRET,
+            rules::KEYSTONE_SECRET_MESSAGE,
+        ),
+        (
+            ".spec.keystone.userDomainName",
+            rules::CONFIG_VALUE,
+            rules::KEYSTONE_USER_DOMAIN_NAME_MESSAGE,
+        ),
+        (
+            ".spec.keystone.usernameKey",
+            rules::SECRET_KEY,
+            rules::KEYSTONE_USERNAME_KEY_MESSAGE,
+        ),
+        (
+            ".spec.keystone.wwwAuthenticateUri",
+            rules::KEYSTONE_URL,
+            rules::KEYSTONE_WWW_AUTHENTICATE_URI_MESSAGE,
+        ),
+        (
             ".spec.storageRequest",
             rules::STORAGE_REQUEST,
             rules::STORAGE_REQUEST_MESSAGE,
@@ -141,6 +186,49 @@ fn cel_rules_are_exactly_the_forms_the_server_compiles() {
     assert_eq!(
         rules::CONFIG_SECRETS_UNIQUE,
         "self.all(s, self.exists_one(t, t == s))"
+    );
+    assert_eq!(
+        rules::KEYSTONE_URL,
+        r"self.matches('^https?://[^\\x00-\\x20\\x7f/?#]+([/?#][^\\x00-\\x20\\x7f]*)?$')"
+    );
+    assert_eq!(
+        rules::KEYSTONE_SECRET,
+        "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')"
+    );
+    assert_eq!(rules::SECRET_KEY, "self.matches('^[-._a-zA-Z0-9]+$')");
+    assert_eq!(
+        rules::CONFIG_VALUE,
+        r"self.matches('^[^ \\x00-\\x1f\\x7f]([^\\x00-\\x1f\\x7f]*[^ \\x00-\\x1f\\x7f])?$')"
+    );
+    // Every keystone message names its field.
+    for (path, _, message) in found.iter().filter(|(p, _, _)| p.contains(".keystone.")) {
+        let field = path.trim_start_matches(".spec.");
+        assert!(message.starts_with(field), "{path}: {message}");
+    }
+    // The keystone strings are bounded too, and authUrl and secret are required.
+    let keystone = &schema()["properties"]["spec"]["properties"]["keystone"];
+    assert_eq!(keystone["required"], json!(["authUrl", "secret"]));
+    for (field, max) in [
+        ("authUrl", 2048),
+        ("wwwAuthenticateUri", 2048),
+        ("secret", 253),
+        ("usernameKey", 253),
+        ("passwordKey", 253),
+        ("projectName", 255),
+        ("userDomainName", 255),
+        ("projectDomainName", 255),
+        ("region", 255),
+    ] {
+        assert_eq!(
+            keystone["properties"][field]["maxLength"],
+            json!(max),
+            "{field}"
+        );
+    }
+    assert_eq!(
+        keystone["properties"]["interface"]["enum"],
+        json!(["public", "internal", "admin"]),
+        "no null among the values: the server would refuse it"
     );
     // The list and its entries are bounded, so the server can estimate the rules' cost.
     let list = &schema()["properties"]["spec"]["properties"]["customServiceConfigSecrets"];
@@ -213,6 +301,16 @@ fn cel_accepts_the_seed_example_and_the_samples() {
         json!({"glanceAPI": {"replicas": 0}}),
         json!({"customServiceConfigSecrets": []}),
         json!({"customServiceConfigSecrets": ["ceph-s3-keys", "a.b-c", "0"]}),
+        json!({"keystone": {"authUrl": "http://keystone-public.openstack.svc:5000/v3",
+                            "secret": "glance-keystone"}}),
+        json!({"keystone": {"authUrl": "https://keystone.example.com",
+                            "wwwAuthenticateUri": "https://id.example.com:443/identity/v3?x=1#f",
+                            "secret": "os.glance-keystone", "usernameKey": "OS_USERNAME",
+                            "passwordKey": "password.txt", "projectName": "Service Project",
+                            "userDomainName": "service-domain", "projectDomainName": "Default",
+                            "region": "RegionOne", "interface": "public"}}),
+        json!({"keystone": {"authUrl": "http://[fd00::10]:5000", "secret": "k",
+                            "projectName": "s", "region": "régiön-1", "interface": "admin"}}),
     ] {
         assert_eq!(
             messages(&glance("glance", spec.clone())),
@@ -459,6 +557,102 @@ fn cel_rejects_with_messages_a_person_understands() {
     }
 }
 
+/// A Glance whose spec.keystone is the minimal one with `field` set to `value`.
+fn with_keystone(field: &str, value: Value) -> Value {
+    let mut keystone = json!({"authUrl": "http://keystone:5000/v3", "secret": "glance-keystone"});
+    keystone[field] = value;
+    glance("glance", json!({ "keystone": keystone }))
+}
+
+#[test]
+fn cel_rejects_keystone_fields_naming_the_field() {
+    let url = [
+        "keystone:5000",
+        "ftp://keystone/v3",
+        "http://",
+        "https:///v3",
+        "http://?x",
+        "http://keystone:5000/v3 ",
+        "http://keystone:5000/v3\n[DEFAULT]",
+        "http://key stone/v3",
+        "HTTP://keystone/v3",
+        "",
+    ];
+    let name = ["", " service", "service ", "ser\nvice", "a\tb", "x\u{7f}"];
+    let mut cases: Vec<(Value, &str)> = Vec::new();
+    for bad in url {
+        let bad = json!(bad);
+        cases.push((
+            with_keystone("authUrl", bad.clone()),
+            rules::KEYSTONE_AUTH_URL_MESSAGE,
+        ));
+        cases.push((
+            with_keystone("wwwAuthenticateUri", bad),
+            rules::KEYSTONE_WWW_AUTHENTICATE_URI_MESSAGE,
+        ));
+    }
+    for bad in name {
+        let bad = json!(bad);
+        for (field, message) in [
+            ("projectName", rules::KEYSTONE_PROJECT_NAME_MESSAGE),
+            ("userDomainName", rules::KEYSTONE_USER_DOMAIN_NAME_MESSAGE),
+            (
+                "projectDomainName",
+                rules::KEYSTONE_PROJECT_DOMAIN_NAME_MESSAGE,
+            ),
+            ("region", rules::KEYSTONE_REGION_MESSAGE),
+        ] {
+            cases.push((with_keystone(field, bad.clone()), message));
+        }
+    }
+    for bad in ["Glance_Keystone", "keys-", "a..b", ""] {
+        cases.push((
+            with_keystone("secret", json!(bad)),
+            rules::KEYSTONE_SECRET_MESSAGE,
+        ));
+    }
+    for bad in ["user name", "", "user/name", "pass:word"] {
+        cases.push((
+            with_keystone("usernameKey", json!(bad)),
+            rules::KEYSTONE_USERNAME_KEY_MESSAGE,
+        ));
+        cases.push((
+            with_keystone("passwordKey", json!(bad)),
+            rules::KEYSTONE_PASSWORD_KEY_MESSAGE,
+        ));
+    }
+    for (object, message) in cases {
+        assert_eq!(messages(&object), vec![message.to_owned()], "{object}");
+    }
+}
+
+#[test]
+fn keystone_defaults_fill_the_optional_fields_like_the_rust_types_do() {
+    let object = glance(
+        "glance",
+        json!({"keystone": {"authUrl": "http://keystone:5000/v3", "secret": "glance-keystone"}}),
+    );
+    let defaulted = apply_defaults(&schema(), &object);
+    assert_eq!(
+        defaulted["spec"]["keystone"],
+        json!({
+            "authUrl": "http://keystone:5000/v3",
+            "secret": "glance-keystone",
+            "usernameKey": "username",
+            "passwordKey": "password",
+            "projectName": "service",
+            "userDomainName": "Default",
+            "projectDomainName": "Default",
+        })
+    );
+    let parsed: Glance = serde_json::from_value(object).expect("parses");
+    let reserialized = serde_json::to_value(&parsed).expect("json");
+    assert_eq!(reserialized["spec"], defaulted["spec"]);
+    // Without spec.keystone nothing is defaulted into it.
+    let empty = apply_defaults(&schema(), &glance("glance", json!({})));
+    assert!(empty["spec"].get("keystone").is_none(), "{empty}");
+}
+
 #[test]
 fn defaults_fill_an_empty_spec_like_the_rust_types_do() {
     let defaulted = apply_defaults(&schema(), &glance("glance", json!({})));
@@ -508,7 +702,11 @@ fn no_field_is_pruned_silently() {
     });
     let value = serde_json::to_value(&g).expect("json");
     // The fixture sets every spec field, and the status every status field.
-    assert_eq!(value["spec"].as_object().map(|m| m.len()), Some(8));
+    assert_eq!(value["spec"].as_object().map(|m| m.len()), Some(9));
+    assert_eq!(
+        value["spec"]["keystone"].as_object().map(|m| m.len()),
+        Some(10)
+    );
     assert_eq!(value["status"].as_object().map(|m| m.len()), Some(5));
     assert_not_pruned(&schema(), &value, "");
 }

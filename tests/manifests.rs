@@ -12,6 +12,7 @@ use common::{DEFAULT_IMAGE, glance, valid};
 use glance_operator::conf::{Config, ConfigSources};
 use glance_operator::crd::Glance;
 use glance_operator::crd::validate::{Size, validate};
+use glance_operator::operator::observe::keystone_credentials;
 use glance_operator::resources::config::{ConfigSecret, extra_config_file};
 use glance_operator::resources::{Children, Observed, build};
 use glance_operator::store::{BackendKind, StoreConfig};
@@ -117,6 +118,7 @@ fn every_manifest_validates_strictly_against_upstream_schemas() {
     docs.extend(kustomize("samples/image-cache"));
     docs.extend(kustomize("samples/base"));
     docs.extend(kustomize("samples/ceph-s3"));
+    docs.extend(kustomize("samples/keystone"));
     for fixture in ["seed.yaml", "cache-off.yaml", "shared.yaml"] {
         let observed = Observed {
             database_connection: Some("mysql://x".into()),
@@ -133,7 +135,34 @@ fn every_manifest_validates_strictly_against_upstream_schemas() {
         }],
         ..Observed::default()
     };
-    docs.extend(children_docs(&build(&valid("shared.yaml"), &observed)));
+    let shared = children_docs(&build(&valid("shared.yaml"), &observed));
+    // shared.yaml sets spec.keystone: its StatefulSet passes the credentials from the
+    // Secret, and is validated with them.
+    let keystone_env: Vec<&Value> = shared
+        .iter()
+        .filter(|d| d["kind"] == json!("StatefulSet"))
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .filter(|e| {
+            e.get("valueFrom")
+                .and_then(|v| v.get("secretKeyRef"))
+                .is_some()
+        })
+        .collect();
+    assert_eq!(
+        keystone_env,
+        [
+            &json!({"name": "OS_KEYSTONE_AUTHTOKEN__USERNAME",
+                    "valueFrom": {"secretKeyRef": {"name": "images-keystone", "key": "user"}}}),
+            &json!({"name": "OS_KEYSTONE_AUTHTOKEN__PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": "images-keystone", "key": "pass"}}}),
+        ]
+    );
+    docs.extend(shared);
     // Three replicas: a StatefulSet with its claim template, the headless Service, and a
     // pruner and a cleaner CronJob per replica.
     let three = children_docs(&three_replicas());
@@ -229,6 +258,7 @@ fn samples_are_valid_glances() {
         ("samples/base", 1, None),
         ("samples/image-cache", 1, Some(10_000_000_000u64)),
         ("samples/ceph-s3", 2, Some(10_000_000_000u64)),
+        ("samples/keystone", 2, None),
     ] {
         let docs = kustomize(dir);
         assert_eq!(docs.len(), count, "{dir}");
@@ -342,6 +372,72 @@ fn ceph_s3_sample_keeps_the_keys_in_the_secret_it_names() {
     assert_eq!(
         conf.get("DEFAULT", "image_cache_max_size"),
         Some("10000000000")
+    );
+}
+
+#[test]
+fn keystone_sample_keeps_the_credentials_in_the_secret_it_names() {
+    let docs = kustomize("samples/keystone");
+    let mut g: Glance = serde_json::from_value(find_glance(&docs).clone()).expect("a Glance");
+    let keystone = g.spec.keystone.clone().expect("spec.keystone");
+    assert_eq!(
+        keystone.auth_url,
+        "http://keystone-public.openstack.svc:5000/v3"
+    );
+    let secret_doc = docs
+        .iter()
+        .find(|d| d["kind"] == json!("Secret"))
+        .expect("a Secret");
+    // Exactly the name the Glance uses (no hash suffix), with the keys it names.
+    assert_eq!(secret_doc["metadata"]["name"], json!(keystone.secret));
+    // kustomize wraps base64 at 70 columns; the API server's decoder skips the newlines.
+    let mut unwrapped = secret_doc.clone();
+    for value in unwrapped["data"]
+        .as_object_mut()
+        .expect("data")
+        .values_mut()
+    {
+        *value = json!(value.as_str().expect("base64").replace('\n', ""));
+    }
+    let secret: Secret = serde_json::from_value(unwrapped).expect("Secret");
+    let data = secret.data.clone().expect("data");
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        vec![&keystone.password_key, &keystone.username_key]
+    );
+    let password = String::from_utf8(data[&keystone.password_key].0.clone()).expect("utf-8");
+    assert!(password.contains("REPLACE-WITH"), "a placeholder only");
+
+    // The operator's view: the credentials pass observe, and reach the pod only by reference.
+    g.metadata.namespace = Some("openstack".into());
+    g.metadata.uid = Some("u".into());
+    let v = validate(&g, DEFAULT_IMAGE).expect("valid");
+    let credentials = keystone_credentials(v.keystone.as_ref().expect("keystone"), Some(&secret))
+        .expect("the sample Secret is usable");
+    let children = build(
+        &v,
+        &Observed {
+            keystone_credentials: Some(credentials),
+            ..Observed::default()
+        },
+    );
+    let docs = children_docs(&children);
+    for doc in &docs {
+        assert!(!doc.to_string().contains(&password), "{doc}");
+    }
+    let config = String::from_utf8(
+        children.config.data.as_ref().expect("data")["00-config.conf"]
+            .0
+            .clone(),
+    )
+    .expect("utf-8");
+    assert!(
+        config.contains("\n[paste_deploy]\nflavor = keystone\n"),
+        "{config}"
+    );
+    assert!(
+        config.contains("\nwww_authenticate_uri = http://keystone-public.openstack.svc:5000/v3\n"),
+        "{config}"
     );
 }
 

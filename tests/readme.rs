@@ -65,7 +65,7 @@ fn the_configuration_reference_matches_the_crd() {
     let mut crd = BTreeMap::new();
     crd_fields(&crd_schema()["properties"]["spec"], "spec", &mut crd);
     assert_eq!(readme_fields(), crd, "README table (left) vs CRD (right)");
-    assert_eq!(crd.len(), 16);
+    assert_eq!(crd.len(), 26);
 }
 
 #[test]

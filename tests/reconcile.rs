@@ -544,6 +544,7 @@ async fn first_creation_migrates_the_database_before_the_statefulset() {
                 "Migrating",
                 "Job glance-db-sync started glance-manage db_sync",
             ),
+            unauthenticated(),
         ],
         0,
         Some(10_000_000_000),
@@ -588,6 +589,28 @@ fn database_condition(shared: bool) -> Value {
     }
 }
 
+/// Authenticated without spec.keystone: a plain statement, not counted in Ready.
+fn unauthenticated() -> Value {
+    condition(
+        "Authenticated",
+        "False",
+        "Unauthenticated",
+        "spec.keystone is not set: the Image API serves every request without authentication",
+    )
+}
+
+/// Authenticated with spec.keystone, naming the endpoint tokens are checked with.
+fn authenticated(auth_url: &str) -> Value {
+    condition(
+        "Authenticated",
+        "True",
+        "Keystone",
+        &format!(
+            "Image API requests need a Keystone token, checked with {auth_url} (keystone.authUrl)"
+        ),
+    )
+}
+
 /// A Glance whose status is what a previous reconcile wrote for `replicas` ready replicas.
 fn ready_glance(fixture: &str, replicas: i32, cache_bytes: Option<i64>) -> Glance {
     let mut object = glance(fixture);
@@ -627,6 +650,10 @@ fn ready_glance(fixture: &str, replicas: i32, cache_bytes: Option<i64>) -> Glanc
                 &format!("{replicas}/{replicas} replicas ready"),
             ),
             database_condition(object.spec.database_instance.is_some()),
+            match &object.spec.keystone {
+                Some(keystone) => authenticated(&keystone.auth_url),
+                None => unauthenticated(),
+            },
         ],
         replicas,
         cache_bytes,
@@ -1701,4 +1728,204 @@ async fn a_running_db_sync_job_is_never_cut_off_by_a_new_image() {
             "Job glance-db-sync for the earlier image or database is still running; it is replaced when it ends"
         )
     );
+}
+
+const KEYSTONE_SECRET: &str = "glance-keystone";
+const KEYSTONE_URL: &str = "http://keystone-public.openstack.svc:5000/v3";
+
+fn keystone_secret(data: &[(&str, &str)]) -> Value {
+    to_json(&Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(KEYSTONE_SECRET.into()),
+            namespace: Some("openstack".into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
+}
+
+/// The ready seed Glance given spec.keystone (its status is what a reconcile wrote before,
+/// with Authenticated False), whose Secret holds `password`: the calls of a reconcile (the
+/// Secret is read right after the database Secret, before the PVCs) and the children.
+fn seed_with_keystone(password: &str) -> (Glance, Vec<Call>, Children) {
+    let mut object = glance("seed.yaml");
+    object.spec.keystone = Some(
+        serde_json::from_value(json!({"authUrl": KEYSTONE_URL, "secret": KEYSTONE_SECRET}))
+            .expect("spec.keystone"),
+    );
+    let status = ready_glance("seed.yaml", 1, Some(10_000_000_000)).status;
+    object.status = status;
+    let credentials = ConfigSecret {
+        name: KEYSTONE_SECRET.into(),
+        data: [
+            (
+                "password".to_owned(),
+                ByteString(password.as_bytes().to_vec()),
+            ),
+            ("username".to_owned(), ByteString(b"glance".to_vec())),
+        ]
+        .into(),
+    };
+    let observed = Observed {
+        keystone_credentials: Some(credentials),
+        ..observed_from(Some(DB_URL), 1, Some("10G"), Some("10G"))
+    };
+    let expected = children(&object, &observed);
+    let mut calls = observe_bound(1, &expected, &expected);
+    calls.insert(
+        1,
+        Call::get(
+            format!("{NS}/secrets/{KEYSTONE_SECRET}"),
+            200,
+            keystone_secret(&[
+                ("username", "glance"),
+                ("password", password),
+                ("ca.crt", "not read"),
+            ]),
+        ),
+    );
+    calls.extend(applied(&expected, 1));
+    (object, calls, expected)
+}
+
+#[tokio::test]
+async fn keystone_reads_its_secret_renders_the_section_and_says_authenticated() {
+    let (object, mut calls, _) = seed_with_keystone("pw-1");
+    // Authenticated flips from False to True: a status write and a Normal event.
+    calls.extend([status_call(), event_call()]);
+    let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(300))
+    );
+    assert_eq!(seen[1].uri, format!("{NS}/secrets/{KEYSTONE_SECRET}"));
+    let conf = sent_config(&seen);
+    assert!(
+        conf.contains(&format!(
+            "[keystone_authtoken]\nauth_type = password\nauth_url = {KEYSTONE_URL}\n"
+        )),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("flavor = keystone+cachemanagement\n"),
+        "{conf}"
+    );
+    let env = sent_statefulset(&seen)["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    assert_eq!(
+        env[3],
+        json!({"name": "OS_KEYSTONE_AUTHTOKEN__PASSWORD",
+               "valueFrom": {"secretKeyRef": {"name": KEYSTONE_SECRET, "key": "password"}}})
+    );
+    assert!(
+        seen.iter()
+            .filter(|s| s.method != "GET")
+            .all(|s| !s.body.to_string().contains("pw-1")),
+        "the password is in no request the operator sends"
+    );
+    let status = sent_status(&seen);
+    assert_eq!(
+        status["status"]["conditions"][6],
+        authenticated(KEYSTONE_URL)
+    );
+    assert_eq!(
+        status["status"]["conditions"][0],
+        condition("Ready", "True", "Ready", "glance-api is ready")
+    );
+    assert_eq!(
+        sent_events(&seen),
+        vec![(
+            "Normal".into(),
+            "Keystone".into(),
+            format!(
+                "Image API requests need a Keystone token, checked with {KEYSTONE_URL} (keystone.authUrl)"
+            )
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_changed_keystone_password_rolls_the_pods() {
+    let mut annotations = Vec::new();
+    for password in ["pw-1", "pw-2"] {
+        let (object, mut calls, expected) = seed_with_keystone(password);
+        calls.extend([status_call(), event_call()]);
+        let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+        result.expect("reconciled");
+        let (annotation, _) = sent_template(&seen);
+        assert_eq!(
+            annotation,
+            to_json(&expected.statefulset)["spec"]["template"]["metadata"]["annotations"]["glance.openstack.org/config-hash"]
+        );
+        annotations.push(annotation);
+    }
+    assert_ne!(annotations[0], annotations[1]);
+}
+
+#[tokio::test]
+async fn a_missing_keystone_secret_or_key_is_named_in_a_condition_and_nothing_is_applied() {
+    for (answer, message) in [
+        (
+            not_found(format!("{NS}/secrets/{KEYSTONE_SECRET}")),
+            "keystone.secret: Secret \"glance-keystone\" not found in this namespace: create it with the service user's name under key \"username\" and its password under key \"password\"",
+        ),
+        (
+            Call::get(
+                format!("{NS}/secrets/{KEYSTONE_SECRET}"),
+                200,
+                keystone_secret(&[("username", "glance"), ("pass", "pw")]),
+            ),
+            "keystone.secret: Secret \"glance-keystone\" has no key \"password\" (keystone.passwordKey): put the service user's password there",
+        ),
+    ] {
+        let mut object = glance("seed.yaml");
+        object.spec.keystone = Some(
+            serde_json::from_value(json!({"authUrl": KEYSTONE_URL, "secret": KEYSTONE_SECRET}))
+                .expect("spec.keystone"),
+        );
+        // The script ends with the status and the event: any apply or delete would be an
+        // unexpected request and fail the test.
+        let mut calls = vec![
+            Call::get(format!("{NS}/secrets/openstack"), 200, db_secret(DB_URL)),
+            answer,
+        ];
+        calls.extend(observe_calls(None, vec![], None, None, None));
+        calls.extend([status_call(), event_call()]);
+        let (result, seen, _) = run(DeserializeGuard(Ok(object)), calls).await;
+        assert_eq!(
+            result.expect("reported"),
+            Action::requeue(Duration::from_secs(30))
+        );
+        assert_eq!(
+            sent_status(&seen)["status"]["conditions"],
+            json!([
+                condition(
+                    "Ready",
+                    "False",
+                    "ConfigSecretNotReady",
+                    &format!("ConfigReady: {message}")
+                ),
+                condition("ConfigReady", "False", "ConfigSecretNotReady", message),
+            ])
+        );
+        assert_eq!(
+            sent_events(&seen),
+            vec![(
+                "Warning".into(),
+                "ConfigSecretNotReady".into(),
+                message.into()
+            )]
+        );
+        assert!(
+            seen.iter().all(|s| s.method == "GET"
+                || s.uri.contains("/status")
+                || s.uri.contains("/events")),
+            "nothing applied or deleted"
+        );
+    }
 }

@@ -372,3 +372,139 @@ fn several_replicas_need_image_data_on_a_shared_store() {
         Err(InvalidSpec::ReplicasNeedDatabase(2))
     );
 }
+
+/// Whether the local CEL validator accepts `object`.
+fn cel_accepts(object: &serde_json::Value) -> bool {
+    kube::core::cel::Validator::new()
+        .validate(&common::schema::crd_schema(), object, None)
+        .is_ok()
+}
+
+#[test]
+fn keystone_fields_are_checked_as_the_cel_checks_them() {
+    let values: &[(&str, &[&str])] = &[
+        (
+            "authUrl",
+            &[
+                "http://keystone:5000/v3",
+                "https://id.example.com/identity/v3?x=1#f",
+                "http://[fd00::1]:5000",
+                "keystone:5000",
+                "http://",
+                "https:///v3",
+                "http://#x",
+                "http://ks/v3 ",
+                "http://ks/\nv3",
+                "http://ks/\u{7f}",
+                "HTTP://ks",
+                "",
+            ],
+        ),
+        (
+            "wwwAuthenticateUri",
+            &[
+                "https://keystone.example.com/v3",
+                "ftp://x",
+                "",
+                "http://a b",
+            ],
+        ),
+        (
+            "secret",
+            &["glance-keystone", "a.b", "Glance", "a..b", "-a", ""],
+        ),
+        (
+            "usernameKey",
+            &["username", "OS_USER.name-1", "user name", ""],
+        ),
+        ("passwordKey", &["password", "a/b", ""]),
+        (
+            "projectName",
+            &[
+                "service",
+                "Service Project",
+                "dienst-ü",
+                "",
+                " s",
+                "s ",
+                "a\nb",
+                "a\tb",
+            ],
+        ),
+        ("userDomainName", &["Default", "", "x\u{1}"]),
+        ("projectDomainName", &["Default", " Default"]),
+        ("region", &["RegionOne", "Region One", "", "r\r"]),
+    ];
+    for (field, values) in values {
+        for value in *values {
+            let mut keystone = serde_json::json!({"authUrl": "http://keystone:5000/v3", "secret": "glance-keystone"});
+            keystone[*field] = serde_json::json!(value);
+            let object = serde_json::json!({
+                "apiVersion": "glance.openstack.org/v1beta1", "kind": "Glance",
+                "metadata": {"name": "glance", "namespace": "openstack"},
+                "spec": {"keystone": keystone},
+            });
+            let mut g: Glance = serde_json::from_value(object.clone()).expect("a Glance");
+            g.metadata.uid = Some("u".into());
+            let rust = validate(&g, DEFAULT_IMAGE);
+            assert_eq!(
+                rust.is_ok(),
+                cel_accepts(&object),
+                "{field} = {value:?}: {rust:?}"
+            );
+            if let Err(e) = rust {
+                assert!(
+                    matches!(&e, InvalidSpec::Keystone { field: f, .. } if f == field),
+                    "{field} = {value:?}: {e}"
+                );
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("spec.keystone.{field}: ")),
+                    "{e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn keystone_settings_take_the_defaults() {
+    let mut g = glance("seed.yaml");
+    assert_eq!(validate(&g, DEFAULT_IMAGE).expect("valid").keystone, None);
+    g.spec.keystone = Some(
+        serde_json::from_value(serde_json::json!({
+            "authUrl": "http://keystone:5000/v3", "secret": "glance-keystone"}))
+        .expect("spec.keystone"),
+    );
+    let k = validate(&g, DEFAULT_IMAGE)
+        .expect("valid")
+        .keystone
+        .expect("keystone");
+    assert_eq!(k.auth_url, "http://keystone:5000/v3");
+    assert_eq!(
+        k.www_authenticate_uri, k.auth_url,
+        "wwwAuthenticateUri defaults to authUrl"
+    );
+    assert_eq!(
+        (
+            k.username_key.as_str(),
+            k.password_key.as_str(),
+            k.project_name.as_str(),
+            k.user_domain_name.as_str(),
+            k.project_domain_name.as_str()
+        ),
+        ("username", "password", "service", "Default", "Default")
+    );
+    assert_eq!((k.region, k.interface), (None, None));
+    assert_eq!(
+        error(|g| {
+            g.spec.keystone = Some(
+                serde_json::from_value(serde_json::json!({
+                    "authUrl": "http://keystone:5000/v3", "secret": "glance-keystone",
+                    "projectName": "a\n[DEFAULT]"}))
+                .expect("spec.keystone"),
+            );
+        }),
+        "spec.keystone.projectName: \"a\\n[DEFAULT]\" must not be empty, hold a control character or line break, or start or end with a space"
+    );
+}

@@ -1,5 +1,6 @@
 //! Which Glances a Secret change wakes: the owner of a config Secret, and every Glance
-//! naming the Secret as its databaseInstance or in its customServiceConfigSecrets.
+//! naming the Secret as its databaseInstance, in its customServiceConfigSecrets or as its
+//! keystone.secret.
 
 mod common;
 
@@ -107,6 +108,33 @@ fn a_config_secret_wakes_the_glances_that_name_it() {
         ]
     );
     assert!(glances_for_secret(&store, &secret("ceph")).is_empty());
+}
+
+#[test]
+fn a_keystone_secret_wakes_the_glances_that_name_it() {
+    let (store, mut writer) = reflector::store::<DeserializeGuard<kube_glance::Glance>>();
+    let mut a = glance("cache-off.yaml");
+    a.metadata.name = Some("a".into());
+    a.spec.keystone = Some(
+        serde_json::from_value(
+            json!({"authUrl": "http://keystone:5000/v3", "secret": "glance-keystone"}),
+        )
+        .expect("spec.keystone"),
+    );
+    let mut b = glance("cache-off.yaml");
+    b.metadata.name = Some("b".into());
+    for g in [a, b] {
+        writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(g))));
+    }
+    let secret = |name: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "openstack"}}))
+            .expect("secret")
+    };
+    assert_eq!(
+        glances_for_secret(&store, &secret("glance-keystone")),
+        vec![ObjectRef::new("a").within("openstack")]
+    );
+    assert!(glances_for_secret(&store, &secret("keystone")).is_empty());
 }
 
 mod kube_glance {

@@ -24,6 +24,14 @@ pub const DEFAULT_PRUNER_SCHEDULE: &str = "*/15 * * * *";
 pub const DEFAULT_CLEANER_SCHEDULE: &str = "*/30 * * * *";
 /// Default `spec.imageCache.stallTime` (upstream `image_cache_stall_time`).
 pub const DEFAULT_STALL_TIME: i64 = 86400;
+/// Default `spec.keystone.usernameKey`.
+pub const DEFAULT_USERNAME_KEY: &str = "username";
+/// Default `spec.keystone.passwordKey`.
+pub const DEFAULT_PASSWORD_KEY: &str = "password";
+/// Default `spec.keystone.projectName`.
+pub const DEFAULT_PROJECT_NAME: &str = "service";
+/// Default `spec.keystone.userDomainName` and `projectDomainName`.
+pub const DEFAULT_DOMAIN_NAME: &str = "Default";
 
 /// Desired state of a Glance API with an optional local image cache.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -99,6 +107,110 @@ pub struct GlanceSpec {
     /// The glance-api StatefulSet.
     #[serde(default, rename = "glanceAPI")]
     pub glance_api: GlanceApiSpec,
+
+    /// Keystone authentication of the Image API. When set, glance-api checks the token of
+    /// every request with Keystone (the keystone paste flavor and a `[keystone_authtoken]`
+    /// section in glance-api.conf), with the service user whose name and password are read
+    /// from a Secret. When absent, the Image API serves every request without authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystone: Option<KeystoneSpec>,
+}
+
+/// How glance-api authenticates requests with Keystone: keystonemiddleware's
+/// `[keystone_authtoken]` options with the password auth type. The service user's name and
+/// password stay in a Secret; glance-api gets them as environment variables.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeystoneSpec {
+    /// The Keystone identity endpoint glance-api validates tokens with (auth_url), an
+    /// http:// or https:// URL such as `http://keystone-public.openstack.svc:5000/v3`.
+    #[schemars(length(max = rules::KEYSTONE_URL_MAX))]
+    #[x_kube(validation = Rule::new(rules::KEYSTONE_URL).message(rules::KEYSTONE_AUTH_URL_MESSAGE))]
+    pub auth_url: String,
+
+    /// The Keystone endpoint that clients without a valid token are sent to, in the
+    /// WWW-Authenticate header of a 401 (www_authenticate_uri). Absent: authUrl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = rules::KEYSTONE_URL_MAX))]
+    #[x_kube(validation = Rule::new(rules::KEYSTONE_URL).message(rules::KEYSTONE_WWW_AUTHENTICATE_URI_MESSAGE))]
+    pub www_authenticate_uri: Option<String>,
+
+    /// Name of a Secret in this namespace holding the service user's name and password,
+    /// under usernameKey and passwordKey. They are passed to glance-api as environment
+    /// variables, never written into the Glance or the rendered configuration. A change
+    /// to them rolls the glance-api pods.
+    #[schemars(length(max = rules::SECRET_NAME_MAX))]
+    #[x_kube(validation = Rule::new(rules::KEYSTONE_SECRET).message(rules::KEYSTONE_SECRET_MESSAGE))]
+    pub secret: String,
+
+    /// Key of the Secret holding the service user's name (username).
+    #[serde(default = "default_username_key")]
+    #[schemars(length(max = rules::SECRET_NAME_MAX))]
+    #[x_kube(validation = Rule::new(rules::SECRET_KEY).message(rules::KEYSTONE_USERNAME_KEY_MESSAGE))]
+    pub username_key: String,
+
+    /// Key of the Secret holding the service user's password (password).
+    #[serde(default = "default_password_key")]
+    #[schemars(length(max = rules::SECRET_NAME_MAX))]
+    #[x_kube(validation = Rule::new(rules::SECRET_KEY).message(rules::KEYSTONE_PASSWORD_KEY_MESSAGE))]
+    pub password_key: String,
+
+    /// Project the service user's token is scoped to (project_name).
+    #[serde(default = "default_project_name")]
+    #[schemars(length(max = rules::KEYSTONE_NAME_MAX))]
+    #[x_kube(validation = Rule::new(rules::CONFIG_VALUE).message(rules::KEYSTONE_PROJECT_NAME_MESSAGE))]
+    pub project_name: String,
+
+    /// Domain of the service user (user_domain_name).
+    #[serde(default = "default_domain_name")]
+    #[schemars(length(max = rules::KEYSTONE_NAME_MAX))]
+    #[x_kube(validation = Rule::new(rules::CONFIG_VALUE).message(rules::KEYSTONE_USER_DOMAIN_NAME_MESSAGE))]
+    pub user_domain_name: String,
+
+    /// Domain of the project (project_domain_name).
+    #[serde(default = "default_domain_name")]
+    #[schemars(length(max = rules::KEYSTONE_NAME_MAX))]
+    #[x_kube(validation = Rule::new(rules::CONFIG_VALUE).message(rules::KEYSTONE_PROJECT_DOMAIN_NAME_MESSAGE))]
+    pub project_domain_name: String,
+
+    /// Region whose identity endpoint is taken from the service catalog (region_name).
+    /// Absent: any region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = rules::KEYSTONE_NAME_MAX))]
+    #[x_kube(validation = Rule::new(rules::CONFIG_VALUE).message(rules::KEYSTONE_REGION_MESSAGE))]
+    pub region: Option<String>,
+
+    /// Which identity endpoint of the service catalog tokens are validated with
+    /// (interface): public, internal or admin. Absent: internal, keystonemiddleware's
+    /// default.
+    // The schema takes the description of KeystoneInterface, which says the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<KeystoneInterface>,
+}
+
+/// Which identity endpoint of the service catalog tokens are validated with
+/// (keystonemiddleware's interface): public, internal or admin. Absent: internal,
+/// keystonemiddleware's default.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeystoneInterface {
+    /// The public endpoint.
+    Public,
+    /// The internal endpoint.
+    Internal,
+    /// The admin endpoint.
+    Admin,
+}
+
+impl KeystoneInterface {
+    /// The value of `interface`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Internal => "internal",
+            Self::Admin => "admin",
+        }
+    }
 }
 
 /// Image cache settings (upstream glance-api.conf image_cache_* options).
@@ -241,7 +353,9 @@ pub struct GlanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready, plus ConfigReady, StorageReady, CacheReady, APIReady and DatabaseReady.
+    /// Ready, plus ConfigReady, StorageReady, CacheReady, APIReady and DatabaseReady, and
+    /// Authenticated, which says whether the Image API asks Keystone for a token (it does
+    /// not count towards Ready).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
@@ -276,4 +390,20 @@ fn default_stall_time() -> i64 {
 
 fn default_replicas() -> i32 {
     1
+}
+
+fn default_username_key() -> String {
+    DEFAULT_USERNAME_KEY.to_owned()
+}
+
+fn default_password_key() -> String {
+    DEFAULT_PASSWORD_KEY.to_owned()
+}
+
+fn default_project_name() -> String {
+    DEFAULT_PROJECT_NAME.to_owned()
+}
+
+fn default_domain_name() -> String {
+    DEFAULT_DOMAIN_NAME.to_owned()
 }

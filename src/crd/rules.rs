@@ -59,10 +59,16 @@ pub const CONFIG_SECRETS_MAX: usize = 16;
 /// Longest Secret name (a DNS-1123 subdomain).
 pub const SECRET_NAME_MAX: usize = 253;
 
+/// The regex of a Secret name (DNS-1123 subdomain), as a CEL string literal.
+macro_rules! secret_name_regex {
+    () => {
+        "'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'"
+    };
+}
+
 /// Every entry of customServiceConfigSecrets is a Secret name (DNS-1123 subdomain; the
 /// length is bounded by the schema's maxLength).
-pub const CONFIG_SECRET_NAMES: &str =
-    "self.all(s, s.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))";
+pub const CONFIG_SECRET_NAMES: &str = concat!("self.all(s, s.matches(", secret_name_regex!(), "))");
 /// Message of [`CONFIG_SECRET_NAMES`].
 pub const CONFIG_SECRET_NAMES_MESSAGE: &str = "customServiceConfigSecrets must list Secret names: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, such as glance-s3-keys";
 
@@ -71,3 +77,44 @@ pub const CONFIG_SECRETS_UNIQUE: &str = "self.all(s, self.exists_one(t, t == s))
 /// Message of [`CONFIG_SECRETS_UNIQUE`].
 pub const CONFIG_SECRETS_UNIQUE_MESSAGE: &str =
     "customServiceConfigSecrets must name each Secret once: remove the repeated name";
+
+/// Longest keystone.authUrl and keystone.wwwAuthenticateUri.
+pub const KEYSTONE_URL_MAX: usize = 2048;
+/// Longest keystone.projectName, userDomainName, projectDomainName and region (Keystone
+/// keeps names of at most 255 characters).
+pub const KEYSTONE_NAME_MAX: usize = 255;
+
+/// An http:// or https:// URL with a host, without spaces or control characters (it is
+/// written into glance-api.conf, one option per line).
+pub const KEYSTONE_URL: &str =
+    r"self.matches('^https?://[^\\x00-\\x20\\x7f/?#]+([/?#][^\\x00-\\x20\\x7f]*)?$')";
+/// Message of [`KEYSTONE_URL`] on keystone.authUrl.
+pub const KEYSTONE_AUTH_URL_MESSAGE: &str = "keystone.authUrl must be an http:// or https:// URL of the Keystone identity endpoint, such as http://keystone-public.openstack.svc:5000/v3, without spaces";
+/// Message of [`KEYSTONE_URL`] on keystone.wwwAuthenticateUri.
+pub const KEYSTONE_WWW_AUTHENTICATE_URI_MESSAGE: &str = "keystone.wwwAuthenticateUri must be an http:// or https:// URL of the Keystone endpoint clients are sent to, such as https://keystone.example.com/v3, without spaces; leave it out to use authUrl";
+
+/// keystone.secret is a Secret name.
+pub const KEYSTONE_SECRET: &str = concat!("self.matches(", secret_name_regex!(), ")");
+/// Message of [`KEYSTONE_SECRET`].
+pub const KEYSTONE_SECRET_MESSAGE: &str = "keystone.secret must be the name of a Secret in this namespace: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, such as glance-keystone";
+
+/// A key of a Secret: letters, digits, '-', '_' and '.' (the length is bounded by the
+/// schema's maxLength).
+pub const SECRET_KEY: &str = "self.matches('^[-._a-zA-Z0-9]+$')";
+/// Message of [`SECRET_KEY`] on keystone.usernameKey.
+pub const KEYSTONE_USERNAME_KEY_MESSAGE: &str = "keystone.usernameKey must be a key of the Secret: letters, digits, '-', '_' and '.', such as username";
+/// Message of [`SECRET_KEY`] on keystone.passwordKey.
+pub const KEYSTONE_PASSWORD_KEY_MESSAGE: &str = "keystone.passwordKey must be a key of the Secret: letters, digits, '-', '_' and '.', such as password";
+
+/// A value written into glance-api.conf as is: not empty, no control characters (so no
+/// line break), no space at either end (the INI parser would strip it).
+pub const CONFIG_VALUE: &str =
+    r"self.matches('^[^ \\x00-\\x1f\\x7f]([^\\x00-\\x1f\\x7f]*[^ \\x00-\\x1f\\x7f])?$')";
+/// Message of [`CONFIG_VALUE`] on keystone.projectName.
+pub const KEYSTONE_PROJECT_NAME_MESSAGE: &str = "keystone.projectName must be the name of the service user's project, such as service: not empty, on one line, without spaces at either end";
+/// Message of [`CONFIG_VALUE`] on keystone.userDomainName.
+pub const KEYSTONE_USER_DOMAIN_NAME_MESSAGE: &str = "keystone.userDomainName must be the name of the service user's domain, such as Default: not empty, on one line, without spaces at either end";
+/// Message of [`CONFIG_VALUE`] on keystone.projectDomainName.
+pub const KEYSTONE_PROJECT_DOMAIN_NAME_MESSAGE: &str = "keystone.projectDomainName must be the name of the project's domain, such as Default: not empty, on one line, without spaces at either end";
+/// Message of [`CONFIG_VALUE`] on keystone.region.
+pub const KEYSTONE_REGION_MESSAGE: &str = "keystone.region must be a Keystone region name, such as RegionOne: not empty, on one line, without spaces at either end; leave it out for any region";

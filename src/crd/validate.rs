@@ -11,8 +11,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use thiserror::Error;
 
-use super::rules::{CONFIG_SECRETS_MAX, REPLICAS_MAX, SECRET_NAME_MAX, name_max};
-use super::{CacheAccessMode, CacheDriver, Glance};
+use super::rules::{
+    CONFIG_SECRETS_MAX, KEYSTONE_NAME_MAX, KEYSTONE_URL_MAX, REPLICAS_MAX, SECRET_NAME_MAX,
+    name_max,
+};
+use super::{CacheAccessMode, CacheDriver, Glance, KeystoneInterface, KeystoneSpec};
 use crate::conf::Config;
 use crate::quantity::{self, QuantityError};
 use crate::resources::config::{CACHE_DIR, STORAGE_DIR, render_config};
@@ -122,6 +125,16 @@ pub enum InvalidSpec {
         "spec.customServiceConfigSecrets: {0} Secrets listed; at most {CONFIG_SECRETS_MAX} are allowed: put several files into one Secret, one key each"
     )]
     TooManyConfigSecrets(usize),
+    /// A spec.keystone field breaks its rule.
+    #[error("spec.keystone.{field}: {value:?} {expected}")]
+    Keystone {
+        /// Field name under spec.keystone.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
     /// The object has no namespace or uid (it did not come from the API server).
     #[error("metadata.{0}: missing")]
     Metadata(&'static str),
@@ -153,6 +166,32 @@ pub struct CacheSettings {
     pub driver: CacheDriver,
 }
 
+/// Keystone authentication, when spec.keystone is set: the `[keystone_authtoken]` options
+/// and where the service user's credentials are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeystoneSettings {
+    /// auth_url.
+    pub auth_url: String,
+    /// www_authenticate_uri: wwwAuthenticateUri, else auth_url.
+    pub www_authenticate_uri: String,
+    /// The Secret holding the service user's name and password.
+    pub secret: String,
+    /// Its key holding the user name.
+    pub username_key: String,
+    /// Its key holding the password.
+    pub password_key: String,
+    /// project_name.
+    pub project_name: String,
+    /// user_domain_name.
+    pub user_domain_name: String,
+    /// project_domain_name.
+    pub project_domain_name: String,
+    /// region_name; None = not set.
+    pub region: Option<String>,
+    /// interface; None = not set (keystonemiddleware's default, internal).
+    pub interface: Option<KeystoneInterface>,
+}
+
 /// A Glance whose spec passed every rule, ready for the pure builders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidGlance {
@@ -176,6 +215,8 @@ pub struct ValidGlance {
     pub custom_config: String,
     /// Secrets whose keys are mounted as more config files after 01-custom.conf, in order.
     pub config_secrets: Vec<String>,
+    /// Keystone authentication; None = the API serves without authentication.
+    pub keystone: Option<KeystoneSettings>,
     /// StatefulSet replicas.
     pub replicas: i32,
     /// Image of the API and the CronJobs.
@@ -225,6 +266,7 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
     };
 
     check_config_secrets(&spec.custom_service_config_secrets)?;
+    let keystone = spec.keystone.as_ref().map(keystone_settings).transpose()?;
 
     let api = &spec.glance_api;
     let database_instance = non_empty(&spec.database_instance);
@@ -249,6 +291,7 @@ pub fn validate(glance: &Glance, default_image: &str) -> Result<ValidGlance, Inv
         database_instance,
         custom_config: spec.custom_service_config.clone().unwrap_or_default(),
         config_secrets: spec.custom_service_config_secrets.clone(),
+        keystone,
         replicas: api.replicas,
         image: non_empty(&api.container_image).unwrap_or_else(|| default_image.to_owned()),
         resources: api.resources.clone(),
@@ -386,6 +429,106 @@ fn check_config_secrets(names: &[String]) -> Result<(), InvalidSpec> {
         }
     }
     Ok(())
+}
+
+/// Same rules as the CEL on spec.keystone and its schema's lengths; wwwAuthenticateUri
+/// defaults to authUrl.
+fn keystone_settings(spec: &KeystoneSpec) -> Result<KeystoneSettings, InvalidSpec> {
+    fn check(
+        field: &'static str,
+        value: &str,
+        ok: bool,
+        expected: &'static str,
+    ) -> Result<String, InvalidSpec> {
+        if ok {
+            Ok(value.to_owned())
+        } else {
+            Err(InvalidSpec::Keystone {
+                field,
+                value: value.to_owned(),
+                expected,
+            })
+        }
+    }
+    const URL: &str = "is not an http:// or https:// URL with a host and without spaces";
+    const NAME: &str =
+        "must not be empty, hold a control character or line break, or start or end with a space";
+    const KEY: &str = "is not a Secret key: letters, digits, '-', '_' and '.'";
+    let url = |field, value: &str| {
+        let ok = value.chars().count() <= KEYSTONE_URL_MAX && is_http_url(value);
+        check(field, value, ok, URL)
+    };
+    let name = |field, value: &str| {
+        let ok = value.chars().count() <= KEYSTONE_NAME_MAX && is_config_value(value);
+        check(field, value, ok, NAME)
+    };
+    let key = |field, value: &str| {
+        let ok = value.len() <= SECRET_NAME_MAX && is_secret_key(value);
+        check(field, value, ok, KEY)
+    };
+    let auth_url = url("authUrl", &spec.auth_url)?;
+    let www_authenticate_uri = match &spec.www_authenticate_uri {
+        Some(uri) => url("wwwAuthenticateUri", uri)?,
+        None => auth_url.clone(),
+    };
+    Ok(KeystoneSettings {
+        auth_url,
+        www_authenticate_uri,
+        secret: check(
+            "secret",
+            &spec.secret,
+            is_dns1123_subdomain(&spec.secret),
+            "is not a Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+        )?,
+        username_key: key("usernameKey", &spec.username_key)?,
+        password_key: key("passwordKey", &spec.password_key)?,
+        project_name: name("projectName", &spec.project_name)?,
+        user_domain_name: name("userDomainName", &spec.user_domain_name)?,
+        project_domain_name: name("projectDomainName", &spec.project_domain_name)?,
+        region: spec
+            .region
+            .as_deref()
+            .map(|region| name("region", region))
+            .transpose()?,
+        interface: spec.interface,
+    })
+}
+
+/// A control character (what the CEL rules write as `\x00-\x1f` and `\x7f`).
+fn is_control(c: char) -> bool {
+    c <= '\u{1f}' || c == '\u{7f}'
+}
+
+/// Same as [`rules::KEYSTONE_URL`](super::rules::KEYSTONE_URL): `http://` or `https://`, a
+/// host (up to the first `/`, `?` or `#`) that is not empty, and no space or control
+/// character anywhere.
+pub fn is_http_url(value: &str) -> bool {
+    let Some(rest) = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.starts_with(['/', '?', '#'])
+        && !rest.chars().any(|c| c == ' ' || is_control(c))
+}
+
+/// Same as [`rules::CONFIG_VALUE`](super::rules::CONFIG_VALUE): not empty, no control
+/// character, no space at either end.
+pub fn is_config_value(value: &str) -> bool {
+    !value.is_empty()
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.chars().any(is_control)
+}
+
+/// Same as [`rules::SECRET_KEY`](super::rules::SECRET_KEY): a key of a Secret's data.
+pub fn is_secret_key(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 const CRON_MACROS: [&str; 7] = [

@@ -1,6 +1,6 @@
 //! Reads what the builders need from the cluster: the database Secret, the Secrets of
-//! spec.customServiceConfigSecrets, the PVCs (their current sizes), and the workloads that
-//! decide how the StatefulSet is brought in.
+//! spec.customServiceConfigSecrets, the spec.keystone Secret, the PVCs (their current
+//! sizes), and the workloads that decide how the StatefulSet is brought in.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::apply::{Live, children_selector};
 use super::error::Error;
-use crate::crd::validate::{Size, ValidGlance};
+use crate::crd::validate::{KeystoneSettings, Size, ValidGlance};
 use crate::db::{Backend, DbUrl};
 use crate::quantity;
 use crate::resources::Observed;
@@ -28,7 +28,8 @@ pub const CONNECTION_KEY: &str = "connection";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseProblem(pub String);
 
-/// Why a customServiceConfigSecrets Secret cannot be used. The message names the Secret.
+/// Why a customServiceConfigSecrets Secret or the spec.keystone Secret cannot be used. The
+/// message names the Secret (and the key, when one is missing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigSecretProblem(pub String);
 
@@ -39,6 +40,9 @@ pub struct Observation {
     pub database: Result<Option<String>, DatabaseProblem>,
     /// The customServiceConfigSecrets Secrets in list order, or why one cannot be used.
     pub config_secrets: Result<Vec<ConfigSecret>, ConfigSecretProblem>,
+    /// The spec.keystone credentials (None without spec.keystone), or why the Secret
+    /// cannot be used.
+    pub keystone: Result<Option<ConfigSecret>, ConfigSecretProblem>,
     /// Every PVC carrying the children's labels: `<name>-storage` and the cache volumes.
     pub pvcs: Vec<PersistentVolumeClaim>,
     /// The workloads named `<name>-api`.
@@ -46,12 +50,14 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// The builders' input, once the database URL and the config Secrets are known.
+    /// The builders' input, once the database URL, the config Secrets and the Keystone
+    /// credentials are known.
     pub fn observed(
         &self,
         glance: &ValidGlance,
         database_connection: Option<String>,
         config_secrets: Vec<ConfigSecret>,
+        keystone_credentials: Option<ConfigSecret>,
     ) -> Observed {
         let storage = Component::Storage.child_name(&glance.name);
         // Volumes of replicas beyond glance.replicas need no resize; they are swept.
@@ -65,6 +71,7 @@ impl Observation {
         Observed {
             database_connection,
             config_secrets,
+            keystone_credentials,
             storage_request: storage.and_then(pvc_request),
             storage_access_modes: storage
                 .and_then(|pvc| pvc.spec.as_ref())
@@ -114,8 +121,8 @@ pub fn pvc_request(pvc: &PersistentVolumeClaim) -> Option<Size> {
 }
 
 /// Reads what `glance` needs from the cluster: the databaseInstance Secret, then each
-/// customServiceConfigSecrets Secret in list order, then the labelled PVCs, the
-/// StatefulSet and a Deployment of an earlier release.
+/// customServiceConfigSecrets Secret in list order, then the spec.keystone Secret, then
+/// the labelled PVCs, the StatefulSet and a Deployment of an earlier release.
 pub async fn observe(client: &Client, glance: &ValidGlance) -> Result<Observation, Error> {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &glance.namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &glance.namespace);
@@ -129,6 +136,13 @@ pub async fn observe(client: &Client, glance: &ValidGlance) -> Result<Observatio
     for name in &glance.config_secrets {
         found.push((name.as_str(), secrets.get_opt(name).await?));
     }
+    let keystone = match &glance.keystone {
+        None => Ok(None),
+        Some(keystone) => {
+            keystone_credentials(keystone, secrets.get_opt(&keystone.secret).await?.as_ref())
+                .map(Some)
+        }
+    };
     let api = Component::Api.child_name(&glance.name);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &glance.namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &glance.namespace);
@@ -136,6 +150,7 @@ pub async fn observe(client: &Client, glance: &ValidGlance) -> Result<Observatio
     Ok(Observation {
         database,
         config_secrets: config_secrets(&found),
+        keystone,
         pvcs: pvcs
             .list(&ListParams::default().labels(&children_selector(&glance.name)))
             .await?
@@ -252,6 +267,46 @@ pub fn config_secrets(
     Ok(secrets)
 }
 
+/// The user name and password of the spec.keystone Secret (`secret`, if found), as the
+/// config hash takes them: only those two keys, so that other keys of the Secret do not
+/// roll the pods. Refused, naming the Secret and the key: a missing Secret, and a key that
+/// is missing or empty. No message shows a value.
+pub fn keystone_credentials(
+    keystone: &KeystoneSettings,
+    secret: Option<&Secret>,
+) -> Result<ConfigSecret, ConfigSecretProblem> {
+    let name = &keystone.secret;
+    let (user_key, password_key) = (&keystone.username_key, &keystone.password_key);
+    let secret = secret.ok_or_else(|| {
+        ConfigSecretProblem(format!(
+            "keystone.secret: Secret {name:?} not found in this namespace: create it with the service user's name under key {user_key:?} and its password under key {password_key:?}"
+        ))
+    })?;
+    let data = secret.data.as_ref();
+    let mut credentials = BTreeMap::new();
+    let keys = [
+        (user_key, "usernameKey", "name"),
+        (password_key, "passwordKey", "password"),
+    ];
+    for (key, field, what) in keys {
+        let problem = match data.and_then(|d| d.get(key.as_str())) {
+            Some(value) if !value.0.is_empty() => {
+                credentials.insert(key.clone(), value.clone());
+                continue;
+            }
+            Some(_) => "an empty key",
+            None => "no key",
+        };
+        return Err(ConfigSecretProblem(format!(
+            "keystone.secret: Secret {name:?} has {problem} {key:?} (keystone.{field}): put the service user's {what} there"
+        )));
+    }
+    Ok(ConfigSecret {
+        name: name.clone(),
+        data: credentials,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::ByteString;
@@ -362,6 +417,92 @@ mod tests {
             two,
             "customServiceConfigSecrets: Secrets \"x\", \"y\" not found in this namespace: create them, or remove them from the list"
         );
+    }
+
+    fn keystone() -> KeystoneSettings {
+        KeystoneSettings {
+            auth_url: "http://keystone:5000/v3".to_owned(),
+            www_authenticate_uri: "http://keystone:5000/v3".to_owned(),
+            secret: "glance-keystone".to_owned(),
+            username_key: "user".to_owned(),
+            password_key: "pass".to_owned(),
+            project_name: "service".to_owned(),
+            user_domain_name: "Default".to_owned(),
+            project_domain_name: "Default".to_owned(),
+            region: None,
+            interface: None,
+        }
+    }
+
+    fn credentials(pairs: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn keystone_credentials_keep_only_the_two_keys() {
+        let secret = credentials(&[("user", "glance"), ("pass", "pw"), ("other", "x")]);
+        let read = keystone_credentials(&keystone(), Some(&secret)).expect("usable");
+        assert_eq!(read.name, "glance-keystone");
+        assert_eq!(
+            read.data,
+            BTreeMap::from([
+                ("pass".to_owned(), ByteString(b"pw".to_vec())),
+                ("user".to_owned(), ByteString(b"glance".to_vec())),
+            ]),
+            "another key of the Secret does not roll the pods"
+        );
+    }
+
+    #[test]
+    fn a_missing_keystone_secret_or_key_is_named_without_values() {
+        let ConfigSecretProblem(missing) =
+            keystone_credentials(&keystone(), None).expect_err("missing");
+        assert_eq!(
+            missing,
+            "keystone.secret: Secret \"glance-keystone\" not found in this namespace: create it with the service user's name under key \"user\" and its password under key \"pass\""
+        );
+        let ConfigSecretProblem(no_password) =
+            keystone_credentials(&keystone(), Some(&credentials(&[("user", "glance")])))
+                .expect_err("no password");
+        assert_eq!(
+            no_password,
+            "keystone.secret: Secret \"glance-keystone\" has no key \"pass\" (keystone.passwordKey): put the service user's password there"
+        );
+        let ConfigSecretProblem(no_user) = keystone_credentials(
+            &keystone(),
+            Some(&credentials(&[("username", "glance"), ("pass", "hunter2")])),
+        )
+        .expect_err("no user");
+        assert_eq!(
+            no_user,
+            "keystone.secret: Secret \"glance-keystone\" has no key \"user\" (keystone.usernameKey): put the service user's name there"
+        );
+        let ConfigSecretProblem(empty) = keystone_credentials(
+            &keystone(),
+            Some(&credentials(&[("user", "glance"), ("pass", "")])),
+        )
+        .expect_err("empty password");
+        assert_eq!(
+            empty,
+            "keystone.secret: Secret \"glance-keystone\" has an empty key \"pass\" (keystone.passwordKey): put the service user's password there"
+        );
+        for message in [missing, no_password, no_user, empty] {
+            assert!(
+                !message.contains("hunter2") && !message.contains("glance\""),
+                "{message}"
+            );
+        }
+        let ConfigSecretProblem(no_data) =
+            keystone_credentials(&keystone(), Some(&Secret::default())).expect_err("no data");
+        assert!(no_data.contains("has no key \"user\""), "{no_data}");
     }
 
     #[test]

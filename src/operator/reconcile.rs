@@ -28,8 +28,8 @@ use crate::resources::meta::MANAGER;
 
 /// Resync period of a healthy Glance.
 pub const RESYNC: Duration = Duration::from_secs(300);
-/// Retry period while a Secret the spec names (databaseInstance, customServiceConfigSecrets)
-/// is missing or unusable. Changes to those Secrets are also watched.
+/// Retry period while a Secret the spec names (databaseInstance, customServiceConfigSecrets,
+/// keystone.secret) is missing or unusable. Changes to those Secrets are also watched.
 pub const DATABASE_RETRY: Duration = Duration::from_secs(30);
 /// Retry period while an older workload goes away, or the db-sync Job runs, before the
 /// StatefulSet is applied.
@@ -114,10 +114,14 @@ async fn reconcile_glance(glance: &Glance, ctx: &Context) -> Result<Action, Erro
             return Ok(Action::requeue(DATABASE_RETRY));
         }
     };
-    let config_secrets = match &observation.config_secrets {
-        Ok(secrets) => secrets.clone(),
+    let secrets = observation
+        .config_secrets
+        .clone()
+        .and_then(|config| Ok((config, observation.keystone.clone()?)));
+    let (config_secrets, keystone_credentials) = match secrets {
+        Ok(secrets) => secrets,
         Err(problem) => {
-            warn!(problem = %problem.0, "customServiceConfigSecrets Secret not usable");
+            warn!(problem = %problem.0, "a Secret the spec names is not usable");
             let checks = config_secret_checks(problem.0.clone());
             write_status(ctx, glance, Some(&valid), None, &checks).await?;
             return Ok(Action::requeue(DATABASE_RETRY));
@@ -125,7 +129,12 @@ async fn reconcile_glance(glance: &Glance, ctx: &Context) -> Result<Action, Erro
     };
     let children = build(
         &valid,
-        &observation.observed(&valid, database_connection, config_secrets),
+        &observation.observed(
+            &valid,
+            database_connection,
+            config_secrets,
+            keystone_credentials,
+        ),
     );
     let owner = Owner {
         name: &valid.name,

@@ -208,7 +208,7 @@ pub fn glance_for_child<K: Resource>(child: &K) -> Option<ObjectRef<DeserializeG
 }
 
 /// Glances to reconcile when `secret` changes: its owner (the config Secret) and every
-/// Glance naming it as databaseInstance or in customServiceConfigSecrets.
+/// Glance naming it as databaseInstance, in customServiceConfigSecrets or as keystone.secret.
 pub fn glances_for_secret(
     store: &Store<DeserializeGuard<Glance>>,
     secret: &Secret,
@@ -234,6 +234,11 @@ pub fn glances_for_secret(
                             .spec
                             .custom_service_config_secrets
                             .contains(&secret_name)
+                        || glance
+                            .spec
+                            .keystone
+                            .as_ref()
+                            .is_some_and(|k| k.secret == secret_name)
                 }
                 Err(_) => false,
             })

@@ -25,6 +25,9 @@ pub const CACHE_READY: &str = "CacheReady";
 pub const API_READY: &str = "APIReady";
 /// The database schema is current for the image: the db-sync Job completed, or SQLite.
 pub const DATABASE_READY: &str = "DatabaseReady";
+/// The Image API asks Keystone for a token (spec.keystone), or serves without
+/// authentication. It says what is configured, so it does not count towards Ready.
+pub const AUTHENTICATED: &str = "Authenticated";
 /// Condition types of earlier releases, dropped from the status.
 const RETIRED: &[&str] = &["DeploymentReady"];
 
@@ -89,7 +92,8 @@ pub fn database_checks(message: String) -> Vec<Check> {
     )])
 }
 
-/// Checks for a customServiceConfigSecrets Secret that cannot be used.
+/// Checks for a customServiceConfigSecrets Secret or the spec.keystone Secret that cannot
+/// be used.
 pub fn config_secret_checks(message: String) -> Vec<Check> {
     with_ready(vec![Check::failed(
         CONFIG_READY,
@@ -99,7 +103,8 @@ pub fn config_secret_checks(message: String) -> Vec<Check> {
 }
 
 /// Checks after every child was applied. `pvcs` are the labelled PVCs read before the
-/// apply, in which the replicas' cache volumes are looked up.
+/// apply, in which the replicas' cache volumes are looked up. Ready covers every check
+/// but [`AUTHENTICATED`], which comes last.
 pub fn applied_checks(
     glance: &ValidGlance,
     applied: &Applied,
@@ -121,13 +126,37 @@ pub fn applied_checks(
             "image cache is off".to_owned(),
         ),
     };
-    with_ready(vec![
+    let mut checks = with_ready(vec![
         Check::ok(CONFIG_READY, "Rendered", config),
         storage,
         cache,
         workload_check(glance.replicas, &applied.workload),
         database_check(&applied.db_sync),
-    ])
+    ]);
+    checks.push(authentication_check(glance));
+    checks
+}
+
+/// Whether the Image API authenticates requests: True (reason `Keystone`) with
+/// spec.keystone, naming the endpoint tokens are checked with; False (reason
+/// `Unauthenticated`) without it. Never a warning: either is what the spec asks for.
+pub fn authentication_check(glance: &ValidGlance) -> Check {
+    match &glance.keystone {
+        Some(keystone) => Check::ok(
+            AUTHENTICATED,
+            "Keystone",
+            format!(
+                "Image API requests need a Keystone token, checked with {} (keystone.authUrl)",
+                keystone.auth_url
+            ),
+        ),
+        None => Check::waiting(
+            AUTHENTICATED,
+            "Unauthenticated",
+            "spec.keystone is not set: the Image API serves every request without authentication"
+                .to_owned(),
+        ),
+    }
 }
 
 fn database_check(db_sync: &DbSyncOutcome) -> Check {

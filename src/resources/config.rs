@@ -1,6 +1,7 @@
 //! The configuration Secret: `00-config.conf` rendered from the spec with upstream Glance's
-//! option names, and `01-custom.conf` holding spec.customServiceConfig verbatim; and the
-//! names under which the keys of the spec.customServiceConfigSecrets Secrets join them.
+//! option names, and `01-custom.conf` holding spec.customServiceConfig verbatim; the names
+//! under which the keys of the spec.customServiceConfigSecrets Secrets join them; and the
+//! environment variables that carry the spec.keystone credentials.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,8 @@ use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 
 use super::meta::{Component, child_meta};
-use crate::crd::validate::ValidGlance;
+use crate::crd::validate::{KeystoneSettings, ValidGlance};
+use crate::keystone::options::SECTION as KEYSTONE_SECTION;
 
 /// Key of the rendered configuration.
 pub const RENDERED_KEY: &str = "00-config.conf";
@@ -27,6 +29,13 @@ pub const IMAGES_DIR: &str = "/var/lib/glance/images";
 pub const API_PORT: i32 = 9292;
 /// Name of the file store backend in enabled_backends.
 pub const BACKEND: &str = "default_backend";
+
+/// `[keystone_authtoken] username` through oslo.config's environment source, from the
+/// spec.keystone Secret.
+pub const KEYSTONE_USERNAME_ENV: &str = "OS_KEYSTONE_AUTHTOKEN__USERNAME";
+/// `[keystone_authtoken] password` through oslo.config's environment source, from the
+/// spec.keystone Secret.
+pub const KEYSTONE_PASSWORD_ENV: &str = "OS_KEYSTONE_AUTHTOKEN__PASSWORD";
 
 /// Database URL used when spec.databaseInstance is empty: SQLite on the storage PVC.
 pub fn sqlite_connection() -> String {
@@ -62,15 +71,52 @@ pub fn render_config(glance: &ValidGlance, database_connection: Option<&str>) ->
         "[database]".to_owned(),
         format!("connection = {connection}"),
     ]);
-    if glance.cache.is_some() {
+    if let Some(keystone) = &glance.keystone {
+        lines.push(String::new());
+        lines.extend(keystone_authtoken(keystone));
+    }
+    if let Some(flavor) = paste_flavor(glance) {
         lines.extend([
             String::new(),
             "[paste_deploy]".to_owned(),
-            "flavor = cachemanagement".to_owned(),
+            format!("flavor = {flavor}"),
         ]);
     }
     lines.push(String::new());
     lines.join("\n")
+}
+
+/// `[paste_deploy] flavor`: `cachemanagement` while the cache is on, none (no caching)
+/// while it is off; with spec.keystone, prefixed by `keystone+` (`keystone` alone when
+/// the cache is off).
+pub fn paste_flavor(glance: &ValidGlance) -> Option<&'static str> {
+    match (glance.keystone.is_some(), glance.cache.is_some()) {
+        (false, false) => None,
+        (false, true) => Some("cachemanagement"),
+        (true, false) => Some("keystone"),
+        (true, true) => Some("keystone+cachemanagement"),
+    }
+}
+
+/// The `[keystone_authtoken]` section, without the user name and password: glance-api
+/// reads those from the environment ([`KEYSTONE_USERNAME_ENV`], [`KEYSTONE_PASSWORD_ENV`]).
+fn keystone_authtoken(keystone: &KeystoneSettings) -> Vec<String> {
+    let mut lines = vec![
+        format!("[{KEYSTONE_SECTION}]"),
+        "auth_type = password".to_owned(),
+        format!("auth_url = {}", keystone.auth_url),
+        format!("www_authenticate_uri = {}", keystone.www_authenticate_uri),
+        format!("project_name = {}", keystone.project_name),
+        format!("user_domain_name = {}", keystone.user_domain_name),
+        format!("project_domain_name = {}", keystone.project_domain_name),
+    ];
+    if let Some(region) = &keystone.region {
+        lines.push(format!("region_name = {region}"));
+    }
+    if let Some(interface) = keystone.interface {
+        lines.push(format!("interface = {}", interface.as_str()));
+    }
+    lines
 }
 
 /// The Secret `<name>-config` holding both files.
@@ -93,12 +139,14 @@ pub fn config_secret(glance: &ValidGlance, database_connection: Option<&str>) ->
     }
 }
 
-/// A Secret named in spec.customServiceConfigSecrets, as read from the cluster.
+/// A Secret the spec names, as read from the cluster: one of spec.customServiceConfigSecrets
+/// (each key becomes one config file), or the spec.keystone Secret (only the user name and
+/// password keys, which glance-api reads from its environment).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigSecret {
     /// The Secret's name.
     pub name: String,
-    /// Its data: each key becomes one config file.
+    /// Its data, or the part of it glance-api uses.
     pub data: BTreeMap<String, ByteString>,
 }
 
@@ -121,10 +169,14 @@ pub fn config_hash(secret: &Secret) -> String {
     config_hash_with_secrets(secret, &[])
 }
 
-/// [`config_hash`] extended over the customServiceConfigSecrets Secrets, in list order:
-/// their names, keys and values. With no such Secret it equals [`config_hash`], so a Glance
-/// that names none keeps its pod template.
-pub fn config_hash_with_secrets(secret: &Secret, extra: &[ConfigSecret]) -> String {
+/// [`config_hash`] extended over the Secrets glance-api reads besides the config Secret:
+/// the customServiceConfigSecrets Secrets in list order, then the spec.keystone Secret's
+/// user name and password; their names, keys and values. With no such Secret it equals
+/// [`config_hash`], so a Glance that names none keeps its pod template.
+pub fn config_hash_with_secrets<'a>(
+    secret: &Secret,
+    extra: impl IntoIterator<Item = &'a ConfigSecret>,
+) -> String {
     fn field(hasher: &mut Sha256, bytes: &[u8]) {
         hasher.update((bytes.len() as u64).to_be_bytes());
         hasher.update(bytes);

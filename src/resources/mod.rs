@@ -28,6 +28,9 @@ pub struct Observed {
     pub database_connection: Option<String>,
     /// The spec.customServiceConfigSecrets Secrets, in list order.
     pub config_secrets: Vec<ConfigSecret>,
+    /// The user name and password keys of the spec.keystone Secret; None without
+    /// spec.keystone. Only hashed: the pods read them from the Secret itself.
+    pub keystone_credentials: Option<ConfigSecret>,
     /// Current request of `<name>-storage`, if it exists.
     pub storage_request: Option<Size>,
     /// Access modes of `<name>-storage`, if it exists: they cannot change.
@@ -141,7 +144,10 @@ fn cache_children(
 pub fn build(glance: &ValidGlance, observed: &Observed) -> Children {
     let config = config::config_secret(glance, observed.database_connection.as_deref());
     let extra = observed.config_secrets.as_slice();
-    let hash = config::config_hash_with_secrets(&config, extra);
+    let hash = config::config_hash_with_secrets(
+        &config,
+        extra.iter().chain(&observed.keystone_credentials),
+    );
     // Decided once: the template and the cache children exist together or not at all.
     let (template, cache) = glance
         .cache

@@ -9,21 +9,21 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PodSpec, PodTemplateSpec, Probe,
+    PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config::{API_PORT, ConfigSecret};
+use super::config::{API_PORT, ConfigSecret, KEYSTONE_PASSWORD_ENV, KEYSTONE_USERNAME_ENV};
 use super::dbsync::DB_SYNC_CONTAINER;
 use super::meta::{Component, child_meta, labels, selector_labels};
 use super::pod::{Mounts, glance_container, pod_spec, volumes};
 use super::service::pod_url;
-use crate::crd::validate::ValidGlance;
+use crate::crd::validate::{KeystoneSettings, ValidGlance};
 use crate::quantity;
 
-/// Pod template annotation carrying the hash of the configuration Secret and of the
-/// customServiceConfigSecrets Secrets.
+/// Pod template annotation carrying the hash of the configuration Secret, of the
+/// customServiceConfigSecrets Secrets and of the spec.keystone credentials.
 pub const CONFIG_HASH_ANNOTATION: &str = "glance.openstack.org/config-hash";
 /// Name of the API container and of its port.
 pub const API_CONTAINER: &str = "glance-api";
@@ -49,6 +49,28 @@ fn healthcheck_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
         failure_threshold: Some(failure_threshold),
         ..Probe::default()
     }
+}
+
+/// The service user's name and password as `[keystone_authtoken]` options through
+/// oslo.config's environment source, each from its key of the spec.keystone Secret, so
+/// that neither is written into the Glance or the config Secret.
+fn keystone_env(keystone: &KeystoneSettings) -> [EnvVar; 2] {
+    let from_secret = |name: &str, key: &str| EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: keystone.secret.clone(),
+                key: key.to_owned(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    };
+    [
+        from_secret(KEYSTONE_USERNAME_ENV, &keystone.username_key),
+        from_secret(KEYSTONE_PASSWORD_ENV, &keystone.password_key),
+    ]
 }
 
 /// The name of replica `ordinal`'s pod.
@@ -82,7 +104,7 @@ pub fn statefulset(
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()
     }]);
-    container.env = Some(vec![
+    let mut env = vec![
         EnvVar {
             name: POD_NAME_ENV.to_owned(),
             value: None,
@@ -99,7 +121,11 @@ pub fn statefulset(
             value: Some(pod_url(glance, &format!("$({POD_NAME_ENV})"))),
             value_from: None,
         },
-    ]);
+    ];
+    if let Some(keystone) = &glance.keystone {
+        env.extend(keystone_env(keystone));
+    }
+    container.env = Some(env);
     container.readiness_probe = Some(healthcheck_probe(10, 3));
     container.liveness_probe = Some(healthcheck_probe(20, 3));
     container.startup_probe = Some(healthcheck_probe(5, 60));
