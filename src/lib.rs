@@ -9,6 +9,7 @@ pub mod digest;
 pub mod format;
 pub mod keystone;
 pub mod operator;
+pub mod policy;
 pub mod quantity;
 pub mod resources;
 pub mod store;

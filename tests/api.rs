@@ -585,18 +585,46 @@ async fn queueing_prefetches_in_the_background() {
 }
 
 #[test]
-fn a_keystone_flavor_refuses_to_start() {
+fn keystone_flavors_need_keystone_authtoken_and_odd_flavors_are_refused() {
     let dir = tempfile::tempdir().expect("tmp");
-    for flavor in ["keystone", "keystone+cachemanagement"] {
-        let config = Config::from_str("t.conf", &conf_text(dir.path(), 9292, Some(1), flavor))
-            .expect("conf");
-        let err = ApiSettings::from_config(&config).expect_err("refused");
-        assert!(matches!(err, SettingsError::Keystone(_)));
-        assert!(
-            err.to_string()
-                .contains("refusing to start rather than serve without authentication"),
-            "{err}"
+    let settings = |flavor: &str, extra: &str| {
+        let text = format!("{}{extra}", conf_text(dir.path(), 9292, Some(1), flavor));
+        ApiSettings::from_config(&Config::from_str("t.conf", &text).expect("conf"))
+    };
+    let authtoken = "\n[keystone_authtoken]\nauth_type = password\nauth_url = http://127.0.0.1:5000/v3\nusername = glance\npassword = pw\nuser_domain_name = Default\nproject_name = service\nproject_domain_name = Default\n";
+    for (flavor, caching, management) in [
+        ("keystone", false, false),
+        ("keystone+caching", true, false),
+        ("keystone+cachemanagement", true, true),
+    ] {
+        let s = settings(flavor, authtoken).expect(flavor);
+        assert_eq!(
+            s.keystone.as_ref().map(|k| k.auth_url.as_str()),
+            Some("http://127.0.0.1:5000/v3")
         );
+        assert_eq!(
+            (s.cache.is_some(), s.cache_management),
+            (caching, management),
+            "{flavor}"
+        );
+        let err = settings(flavor, "").expect_err("no [keystone_authtoken]");
+        assert!(err.to_string().contains("keystone_authtoken"), "{err}");
+    }
+    assert!(
+        settings("cachemanagement", "")
+            .expect("plain")
+            .keystone
+            .is_none()
+    );
+    for flavor in [
+        "keystone+",
+        "keystonecaching",
+        "keystone+keystone",
+        "noauth",
+    ] {
+        let err = settings(flavor, authtoken).expect_err(flavor);
+        assert!(matches!(err, SettingsError::Flavor(_)), "{flavor}: {err}");
+        assert!(err.to_string().contains(flavor), "{err}");
     }
     let conf = dir.path().join("glance-api.conf");
     std::fs::write(&conf, conf_text(dir.path(), 9292, Some(1), "keystone")).expect("write");
@@ -606,7 +634,11 @@ fn a_keystone_flavor_refuses_to_start() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs Keystone authentication"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keystone_authtoken"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Starts a full download on a raw connection and returns it with the first bytes read.

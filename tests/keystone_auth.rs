@@ -1,247 +1,16 @@
 //! `glance_operator::keystone` against a mock Keystone on a loopback port.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::io::Write;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
-use bytes::Bytes;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::keystone::{HOUR, Mock, PASSWORD};
 use glance_operator::conf::Config;
 use glance_operator::keystone::cache::TokenCache;
 use glance_operator::keystone::{AuthError, AuthToken, AuthTokenOptions};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
-
-const PASSWORD: &str = "Sup3r-Secret-Pw";
-
-/// An ISO 8601 UTC time as Keystone writes it.
-fn iso(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    )
-}
-
-struct UserToken {
-    roles: Vec<&'static str>,
-    expires_at: SystemTime,
-}
-
-#[derive(Default)]
-struct State {
-    /// POST /v3/auth/tokens answered.
-    issued: usize,
-    /// GET /v3/auth/tokens answered.
-    validations: usize,
-    /// Paths of the validations.
-    paths: Vec<String>,
-    /// Valid service tokens and their expiry.
-    service_tokens: HashMap<String, SystemTime>,
-    /// Lifetime of an issued service token.
-    service_ttl: Duration,
-    /// Known user tokens.
-    users: HashMap<String, UserToken>,
-    /// Any token with this prefix is valid (role `member`).
-    accept_prefix: Option<String>,
-    /// Answer every request with this status.
-    fail_with: Option<u16>,
-    /// A catalog to put in issued service tokens.
-    catalog: Option<Value>,
-    /// Request bodies of POSTs and all request headers seen, for the secrets check.
-    seen_passwords: Vec<String>,
-}
-
-#[derive(Clone)]
-struct Mock {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-}
-
-impl Mock {
-    async fn start() -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            service_ttl: Duration::from_secs(3600),
-            ..State::default()
-        }));
-        let shared = Arc::clone(&state);
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let state = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(Arc::clone(&state), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Mock { addr, state }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap()
-    }
-
-    fn add_user(&self, token: &str, roles: Vec<&'static str>, life: Duration) {
-        self.state().users.insert(
-            token.to_owned(),
-            UserToken {
-                roles,
-                expires_at: SystemTime::now() + life,
-            },
-        );
-    }
-
-    fn counts(&self) -> (usize, usize) {
-        let s = self.state();
-        (s.issued, s.validations)
-    }
-
-    fn config(&self, extra: &str) -> Config {
-        let text = format!(
-            "[keystone_authtoken]\n\
-             www_authenticate_uri = https://keystone.example.com\n\
-             auth_type = password\nauth_url = {}/v3\n\
-             username = glance\npassword = {PASSWORD}\nuser_domain_name = Default\n\
-             project_name = service\nproject_domain_name = Default\n{extra}",
-            self.url()
-        );
-        Config::from_str("keystone.conf", &text).unwrap()
-    }
-
-    fn auth(&self, extra: &str) -> AuthToken {
-        AuthToken::from_config(&self.config(extra)).unwrap()
-    }
-}
-
-fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (auth, subject) = (header("X-Auth-Token"), header("X-Subject-Token"));
-    let body = req.into_body().collect().await.unwrap().to_bytes();
-    let mut s = state.lock().unwrap();
-    if let Some(status) = s.fail_with {
-        return Ok(reply(status, json!({"error": {"code": status}})));
-    }
-    if !path.ends_with("/v3/auth/tokens") {
-        return Ok(reply(404, json!({})));
-    }
-    let now = SystemTime::now();
-    if method == hyper::Method::POST {
-        let body: Value = serde_json::from_slice(&body).unwrap();
-        let user = &body["auth"]["identity"]["password"]["user"];
-        let password = user["password"].as_str().unwrap_or_default().to_owned();
-        s.seen_passwords.push(password.clone());
-        let expected_scope = json!({"project": {"name": "service", "domain": {"name": "Default"}}});
-        if password != PASSWORD
-            || user["name"] != "glance"
-            || user["domain"]["name"] != "Default"
-            || body["auth"]["identity"]["methods"] != json!(["password"])
-            || body["auth"]["scope"] != expected_scope
-        {
-            return Ok(reply(401, json!({"error": {"code": 401}})));
-        }
-        s.issued += 1;
-        let token = format!("svc-token-{}", s.issued);
-        let expires_at = now + s.service_ttl;
-        s.service_tokens.insert(token.clone(), expires_at);
-        let mut token_body = json!({
-            "expires_at": iso(expires_at),
-            "user": {"id": "glance-id", "name": "glance"},
-            "roles": [{"name": "service"}],
-        });
-        if let Some(catalog) = &s.catalog {
-            token_body["catalog"] = catalog.clone();
-        }
-        let mut response = reply(201, json!({ "token": token_body }));
-        response
-            .headers_mut()
-            .insert("X-Subject-Token", token.parse().unwrap());
-        return Ok(response);
-    }
-    s.validations += 1;
-    s.paths.push(path);
-    let service_ok = auth
-        .as_ref()
-        .and_then(|t| s.service_tokens.get(t))
-        .is_some_and(|&expires| expires > now);
-    if !service_ok {
-        return Ok(reply(401, json!({"error": {"code": 401}})));
-    }
-    let subject = subject.unwrap_or_default();
-    let (roles, expires_at) = match s.users.get(&subject) {
-        Some(u) if u.expires_at > now => (u.roles.clone(), u.expires_at),
-        Some(_) => return Ok(reply(404, json!({"error": {"code": 404}}))),
-        None => match &s.accept_prefix {
-            Some(p) if subject.starts_with(p.as_str()) => {
-                (vec!["member"], now + Duration::from_secs(3600))
-            }
-            _ => return Ok(reply(404, json!({"error": {"code": 404}}))),
-        },
-    };
-    let roles: Vec<Value> = roles
-        .iter()
-        .map(|r| json!({"id": "x", "name": r}))
-        .collect();
-    Ok(reply(
-        200,
-        json!({"token": {
-            "expires_at": iso(expires_at),
-            "user": {"id": "user-1", "name": "alice", "domain": {"id": "default", "name": "Default"}},
-            "project": {"id": "proj-1", "name": "demo", "domain": {"id": "default", "name": "Default"}},
-            "roles": roles,
-        }}),
-    ))
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
+use serde_json::json;
 
 #[tokio::test]
 async fn service_token_is_issued_once_and_reused() {
@@ -306,16 +75,46 @@ async fn invalid_and_missing_tokens_are_refused() {
     );
     assert_eq!(auth.authenticate(None).await, Err(AuthError::Missing));
     assert_eq!(auth.authenticate(Some("")).await, Err(AuthError::Missing));
-    // Invalid tokens are not cached (keystonemiddleware 13 caches only valid ones).
+    // A refused token is remembered for a moment: Keystone is not asked again.
     assert_eq!(
         auth.authenticate(Some("no-such-token")).await,
         Err(AuthError::Invalid)
     );
-    assert_eq!(mock.counts(), (1, 2));
-    assert_eq!(auth.cache_len(), 0);
+    assert_eq!(mock.counts(), (1, 1));
+    assert_eq!(auth.cache_len(), 1);
     assert_eq!(
         auth.www_authenticate(),
         "Keystone uri=\"https://keystone.example.com\""
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_is_asked_again_after_a_while_and_never_evicts_valid_ones() {
+    let mock = Mock::start().await;
+    mock.add_user("tok-a", vec!["member"], HOUR);
+    let auth = mock.auth("token_cache_time = 1\n").with_cache_capacity(2);
+    auth.authenticate(Some("tok-a")).await.unwrap();
+    for n in 0..5 {
+        let bogus = format!("bogus-{n}");
+        assert_eq!(
+            auth.authenticate(Some(&bogus)).await,
+            Err(AuthError::Invalid)
+        );
+    }
+    assert_eq!(mock.counts(), (1, 6));
+    // The valid token is still cached; the refused ones are held to their own cap.
+    auth.authenticate(Some("tok-a")).await.unwrap();
+    assert_eq!(mock.counts(), (1, 6));
+    assert_eq!(auth.cache_len(), 3);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        auth.authenticate(Some("bogus-4")).await,
+        Err(AuthError::Invalid)
+    );
+    assert_eq!(
+        mock.counts(),
+        (1, 7),
+        "asked again once token_cache_time has passed"
     );
 }
 
@@ -475,11 +274,20 @@ async fn many_distinct_tokens_keep_the_cache_at_its_cap() {
         assert!(auth.cache_len() <= 50);
     }
     assert_eq!(auth.cache_len(), 50);
-    // Bogus tokens are not cached at all.
+    // Bogus tokens are remembered in a cache of their own, with the same cap, and do not
+    // push the valid ones out.
     for i in 0..300 {
         let _ = auth.authenticate(Some(&format!("bogus-{i}"))).await;
+        assert!(auth.cache_len() <= 100);
     }
-    assert_eq!(auth.cache_len(), 50);
+    assert_eq!(auth.cache_len(), 100);
+    let asked = mock.counts();
+    auth.authenticate(Some("ok-299")).await.unwrap();
+    assert_eq!(
+        mock.counts(),
+        asked,
+        "the newest valid token is still cached"
+    );
 }
 
 #[test]

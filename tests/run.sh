@@ -72,7 +72,7 @@ trap stop_servers EXIT
 
 # Runs the test targets that use a catalogue on the backend $1 (mysql, postgresql).
 tests_on() {
-  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage centralized_cache
+  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage centralized_cache keystone_api
 }
 
 # Runs the test suite, or only the named test targets.
@@ -94,7 +94,7 @@ crds_fresh() {
 
 kustomize_renders() {
   local dir
-  for dir in config/default samples/base samples/image-cache samples/ceph-s3; do
+  for dir in config/default samples/base samples/image-cache samples/ceph-s3 samples/keystone; do
     kubectl kustomize "${dir}" >/dev/null || return 1
   done
 }
@@ -102,7 +102,7 @@ kustomize_renders() {
 linters() {
   .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/*.sh \
     tests/acceptance/glanceclient.sh tests/e2e/kind.sh tests/db/servers.sh \
-    tests/lib/daemons.sh tests/s3/rgw.sh \
+    tests/lib/daemons.sh tests/s3/rgw.sh tests/keystone/keystone.sh tests/keystone/compare.sh \
     tests/compat/shared_database.sh tests/compat/shared_s3.sh tests/compat/common.sh \
     && .venv/bin/hadolint Dockerfile \
     && .venv/bin/actionlint .github/workflows/*.yml
@@ -123,6 +123,7 @@ step "tests on MariaDB" tests_on mysql
 step "tests on PostgreSQL" tests_on postgresql
 step "upstream Glance 33 and glance-api on one database and store" tests/compat/shared_database.sh
 step "upstream Glance 33 and glance-api on one database and S3 bucket" tests/compat/shared_s3.sh
+step "upstream Glance 33 and glance-api behind one Keystone" tests/keystone/compare.sh
 step "acceptance: python-glanceclient" tests/acceptance/glanceclient.sh
 step "crds drift" crds_fresh
 step "kustomize renders" kustomize_renders

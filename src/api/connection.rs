@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 use tracing::debug;
 
+use super::access;
 use super::data::{self, Prepared, Source};
 use super::sendfile;
 use super::state::AppState;
@@ -52,6 +53,8 @@ pub enum Head {
         id: String,
         /// The Range header's value.
         range: Option<String>,
+        /// The X-Auth-Token (or X-Storage-Token) header's value.
+        token: Option<String>,
         /// The client asked to close the connection after this answer.
         close: bool,
     },
@@ -85,19 +88,26 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
     if method == "CONNECT" {
         return Some(Head::Other);
     }
-    // The first Range header, read as the router reads it (HeaderMap::get, to_str).
     let mut range: Option<Option<String>> = None;
+    let mut token: Option<Option<String>> = None;
+    let mut storage_token: Option<Option<String>> = None;
     let mut close = false;
     let mut body: Option<u64> = None;
     for h in request.headers.iter() {
         let value = std::str::from_utf8(h.value).ok();
         let name = h.name;
+        // Each first header, read as the router reads it (HeaderMap::get, to_str).
+        let read = || {
+            HeaderValue::from_bytes(h.value)
+                .ok()
+                .and_then(|v| v.to_str().ok().map(str::to_owned))
+        };
         if name.eq_ignore_ascii_case("range") {
-            range.get_or_insert_with(|| {
-                HeaderValue::from_bytes(h.value)
-                    .ok()
-                    .and_then(|v| v.to_str().ok().map(str::to_owned))
-            });
+            range.get_or_insert_with(read);
+        } else if name.eq_ignore_ascii_case("x-auth-token") {
+            token.get_or_insert_with(read);
+        } else if name.eq_ignore_ascii_case("x-storage-token") {
+            storage_token.get_or_insert_with(read);
         } else if name.eq_ignore_ascii_case("connection") {
             close |= value.is_some_and(|v| {
                 v.split(',')
@@ -134,6 +144,7 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
             len,
             id: id.to_owned(),
             range: range.flatten(),
+            token: token.or(storage_token).flatten(),
             close,
         },
         _ => Head::Sized { len, body, close },
@@ -180,8 +191,9 @@ pub async fn serve(
                 len,
                 id,
                 range,
+                token,
                 close,
-            } => match data::prepare(&state, &id, range.as_deref()).await {
+            } => match prepare_cached(&state, &id, range.as_deref(), token.as_deref()).await {
                 Ok(
                     prepared @ Prepared {
                         source: Source::Cache(_),
@@ -218,6 +230,18 @@ pub async fn serve(
         }
     }
     with_hyper(stream, buffered, u64::MAX, router, &mut stop).await;
+}
+
+/// Authenticates a download and decides it ([`data::prepare`]). A refused token is
+/// hyper's to answer, with the same middleware as every other request.
+async fn prepare_cached(
+    state: &Arc<AppState>,
+    id: &str,
+    range: Option<&str>,
+    token: Option<&str>,
+) -> Result<Prepared, ()> {
+    let caller = access::caller(state, token).await.map_err(drop)?;
+    data::prepare(state, &caller, id, range).await.map_err(drop)
 }
 
 /// Completes when the server stops (at once if it already has).
@@ -513,8 +537,32 @@ mod tests {
             len,
             id: "abc".to_owned(),
             range: range.map(str::to_owned),
+            token: None,
             close,
         })
+    }
+
+    #[test]
+    fn a_downloads_token_is_read_like_keystonemiddleware_reads_it() {
+        let token = |head: &[u8]| match parse_head(head) {
+            Some(Head::Download { token, .. }) => token,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            token(
+                b"GET /v2/images/abc/file HTTP/1.1\r\nX-Auth-Token: t1\r\nx-auth-token: t2\r\n\r\n"
+            ),
+            Some("t1".to_owned())
+        );
+        assert_eq!(
+            token(b"GET /v2/images/abc/file HTTP/1.1\r\nX-Storage-Token: s\r\nX-Auth-Token: a\r\n\r\n"),
+            Some("a".to_owned())
+        );
+        assert_eq!(
+            token(b"GET /v2/images/abc/file HTTP/1.1\r\nX-Storage-Token: s\r\n\r\n"),
+            Some("s".to_owned())
+        );
+        assert_eq!(token(b"GET /v2/images/abc/file HTTP/1.1\r\n\r\n"), None);
     }
 
     #[test]

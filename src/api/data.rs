@@ -6,13 +6,14 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::access::{Caller, permit};
 use super::error::ApiError;
 use super::images::path_id;
 use super::state::{AppState, blocking};
@@ -32,12 +33,13 @@ pub const CHUNK: usize = 1 << 20;
 /// `enabled_backends`), else the default one.
 pub async fn upload(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let claimed = match target_store(&state, &headers) {
-        Ok(store) => claim(&state, &raw, &headers)
+        Ok(store) => claim(&state, &caller, &raw, &headers)
             .await
             .map(|(id, expected)| (id, store, expected)),
         Err(e) => Err(e),
@@ -122,10 +124,19 @@ fn missing_formats(image: &Image) -> Option<String> {
 /// is to be inspected against, read once the image is saving.
 async fn claim(
     state: &Shared,
+    caller: &Caller,
     raw: &str,
     headers: &HeaderMap,
 ) -> Result<(crate::cache::ImageId, Option<Expected>), ApiError> {
     let id = path_id(raw)?;
+    if caller.is_checked() {
+        let image = state
+            .db
+            .get_row(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
+        permit(state, caller, "upload_image", &image).await?;
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -384,13 +395,19 @@ pub struct Prepared {
 
 /// Decides a GET of image `raw` with an optional Range header value. It looks the image
 /// up and, when the cache holds it, opens the cached copy and counts a hit.
-pub async fn prepare(state: &Shared, raw: &str, range: Option<&str>) -> Result<Prepared, ApiError> {
+pub async fn prepare(
+    state: &Shared,
+    caller: &Caller,
+    raw: &str,
+    range: Option<&str>,
+) -> Result<Prepared, ApiError> {
     let id = path_id(raw)?;
     let image = state
         .db
         .get_row(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
+    permit(state, caller, "download_image", &image).await?;
     let state = state.clone();
     let range = range.map(str::to_owned);
     let runtime = tokio::runtime::Handle::current();
@@ -516,11 +533,14 @@ impl Prepared {
 /// GET /v2/images/{id}/file
 pub async fn download(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    Ok(prepare(&state, &raw, range).await?.into_response(state))
+    Ok(prepare(&state, &caller, &raw, range)
+        .await?
+        .into_response(state))
 }
 
 /// Streams the `span` of `source` into `tx`. A full read (200) from the store fills the

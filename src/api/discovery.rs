@@ -113,6 +113,38 @@ pub async fn schema_image() -> Json<Value> {
     Json(image_schema())
 }
 
+/// The schema of one image member (upstream's `member` schema).
+pub fn member_schema() -> Value {
+    json!({
+        "name": "member",
+        "properties": {
+            "member_id": {"type": "string", "description": "An identifier for the image member (tenantId)"},
+            "image_id": {"type": "string", "description": "An identifier for the image", "pattern": "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"},
+            "created_at": {"type": "string", "description": "Date and time of image member creation"},
+            "updated_at": {"type": "string", "description": "Date and time of last modification of image member"},
+            "status": {"type": "string", "description": "The status of this image member", "enum": ["pending", "accepted", "rejected"]},
+            "schema": {"readOnly": true, "type": "string"},
+        },
+    })
+}
+
+/// GET /v2/schemas/member
+pub async fn schema_member() -> Json<Value> {
+    Json(member_schema())
+}
+
+/// GET /v2/schemas/members
+pub async fn schema_members() -> Json<Value> {
+    Json(json!({
+        "name": "members",
+        "properties": {
+            "members": {"type": "array", "items": member_schema()},
+            "schema": {"type": "string"},
+        },
+        "links": [{"rel": "describedby", "href": "{schema}"}],
+    }))
+}
+
 /// GET /v2/schemas/images
 pub async fn schema_images() -> Json<Value> {
     Json(json!({

@@ -5,16 +5,19 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use tracing::warn;
 
+use super::access::{
+    Caller, authorize, authorize_image, forbidden, image_target, permit, proposed_target,
+};
 use super::error::ApiError;
 use super::state::{AppState, blocking};
 use crate::cache::ImageId;
-use crate::db::{Image, ListQuery, SortDir, SortKey, now};
+use crate::db::{Image, ListQuery, SortDir, SortKey, Viewer, now};
 
 type Shared = Arc<AppState>;
 
@@ -96,13 +99,6 @@ fn not_found(id: &str) -> ApiError {
 /// Parses an ID from the URL; anything that is not a UUID is an unknown image.
 pub fn path_id(raw: &str) -> Result<ImageId, ApiError> {
     ImageId::parse(raw).map_err(|_| not_found(raw))
-}
-
-fn forbidden(message: String) -> ApiError {
-    ApiError {
-        status: StatusCode::FORBIDDEN,
-        message,
-    }
 }
 
 fn conflict(message: String) -> ApiError {
@@ -213,6 +209,7 @@ fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<
 /// POST /v2/images
 pub async fn create(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let fields: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
@@ -226,11 +223,13 @@ pub async fn create(
         None => ImageId::random(),
     };
     let mut image = Image::new(id, &now());
+    image.owner = caller.project().map(str::to_owned);
     for (key, value) in &fields {
         if key != "id" {
             set_attribute(&mut image, key, Some(value))?;
         }
     }
+    authorize_create(&state, &caller, &image, fields.contains_key("visibility"))?;
     if !state.db.insert(&image).await? {
         return Err(conflict(format!(
             "Image with identifier {} already exists!",
@@ -240,28 +239,74 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(image_json(&image))))
 }
 
+/// upstream's `add_image` check: a refusal for another project's image says so; then
+/// `publicize_image` or `communitize_image` for a public or community one.
+fn authorize_create(
+    state: &AppState,
+    caller: &Caller,
+    image: &Image,
+    visibility_given: bool,
+) -> Result<(), ApiError> {
+    let visibility = visibility_given.then_some(image.visibility.as_str());
+    let target = proposed_target(image.owner.as_deref(), visibility);
+    if let Err(e) = authorize(state, caller, "add_image", &target) {
+        return Err(match image.owner.as_deref() {
+            owner if caller.project().is_some() && caller.project() != owner => forbidden(format!(
+                "You are not permitted to create images owned by '{}'",
+                owner.unwrap_or("None")
+            )),
+            _ => e,
+        });
+    }
+    authorize_visibility(state, caller, &image.visibility, &target)
+}
+
+/// Making an image public or community needs its own rule (upstream's
+/// `_enforce_image_visibility`).
+fn authorize_visibility(
+    state: &AppState,
+    caller: &Caller,
+    visibility: &str,
+    target: &crate::policy::Target,
+) -> Result<(), ApiError> {
+    match visibility {
+        "public" => authorize(state, caller, "publicize_image", target),
+        "community" => authorize(state, caller, "communitize_image", target),
+        _ => Ok(()),
+    }
+}
+
+/// An image the caller may see and act on with `action`, or 404/403 as upstream answers.
+async fn image_for(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    action: &str,
+) -> Result<Image, ApiError> {
+    let id = path_id(raw)?;
+    let image = state.db.get(&id).await?.ok_or_else(|| not_found(raw))?;
+    permit(state, caller, action, &image).await?;
+    Ok(image)
+}
+
 /// GET /v2/images/{id}
 pub async fn show(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = path_id(&raw)?;
-    state
-        .db
-        .get(&id)
-        .await?
-        .map(|i| Json(image_json(&i)))
-        .ok_or_else(|| not_found(&raw))
+    let image = image_for(&state, &caller, &raw, "get_image").await?;
+    Ok(Json(image_json(&image)))
 }
 
 /// PATCH /v2/images/{id} (application/openstack-images-v2.1-json-patch)
 pub async fn update(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let id = path_id(&raw)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -278,7 +323,8 @@ pub async fn update(
     }
     let ops: Vec<Map<String, Value>> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("A JSON patch is a list of operations: {e}")))?;
-    let mut image = state.db.get(&id).await?.ok_or_else(|| not_found(&raw))?;
+    let mut image = image_for(&state, &caller, &raw, "get_image").await?;
+    let target = image_target(&image, &caller);
     {
         for op in &ops {
             let name = op.get("op").and_then(Value::as_str).unwrap_or("");
@@ -292,6 +338,15 @@ pub async fn update(
                     ))
                 })?;
             let key = key.replace("~1", "/").replace("~0", "~");
+            if key == "owner" && name != "remove" && !caller.is_admin() {
+                return Err(forbidden("Owner can't be updated by non admin.".to_owned()));
+            }
+            if key == "visibility"
+                && let Some(Value::String(v)) = op.get("value")
+            {
+                authorize_visibility(&state, &caller, v, &target)?;
+            }
+            authorize_image(&state, &caller, "modify_image", &image)?;
             match name {
                 "add" | "replace" => {
                     let value = op.get("value").ok_or_else(|| {
@@ -316,8 +371,11 @@ pub async fn update(
             }
         }
     }
-    image.updated_at = now();
-    save(&state, &image, &raw).await?;
+    // As upstream, an empty patch changes nothing, not even updated_at.
+    if !ops.is_empty() {
+        image.updated_at = now();
+        save(&state, &image, &raw).await?;
+    }
     Ok(Json(image_json(&image)))
 }
 
@@ -355,6 +413,7 @@ fn is_core(key: &str) -> bool {
 /// DELETE /v2/images/{id}: the record, its data, and its cached copy.
 pub async fn delete(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(&raw)?;
@@ -363,6 +422,7 @@ pub async fn delete(
         .get_row(&id)
         .await?
         .ok_or_else(|| not_found(&raw))?;
+    permit(&state, &caller, "delete_image", &image).await?;
     if image.protected {
         return Err(forbidden(format!(
             "Image {id} is protected and cannot be deleted."
@@ -392,9 +452,10 @@ pub async fn delete(
 /// PUT /v2/images/{id}/tags/{tag}
 pub async fn add_tag(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path((raw, tag)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    edit_tags(state, raw, move |tags| {
+    edit_tags(state, caller, raw, move |tags| {
         tags.insert(tag);
         Ok(())
     })
@@ -404,9 +465,10 @@ pub async fn add_tag(
 /// DELETE /v2/images/{id}/tags/{tag}
 pub async fn remove_tag(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path((raw, tag)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    edit_tags(state, raw, move |tags| {
+    edit_tags(state, caller, raw, move |tags| {
         if tags.remove(&tag) {
             Ok(())
         } else {
@@ -418,11 +480,11 @@ pub async fn remove_tag(
 
 async fn edit_tags(
     state: Shared,
+    caller: Caller,
     raw: String,
     edit: impl FnOnce(&mut std::collections::BTreeSet<String>) -> Result<(), ApiError> + Send + 'static,
 ) -> Result<StatusCode, ApiError> {
-    let id = path_id(&raw)?;
-    let mut image = state.db.get(&id).await?.ok_or_else(|| not_found(&raw))?;
+    let mut image = image_for(&state, &caller, &raw, "modify_image").await?;
     edit(&mut image.tags)?;
     image.updated_at = now();
     save(&state, &image, &raw).await?;
@@ -455,13 +517,21 @@ const NOT_PROPERTY_FILTERS: &[&str] = &[
 /// GET /v2/images
 pub async fn list(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
+    authorize(
+        &state,
+        &caller,
+        "get_images",
+        &proposed_target(caller.project(), None),
+    )?;
     let mut query = ListQuery::new(state.settings.limit_default);
     let mut first: HashMap<&str, &str> = HashMap::new();
     for (k, v) in &params {
         first.entry(k.as_str()).or_insert(v.as_str());
     }
+    scope(&mut query, &caller, &first)?;
     if let Some(limit) = first.get("limit") {
         let limit: usize = limit.parse().map_err(|_| {
             ApiError::bad_request(format!("limit: {limit:?} is not a non-negative integer"))
@@ -484,6 +554,7 @@ pub async fn list(
             }
             "os_hidden" => query.include_hidden = v == "true",
             "protected" => query.flags.push(("protected", v == "true")),
+            "visibility" if v == "all" => {}
             key => {
                 if let Some((_, column)) = FILTER_COLUMNS.iter().find(|(name, _)| *name == key) {
                     query.columns.push((column, v.clone()));
@@ -513,7 +584,11 @@ pub async fn list(
                 .await?
                 .ok_or_else(|| ApiError::bad_request(format!("marker {marker} not found")))?;
         }
-        let (images, more) = db.list(&query).await?;
+        let (mut images, more) = db.list(&query).await?;
+        // As upstream, a listed image the caller may not get_image is left out.
+        if caller.is_checked() {
+            images.retain(|image| authorize_image(&state, &caller, "get_image", image).is_ok());
+        }
         let mut body = json!({
             "images": images.iter().map(image_json).collect::<Vec<_>>(),
             "schema": "/v2/schemas/images",
@@ -535,6 +610,43 @@ pub async fn list(
         }
         Ok(Json(body))
     }
+}
+
+/// Which images a listing may show the caller (upstream's `image_get_all`): everything
+/// to an administrator; to others public, community, their own, and shared images their
+/// project is a member of (`member_status`, default `accepted`). Without a `visibility`
+/// filter, other projects' community images are left out for everyone with a token.
+fn scope(
+    query: &mut ListQuery,
+    caller: &Caller,
+    first: &HashMap<&str, &str>,
+) -> Result<(), ApiError> {
+    if let Some(v) = first.get("visibility")
+        && !matches!(*v, "public" | "private" | "shared" | "community" | "all")
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid visibility value: {v}"
+        )));
+    }
+    let member_status = match first.get("member_status").copied().unwrap_or("accepted") {
+        "all" => None,
+        s @ ("accepted" | "pending" | "rejected") => Some(s.to_owned()),
+        s => return Err(ApiError::bad_request(format!("Invalid status value: {s}"))),
+    };
+    if !caller.is_checked() {
+        return Ok(());
+    }
+    let viewer = Viewer {
+        project: caller.project().map(str::to_owned),
+        member_status,
+    };
+    if !first.contains_key("visibility") {
+        query.hide_others_community = Some(viewer.clone());
+    }
+    if !caller.is_admin() {
+        query.viewer = Some(viewer);
+    }
+    Ok(())
 }
 
 /// The `first` link as upstream builds it: the request's parameters but the marker, one

@@ -1,12 +1,14 @@
 //! glance-api: the OpenStack Image API v2 subset that python-glanceclient and openstacksdk
 //! use, with the transparent local image cache and its management API.
 
+pub mod access;
 pub mod cache_api;
 pub mod connection;
 pub mod data;
 pub mod discovery;
 pub mod error;
 pub mod images;
+pub mod members;
 pub mod sendfile;
 pub mod server;
 pub mod settings;

@@ -15,10 +15,11 @@ use super::cache_api::{self, CacheApi};
 use super::error::ApiError;
 use super::settings::ApiSettings;
 use super::state::{AppState, DbCatalog};
-use super::{connection, data, discovery, images};
+use super::{access, connection, data, discovery, images, members};
 use crate::cache::{Cache, CacheError, CentralDb, DriverKind, ImageId};
 use crate::conf::{CacheOptions, ConfError};
 use crate::db::{Db, DbError};
+use crate::keystone::AuthToken;
 use crate::store::{Span, StoreError, Stores};
 use crate::tools::prefetch::{ImageSource, Lookup, prefetch};
 
@@ -71,11 +72,18 @@ pub async fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeEr
         }
         None => None,
     };
+    let auth = match &settings.keystone {
+        Some(options) => Some(Arc::new(AuthToken::new(options.clone())?)),
+        None => None,
+    };
+    let policy = settings.policy.clone();
     Ok(Arc::new(AppState {
         db,
         stores,
         cache,
         settings,
+        auth,
+        policy,
     }))
 }
 
@@ -114,6 +122,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthcheck", get(discovery::healthcheck))
         .route("/v2/schemas/image", get(discovery::schema_image))
         .route("/v2/schemas/images", get(discovery::schema_images))
+        .route("/v2/schemas/member", get(discovery::schema_member))
+        .route("/v2/schemas/members", get(discovery::schema_members))
         .route("/v2/info/stores", get(discovery::stores))
         .route("/v2/images", get(images::list).post(images::create))
         .route(
@@ -130,11 +140,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/images/{id}/tags/{tag}",
             put(images::add_tag).delete(images::remove_tag),
         )
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(members::router(state.clone()));
     if state.settings.cache_management
         && let Some(cache) = &state.cache
     {
-        router = router.merge(cache_api::router(cache.clone()));
+        router = router.merge(cache_api::router(cache.clone()).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), access::cache_policy),
+        ));
     }
     router
         .fallback(|| async {
@@ -143,6 +156,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 message: "The resource could not be found.".to_owned(),
             }
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            access::authenticate,
+        ))
         .layer(axum::middleware::from_fn(super::error::negotiate))
 }
 

@@ -7,6 +7,8 @@ use thiserror::Error;
 
 use crate::conf::{CacheOptions, ConfError, Config, DEFAULT_SECTION};
 use crate::db::{DbError, DbOptions};
+use crate::keystone::AuthTokenOptions;
+use crate::policy::{Policy, PolicyError};
 use crate::store::StoreConfig;
 
 /// Configuration used when glance-api is started without --config-file/--config-dir:
@@ -47,14 +49,12 @@ pub enum SettingsError {
     /// bind_port out of range.
     #[error("[DEFAULT] bind_port = {0} is not a TCP port")]
     BindPort(u64),
-    /// A Keystone flavor was asked for.
-    #[error(
-        "[paste_deploy] flavor = {0:?} needs Keystone authentication, which this glance-api does not provide; refusing to start rather than serve without authentication (use flavor = cachemanagement, caching or none on a trusted network)"
-    )]
-    Keystone(String),
+    /// `[oslo_policy] policy_file`.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// An unknown flavor.
     #[error(
-        "[paste_deploy] flavor = {0:?} is unknown (use cachemanagement, caching, or leave it empty)"
+        "[paste_deploy] flavor = {0:?} is unknown (use keystone, keystone+caching, keystone+cachemanagement, or without Keystone on a trusted network cachemanagement, caching, or leave it empty)"
     )]
     Flavor(String),
 }
@@ -76,6 +76,14 @@ pub struct ApiSettings {
     pub limit_default: usize,
     /// Largest page size (api_limit_max).
     pub limit_max: usize,
+    /// `[keystone_authtoken]`, with a keystone flavor: every request but the version
+    /// documents and the health check needs a valid token. None serves everyone as an
+    /// administrator, as upstream's unauthenticated flavors do.
+    pub keystone: Option<AuthTokenOptions>,
+    /// The policies: Glance's defaults and `[oslo_policy] policy_file`.
+    pub policy: Policy,
+    /// `image_member_quota`: members an image may have (negative: unlimited).
+    pub image_member_quota: i64,
 }
 
 impl ApiSettings {
@@ -92,12 +100,22 @@ impl ApiSettings {
             .get_str("paste_deploy", "flavor", "")
             .trim()
             .to_owned();
-        let (caching, cache_management) = match flavor.as_str() {
-            "" => (false, false),
+        // keystone[+caching|+cachemanagement], or one of the pipelines without Keystone.
+        let (keystone, pipeline) = match flavor.strip_prefix("keystone+") {
+            Some(rest) => (true, rest),
+            None if flavor == "keystone" => (true, ""),
+            None => (false, flavor.as_str()),
+        };
+        let (caching, cache_management) = match pipeline {
+            "" if !flavor.ends_with('+') => (false, false),
             "caching" => (true, false),
             "cachemanagement" => (true, true),
-            f if f.contains("keystone") => return Err(SettingsError::Keystone(flavor)),
             _ => return Err(SettingsError::Flavor(flavor)),
+        };
+        let keystone = if keystone {
+            Some(AuthTokenOptions::from_config(config)?)
+        } else {
+            None
         };
         let cache_options = CacheOptions::from_config(config)?;
         let cache = (caching && cache_options.image_cache_dir.is_some()).then_some(cache_options);
@@ -118,8 +136,23 @@ impl ApiSettings {
             limit_max: usize::try_from(config.get_u64(DEFAULT_SECTION, "api_limit_max", 1000)?)
                 .unwrap_or(1000)
                 .max(1),
+            keystone,
+            policy: Policy::from_config(config)?,
+            image_member_quota: member_quota(config)?,
         })
     }
+}
+
+/// `image_member_quota` (default 128; negative for no limit).
+fn member_quota(config: &Config) -> Result<i64, ConfError> {
+    let raw = config.get_str(DEFAULT_SECTION, "image_member_quota", "128");
+    raw.trim().parse().map_err(|_| {
+        config.invalid(
+            DEFAULT_SECTION,
+            "image_member_quota",
+            "expected an integer (negative for no limit)",
+        )
+    })
 }
 
 /// The default backend's name: `[glance_store] default_backend` with multiple stores,

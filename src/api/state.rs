@@ -7,6 +7,8 @@ use super::error::ApiError;
 use super::settings::ApiSettings;
 use crate::cache::ImageId;
 use crate::db::Db;
+use crate::keystone::AuthToken;
+use crate::policy::Policy;
 use crate::store::{Reader, Span, StoreError, Stores};
 
 /// Shared state of the server.
@@ -19,6 +21,10 @@ pub struct AppState {
     pub cache: Option<Arc<CacheApi>>,
     /// Settings.
     pub settings: ApiSettings,
+    /// Keystone's token validation, with a keystone flavor.
+    pub auth: Option<Arc<AuthToken>>,
+    /// Glance's policies (defaults and `[oslo_policy] policy_file`).
+    pub policy: Policy,
 }
 
 /// The database as the cache API sees it. The cache API asks from its blocking threads,

@@ -158,6 +158,8 @@ struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     sections: BTreeMap<String, BTreeMap<String, Entry>>,
+    /// The files read, in load order.
+    files: Vec<PathBuf>,
 }
 
 /// oslo's group name normalization: `DEFAULT` stays, anything else is lowercased.
@@ -222,7 +224,9 @@ impl Config {
                 line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
             }
         })?;
-        Config::from_str(&path.display().to_string(), &text)
+        let mut config = Config::from_str(&path.display().to_string(), &text)?;
+        config.files.push(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses INI `text`; `name` stands for the file in errors and [`Config::source_of`].
@@ -248,6 +252,14 @@ impl Config {
         for (section, entries) in later.sections {
             self.sections.entry(section).or_default().extend(entries);
         }
+        self.files.extend(later.files);
+    }
+
+    /// The configuration files read, in load order. oslo.config looks for files that
+    /// other options name by a relative path (`[oslo_policy] policy_file`) in their
+    /// directories.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     fn entry(&self, section: &str, key: &str) -> Option<&Entry> {

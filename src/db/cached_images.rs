@@ -16,6 +16,7 @@ use k8s_openapi::jiff::tz::TimeZone;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::query::Value;
 use super::records::statement;
 use super::url::Backend;
 use super::{Db, DbError};
@@ -188,29 +189,14 @@ impl Db {
     /// Begins a transaction holding node `node`'s lock: its `node_reference` row, locked
     /// for update (on SQLite, the database's write lock, taken at once).
     pub async fn lock_node(&self, node: i64) -> Result<NodeTx<'_>, DbError> {
-        let d = self.dialect();
-        let begun = match self.backend() {
-            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await,
-            _ => self.pool().begin().await,
-        };
-        let mut tx = begun.map_err(|e| self.error(e))?;
-        let locked = match self.backend() {
-            Backend::Sqlite => statement(d.sql(
-                "UPDATE node_reference SET node_reference_url = node_reference_url WHERE node_reference_id = ?",
-            ))
-            .bind(node)
-            .execute(&mut *tx)
-            .await
-            .map(|r| r.rows_affected() > 0),
-            _ => statement(d.sql(
-                "SELECT node_reference_id FROM node_reference WHERE node_reference_id = ? FOR UPDATE",
-            ))
-            .bind(node)
-            .fetch_optional(&mut *tx)
-            .await
-            .map(|r| r.is_some()),
-        }
-        .map_err(|e| self.error(e))?;
+        let (tx, locked) = self
+            .begin_locked(
+                "node_reference",
+                "node_reference_url",
+                "node_reference_id",
+                Value::Int(node),
+            )
+            .await?;
         if !locked {
             return Err(DbError::Sql(format!(
                 "node_reference {node} is gone from the database"

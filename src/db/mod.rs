@@ -10,6 +10,7 @@
 pub mod cached_images;
 mod dialect;
 pub mod manage;
+pub mod members;
 pub mod options;
 mod query;
 mod records;
@@ -24,7 +25,7 @@ use thiserror::Error;
 
 pub use dialect::Dialect;
 pub use options::DbOptions;
-pub use query::{ListQuery, SortDir, SortKey};
+pub use query::{ListQuery, SortDir, SortKey, Viewer};
 pub use records::Activation;
 pub use url::{Backend, DbUrl, UrlError};
 

@@ -124,6 +124,23 @@ pub struct ListQuery {
     pub limit: usize,
     /// Rows to skip (from the marker).
     pub offset: usize,
+    /// Whose listing it is; None lists every image (an administrator, or glance-api
+    /// without Keystone).
+    pub viewer: Option<Viewer>,
+    /// Leave out `community` images of other projects, as upstream does when the listing
+    /// names no visibility.
+    pub hide_others_community: Option<Viewer>,
+}
+
+/// A project listing images as upstream Glance's regular users do: public and community
+/// images, its own, and shared ones it is a member of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    /// The caller's project; None for a token without one.
+    pub project: Option<String>,
+    /// Only memberships with this status count (the API's `member_status`, default
+    /// `accepted`); None counts every status (`all`).
+    pub member_status: Option<String>,
 }
 
 /// A bound SQL value.
@@ -135,6 +152,28 @@ pub enum Value {
     Int(i64),
     /// Boolean.
     Bool(bool),
+}
+
+impl Viewer {
+    /// The images this viewer lists (upstream's `_select_images_query` for a regular
+    /// user): public or community, owned by its project, or shared with its project.
+    fn visible_clause(&self, values: &mut Vec<Value>) -> String {
+        let mut member = "m.image_id = images.id AND m.deleted = false".to_owned();
+        let mut own = String::new();
+        if let Some(project) = &self.project {
+            values.push(Value::Text(project.clone()));
+            own = " OR images.owner = ?".to_owned();
+            values.push(Value::Text(project.clone()));
+            member.push_str(" AND m.member = ?");
+            if let Some(status) = &self.member_status {
+                values.push(Value::Text(status.clone()));
+                member.push_str(" AND m.status = ?");
+            }
+        }
+        format!(
+            "(images.visibility IN ('public', 'community'){own} OR (images.visibility = 'shared' AND EXISTS (SELECT 1 FROM image_members m WHERE {member})))"
+        )
+    }
 }
 
 impl ListQuery {
@@ -151,6 +190,8 @@ impl ListQuery {
             sort: vec![(SortKey::CreatedAt, SortDir::Desc)],
             limit,
             offset: 0,
+            viewer: None,
+            hide_others_community: None,
         }
     }
 
@@ -194,6 +235,18 @@ impl ListQuery {
         }
         if !self.include_hidden {
             clauses.push("images.os_hidden = false".to_owned());
+        }
+        if let Some(viewer) = &self.viewer {
+            clauses.push(viewer.visible_clause(values));
+        }
+        if let Some(viewer) = &self.hide_others_community {
+            clauses.push(match &viewer.project {
+                Some(project) => {
+                    values.push(Value::Text(project.clone()));
+                    "(images.visibility <> 'community' OR images.owner = ?)".to_owned()
+                }
+                None => "images.visibility <> 'community'".to_owned(),
+            });
         }
         format!(" WHERE {}", clauses.join(" AND "))
     }

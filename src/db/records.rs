@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
+
+use super::url::Backend;
 
 use super::query::Value;
 use super::{Db, DbError, Image, ListQuery, db_time, now};
@@ -57,6 +59,42 @@ fn bind_all<'q>(mut q: AnyQuery<'q>, values: &'q [Value]) -> AnyQuery<'q> {
 }
 
 impl Db {
+    /// Begins a transaction holding the write lock of the row of `table` whose `key` is
+    /// `value`, and tells whether there is such a row: on SQLite the database's write lock,
+    /// taken at once; elsewhere the row, locked for update. `column` is any column of it.
+    pub(super) async fn begin_locked(
+        &self,
+        table: &str,
+        column: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(Transaction<'static, Any>, bool), DbError> {
+        let d = self.dialect();
+        let sqlite = self.backend() == Backend::Sqlite;
+        let begun = if sqlite {
+            self.pool().begin_with("BEGIN IMMEDIATE").await
+        } else {
+            self.pool().begin().await
+        };
+        let mut tx = begun.map_err(|e| self.error(e))?;
+        let values = [value];
+        let locked = if sqlite {
+            let sql = format!("UPDATE {table} SET {column} = {column} WHERE {key} = ?");
+            bind_all(statement(d.sql(&sql)), &values)
+                .execute(&mut *tx)
+                .await
+                .map(|r| r.rows_affected() > 0)
+        } else {
+            let sql = format!("SELECT {column} FROM {table} WHERE {key} = ? FOR UPDATE");
+            bind_all(statement(d.sql(&sql)), &values)
+                .fetch_optional(&mut *tx)
+                .await
+                .map(|r| r.is_some())
+        }
+        .map_err(|e| self.error(e))?;
+        Ok((tx, locked))
+    }
+
     fn image_columns(&self) -> String {
         let d = self.dialect();
         format!(

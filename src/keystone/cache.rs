@@ -1,12 +1,12 @@
 //! The in-memory cache of token validations.
 //!
-//! As keystonemiddleware 13 does (`fetch_token` stores only what `verify_token`
-//! returned; `_validate_token` rejects a cached token past its expiry), only *valid*
-//! tokens are cached, each until the earlier of its own expiry and `token_cache_time`
-//! from now; an invalid token is not cached, so every presentation of one is asked of
-//! Keystone. Keys are the SHA-256 of the token, never the token itself. The number of
-//! entries is capped: inserting beyond the cap drops expired entries at the old end,
-//! then the oldest ones.
+//! Valid tokens are cached each until the earlier of its own expiry and
+//! `token_cache_time` from now, as keystonemiddleware does. Unlike keystonemiddleware 13,
+//! which asks Keystone again at every presentation of an invalid token, a token Keystone
+//! refused is remembered briefly ([`INVALID_TTL`]) in a cache of its own, so a flood of
+//! bogus tokens neither reaches Keystone twice per token nor evicts valid ones. Keys are
+//! the SHA-256 of the token, never the token itself. The number of entries is capped:
+//! inserting beyond the cap drops expired entries at the old end, then the oldest ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 
 /// The default entry cap.
 pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// How long a refused token is remembered (at most `token_cache_time`).
+pub const INVALID_TTL: Duration = Duration::from_secs(10);
 
 type Key = [u8; 32];
 

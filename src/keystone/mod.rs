@@ -94,6 +94,8 @@ pub struct AuthToken {
     options: Arc<AuthTokenOptions>,
     client: KeystoneClient,
     cache: TokenCache<Arc<RequestContext>>,
+    /// Tokens Keystone refused, for a short while.
+    refused: TokenCache<()>,
 }
 
 impl AuthToken {
@@ -113,6 +115,7 @@ impl AuthToken {
                 Duration::from_secs(options.token_cache_time),
                 cache::DEFAULT_CAPACITY,
             ),
+            refused: refused_cache(&options, cache::DEFAULT_CAPACITY),
             options,
         })
     }
@@ -120,6 +123,7 @@ impl AuthToken {
     /// The same with a cache of at most `capacity` entries (emptying the cache).
     pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
         self.cache = TokenCache::new(Duration::from_secs(self.options.token_cache_time), capacity);
+        self.refused = refused_cache(&self.options, capacity);
         self
     }
 
@@ -128,9 +132,9 @@ impl AuthToken {
         &self.options
     }
 
-    /// The number of cached validations.
+    /// The number of cached validations, valid and refused.
     pub fn cache_len(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.refused.len()
     }
 
     /// The `WWW-Authenticate` value of a 401: `Keystone uri="<www_authenticate_uri>"`
@@ -147,7 +151,10 @@ impl AuthToken {
 
     /// Authenticates a request by its `X-Auth-Token` value (surrounding whitespace is
     /// ignored, as keystonemiddleware strips it).
-    pub async fn authenticate(&self, token: Option<&str>) -> Result<RequestContext, AuthError> {
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+    ) -> Result<Arc<RequestContext>, AuthError> {
         let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
             info!("Rejecting request: no token");
             return Err(AuthError::Missing);
@@ -156,10 +163,14 @@ impl AuthToken {
             info!("Rejecting request: the token is not a valid header value");
             return Err(AuthError::Invalid);
         }
+        if self.refused.get(token).is_some() {
+            info!("Rejecting request: the token was refused a moment ago");
+            return Err(AuthError::Invalid);
+        }
         if let Some(ctx) = self.cache.get(token) {
             if ctx.expires_at > SystemTime::now() {
                 debug!(user_id = %ctx.user_id, "token validated from the cache");
-                return Ok((*ctx).clone());
+                return Ok(ctx);
             }
             self.cache.remove(token);
             info!("Rejecting request: the cached token has expired");
@@ -171,12 +182,14 @@ impl AuthToken {
                     .expires_at
                     .duration_since(SystemTime::now())
                     .unwrap_or_default();
+                let ctx = Arc::new(ctx);
                 self.cache
-                    .insert(token, Arc::new(ctx.clone()), Some(Instant::now() + left));
+                    .insert(token, Arc::clone(&ctx), Some(Instant::now() + left));
                 debug!(user_id = %ctx.user_id, "token validated by Keystone");
                 Ok(ctx)
             }
             Ok(None) => {
+                self.refused.insert(token, (), None);
                 info!("Rejecting request: invalid user token");
                 Err(AuthError::Invalid)
             }
@@ -186,6 +199,13 @@ impl AuthToken {
             }
         }
     }
+}
+
+/// The cache of refused tokens: [`cache::INVALID_TTL`], or `token_cache_time` when
+/// shorter.
+fn refused_cache(options: &AuthTokenOptions, capacity: usize) -> TokenCache<()> {
+    let ttl = Duration::from_secs(options.token_cache_time).min(cache::INVALID_TTL);
+    TokenCache::new(ttl, capacity)
 }
 
 impl std::fmt::Debug for AuthToken {

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod db;
+pub mod keystone;
 pub mod mock;
 pub mod proxy;
 pub mod schema;

@@ -104,29 +104,6 @@ ensure_installed() {
 # --- helpers ----------------------------------------------------------------
 
 
-# Prints the pid from pid file $1 if that process is alive.
-live_pid() {
-  local pid
-  [[ -s "$1" ]] || return 1
-  pid="$(head -n 1 "$1")"
-  [[ "${pid}" =~ ^[0-9]+$ ]] && kill -0 "${pid}" 2>/dev/null || return 1
-  echo "${pid}"
-}
-
-# Waits until no process has pid $1.
-wait_gone() {
-  local pid="$1" deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "${pid}" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      log "pid ${pid} did not stop in ${STOP_TIMEOUT}s; killing it"
-      kill -KILL "${pid}" 2>/dev/null || true
-      sleep 0.5
-      return 0
-    fi
-    sleep 0.1
-  done
-}
-
 # --- MariaDB ----------------------------------------------------------------
 
 mariadb_server_opts() {

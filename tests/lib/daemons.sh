@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shell helpers shared by the scripts that start servers for the tests
-# (tests/db/servers.sh, tests/s3/rgw.sh). Sourced, not run.
+# (tests/db/servers.sh, tests/s3/rgw.sh, tests/keystone/keystone.sh). Sourced, not run.
 
 # Installs Debian packages $@ (apt-get, through sudo unless root), refreshing
 # the package lists only when the first attempt fails.
@@ -35,4 +35,28 @@ EOF
     if ! (exec 3<>"/dev/tcp/127.0.0.1/${p}") 2>/dev/null; then ports+=("${p}"); fi
   done
   echo "${ports[*]}"
+}
+
+# Prints the pid from pid file $1 if that process is alive.
+live_pid() {
+  local pid
+  [[ -s "$1" ]] || return 1
+  pid="$(head -n 1 "$1")"
+  [[ "${pid}" =~ ^[0-9]+$ ]] && kill -0 "${pid}" 2>/dev/null || return 1
+  echo "${pid}"
+}
+
+# Waits until no process has pid $1, at most STOP_TIMEOUT seconds (set by the
+# sourcing script), then kills it; logs with the sourcing script's `log`.
+wait_gone() {
+  local pid="$1" deadline=$((SECONDS + STOP_TIMEOUT))
+  while kill -0 "${pid}" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      log "pid ${pid} did not stop in ${STOP_TIMEOUT}s; killing it"
+      kill -KILL "${pid}" 2>/dev/null || true
+      sleep 0.5
+      return 0
+    fi
+    sleep 0.1
+  done
 }
