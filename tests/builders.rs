@@ -1712,6 +1712,30 @@ fn the_authenticated_condition_says_whether_requests_need_a_token() {
         with.message,
         "Image API requests need a Keystone token, checked with http://keystone-public.openstack.svc:5000/v3 (keystone.authUrl)"
     );
+    // customServiceConfig's flavor is the one glance-api reads: the condition follows it.
+    let mut overridden = seed_with_keystone(minimal_keystone(), true);
+    overridden.custom_config = "[paste_deploy]\nflavor = cachemanagement\n".to_owned();
+    let check = authentication_check(&overridden);
+    assert_eq!(
+        (check.ok, check.reason),
+        (false, "FlavorOverridden"),
+        "{}",
+        check.message
+    );
+    assert!(
+        check.message.contains("\"cachemanagement\""),
+        "{}",
+        check.message
+    );
+    let mut custom = valid("seed.yaml");
+    custom.custom_config = "[paste_deploy]\nflavor = keystone+cachemanagement\n".to_owned();
+    let check = authentication_check(&custom);
+    assert_eq!(
+        (check.ok, check.reason),
+        (true, "CustomConfig"),
+        "{}",
+        check.message
+    );
     // Without spec.keystone: no section, no flavor naming Keystone, no credentials.
     let c = build(&valid("seed.yaml"), &Observed::default());
     let conf = secret_text(&c, RENDERED_KEY);

@@ -322,14 +322,9 @@ fn storage_use(glance: &ValidGlance) -> Result<StorageUse, InvalidSpec> {
     if glance.replicas <= 1 {
         return Ok(StorageUse::Single);
     }
-    // The rendered file has no syntax errors; a malformed customServiceConfig is left
-    // for glance-api to refuse, naming the line.
-    let Ok(mut config) = Config::from_str("00-config.conf", &render_config(glance, None)) else {
+    let Some(config) = effective_config(glance) else {
         return Ok(StorageUse::Shared);
     };
-    if let Ok(custom) = Config::from_str("01-custom.conf", &glance.custom_config) {
-        config.merge(custom);
-    }
     let outside = |dir: &std::path::Path| {
         let climbs = dir
             .components()
@@ -348,6 +343,18 @@ fn storage_use(glance: &ValidGlance) -> Result<StorageUse, InvalidSpec> {
     } else {
         StorageUse::Shared
     })
+}
+
+/// The configuration as glance-api reads it, as far as the operator sees it: the
+/// rendered file, with customServiceConfig over it (its Secrets are not seen here). A
+/// malformed customServiceConfig is left out, for glance-api to refuse naming the line.
+pub fn effective_config(glance: &ValidGlance) -> Option<Config> {
+    // The rendered file has no syntax errors.
+    let mut config = Config::from_str("00-config.conf", &render_config(glance, None)).ok()?;
+    if let Ok(custom) = Config::from_str("01-custom.conf", &glance.custom_config) {
+        config.merge(custom);
+    }
+    Some(config)
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use super::apply::{Applied, CacheApplied, DbSyncOutcome, PvcOutcome, WorkloadOutcome};
 use super::observe::pvc_request;
 use crate::crd::GlanceStatus;
-use crate::crd::validate::{Size, StorageUse, ValidGlance};
+use crate::crd::validate::{Size, StorageUse, ValidGlance, effective_config};
 use crate::resources::service::api_endpoint;
 
 /// Condition types, in the order they appear in status.
@@ -137,12 +137,19 @@ pub fn applied_checks(
     checks
 }
 
-/// Whether the Image API authenticates requests: True (reason `Keystone`) with
+/// Whether the Image API authenticates requests, from the flavor glance-api will read
+/// (customServiceConfig may override the rendered one): True (reason `Keystone`) with
 /// spec.keystone, naming the endpoint tokens are checked with; False (reason
-/// `Unauthenticated`) without it. Never a warning: either is what the spec asks for.
+/// `Unauthenticated`) without it. When customServiceConfig's flavor says otherwise than
+/// spec.keystone, that flavor wins: False with reason `FlavorOverridden`, or True with
+/// reason `CustomConfig`. Never a warning: each is what the spec asks for.
 pub fn authentication_check(glance: &ValidGlance) -> Check {
-    match &glance.keystone {
-        Some(keystone) => Check::ok(
+    let flavor = effective_config(glance)
+        .map(|c| c.get_str("paste_deploy", "flavor", "").trim().to_owned())
+        .unwrap_or_default();
+    let keystone_flavor = flavor == "keystone" || flavor.starts_with("keystone+");
+    match (&glance.keystone, keystone_flavor) {
+        (Some(keystone), true) => Check::ok(
             AUTHENTICATED,
             "Keystone",
             format!(
@@ -150,7 +157,21 @@ pub fn authentication_check(glance: &ValidGlance) -> Check {
                 keystone.auth_url
             ),
         ),
-        None => Check::waiting(
+        (Some(_), false) => Check::waiting(
+            AUTHENTICATED,
+            "FlavorOverridden",
+            format!(
+                "customServiceConfig sets [paste_deploy] flavor = {flavor:?}: the Image API serves every request without authentication although spec.keystone is set"
+            ),
+        ),
+        (None, true) => Check::ok(
+            AUTHENTICATED,
+            "CustomConfig",
+            format!(
+                "customServiceConfig sets [paste_deploy] flavor = {flavor:?}: Image API requests need a Keystone token, checked as its [keystone_authtoken] says"
+            ),
+        ),
+        (None, false) => Check::waiting(
             AUTHENTICATED,
             "Unauthenticated",
             "spec.keystone is not set: the Image API serves every request without authentication"
