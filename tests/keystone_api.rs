@@ -947,3 +947,119 @@ async fn no_image_without_an_owner_no_write_without_a_change_and_no_project_no_a
         .await;
     assert_eq!(r.status, 403, "{}", text(&r));
 }
+
+#[tokio::test]
+async fn a_property_never_stands_in_for_a_core_attribute_and_policies_see_them_all() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "\"download_image\": \"role:admin or not 'aki':%(container_format)s\"\n",
+    )
+    .expect("policy");
+    let g = Glance::with(&format!(
+        "[oslo_policy]\npolicy_file = {}\n",
+        policy.display()
+    ))
+    .await;
+    // The owner cannot pose as the member through a property named member_id.
+    let id = g.create_id(MEMBER_A, "shared", json!({})).await;
+    let r = g
+        .json(
+            MEMBER_A,
+            "POST",
+            &format!("/v2/images/{id}/members"),
+            json!({"member": PROJECT_B}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = g
+        .patch(
+            MEMBER_A,
+            &id,
+            json!([{"op": "add", "path": "/member_id", "value": PROJECT_A}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = g
+        .json(
+            MEMBER_A,
+            "PUT",
+            &format!("/v2/images/{id}/members/{PROJECT_B}"),
+            json!({"status": "accepted"}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", text(&r));
+    assert!(!g.list(MEMBER_B, "").await.contains(&id));
+
+    // A rule on a core attribute sees it on the download path too.
+    let bytes = data(4096, 3);
+    for (container, status) in [("aki", 403), ("bare", 200)] {
+        let id = g
+            .create_id(
+                MEMBER_A,
+                container,
+                json!({"disk_format": container.replace("bare", "raw"), "container_format": container}),
+            )
+            .await;
+        let r = g.upload(MEMBER_A, &id, &bytes).await;
+        assert_eq!(r.status, 204, "{}", text(&r));
+        let r = g.get(MEMBER_A, &format!("/v2/images/{id}/file")).await;
+        assert_eq!(r.status, status, "{container}: {}", text(&r));
+    }
+}
+
+#[tokio::test]
+async fn a_member_removed_and_offered_again_at_once_is_one_row_revived() {
+    let g = Glance::start().await;
+    let id = g.create_id(MEMBER_A, "shared", json!({})).await;
+    let members = format!("/v2/images/{id}/members");
+    for _ in 0..3 {
+        let r = g
+            .json(MEMBER_A, "POST", &members, json!({"member": PROJECT_B}))
+            .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_eq!(r.json()["status"], "pending");
+        let r = g.delete(MEMBER_A, &format!("{members}/{PROJECT_B}")).await;
+        assert_eq!(r.status, 204, "{}", text(&r));
+    }
+    let r = g
+        .json(MEMBER_A, "POST", &members, json!({"member": PROJECT_B}))
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = g.get(MEMBER_A, &members).await;
+    assert_eq!(r.json()["members"].as_array().map(Vec::len), Some(1));
+    let r = g.delete(MEMBER_A, &format!("/v2/images/{id}")).await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    // Bad bodies are 400 before anything else, as upstream's deserializer answers.
+    let r = g
+        .json(MEMBER_B, "POST", &members, json!({"nothing": 1}))
+        .await;
+    assert_eq!(
+        refused(&r),
+        (400, "Member to be added not specified".to_owned())
+    );
+    let r = g
+        .send(
+            Some(MEMBER_B),
+            "POST",
+            &members,
+            "application/json",
+            b"{".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        refused(&r),
+        (400, "Malformed JSON in request body.".to_owned())
+    );
+    // Every visibility and member_status value of a listing is checked.
+    let r = g
+        .get(MEMBER_A, "/v2/images?visibility=public&visibility=bogus")
+        .await;
+    assert_eq!(
+        refused(&r),
+        (400, "Invalid visibility value: bogus".to_owned())
+    );
+    let r = g.get(MEMBER_A, "/v2/images?member_status=maybe").await;
+    assert_eq!(refused(&r), (400, "Invalid status: maybe".to_owned()));
+}

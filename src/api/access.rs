@@ -153,26 +153,44 @@ fn refusal(state: &AppState, e: &AuthError) -> Response {
     response
 }
 
-/// The policy target of an existing image, as upstream's `ImageTarget` reads it:
-/// `project_id` and `owner` are the owner, `member_id` the caller's project when the
-/// image is shared and the caller is not its owner.
+/// The policy target of an existing image, as upstream's `ImageTarget` reads it: its
+/// extra properties, then every core attribute over them in Python's text forms (`None`,
+/// `True`, `False`), so that no property can stand in for one; `project_id` is the
+/// owner, `member_id` the caller's project when the image is shared and the caller is
+/// not its owner (`None` otherwise).
 pub fn image_target(image: &Image, caller: &Caller) -> Target {
-    let mut target = BTreeMap::new();
-    target.insert("id".to_owned(), image.id.to_string());
-    target.insert("visibility".to_owned(), image.visibility.clone());
-    target.insert("status".to_owned(), image.status.clone());
-    if let Some(owner) = &image.owner {
-        target.insert("project_id".to_owned(), owner.clone());
-        target.insert("owner".to_owned(), owner.clone());
-    }
-    if image.visibility == "shared"
-        && let Some(project) = caller.project()
-        && image.owner.as_deref() != Some(project)
-    {
-        target.insert("member_id".to_owned(), project.to_owned());
-    }
-    for (k, v) in &image.properties {
-        target.entry(k.clone()).or_insert_with(|| v.clone());
+    let mut target: Target = image.properties.clone();
+    let text = |v: Option<&str>| v.unwrap_or("None").to_owned();
+    let flag = |b: bool| if b { "True" } else { "False" }.to_owned();
+    let number = |n: Option<i64>| n.map_or_else(|| "None".to_owned(), |n| n.to_string());
+    let member = (image.visibility == "shared")
+        .then(|| caller.project())
+        .flatten()
+        .filter(|project| image.owner.as_deref() != Some(*project));
+    for (key, value) in [
+        ("id", image.id.to_string()),
+        ("name", text(image.name.as_deref())),
+        ("status", image.status.clone()),
+        ("visibility", image.visibility.clone()),
+        ("protected", flag(image.protected)),
+        ("os_hidden", flag(image.os_hidden)),
+        ("owner", text(image.owner.as_deref())),
+        ("project_id", text(image.owner.as_deref())),
+        ("member", text(member)),
+        ("member_id", text(member)),
+        ("disk_format", text(image.disk_format.as_deref())),
+        ("container_format", text(image.container_format.as_deref())),
+        ("min_disk", image.min_disk.to_string()),
+        ("min_ram", image.min_ram.to_string()),
+        ("size", number(image.size)),
+        ("virtual_size", number(image.virtual_size)),
+        ("checksum", text(image.checksum.as_deref())),
+        ("os_hash_algo", text(image.os_hash_algo.as_deref())),
+        ("os_hash_value", text(image.os_hash_value.as_deref())),
+        ("created_at", image.created_at.clone()),
+        ("updated_at", image.updated_at.clone()),
+    ] {
+        target.insert(key.to_owned(), value);
     }
     target
 }
@@ -309,7 +327,12 @@ pub async fn permit(
 
 /// The rule upstream's cache API checks for a route.
 fn cache_rule(method: &Method, path: &str) -> &'static str {
-    match (method.as_str(), path) {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    match (method, path) {
         ("GET", "/v2/cache") => "cache_list",
         ("DELETE", "/v2/cache" | "/v2/cache/{image_id}") => "cache_delete",
         ("PUT", "/v2/cache/{image_id}") => "cache_image",

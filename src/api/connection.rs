@@ -35,6 +35,7 @@ use super::access;
 use super::data::{self, Prepared, Source};
 use super::sendfile;
 use super::state::AppState;
+use crate::keystone::Secret;
 
 /// The largest request head read here; a larger one goes to hyper, under its own limits.
 const MAX_HEAD: usize = 64 << 10;
@@ -53,8 +54,8 @@ pub enum Head {
         id: String,
         /// The Range header's value.
         range: Option<String>,
-        /// The X-Auth-Token (or X-Storage-Token) header's value.
-        token: Option<String>,
+        /// The X-Auth-Token (or X-Storage-Token) header's value, kept out of Debug.
+        token: Option<Secret>,
         /// The client asked to close the connection after this answer.
         close: bool,
     },
@@ -144,7 +145,7 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
             len,
             id: id.to_owned(),
             range: range.flatten(),
-            token: token.or(storage_token).flatten(),
+            token: token.or(storage_token).flatten().map(Secret::new),
             close,
         },
         _ => Head::Sized { len, body, close },
@@ -193,7 +194,14 @@ pub async fn serve(
                 range,
                 token,
                 close,
-            } => match prepare_cached(&state, &id, range.as_deref(), token.as_deref()).await {
+            } => match prepare_cached(
+                &state,
+                &id,
+                range.as_deref(),
+                token.as_ref().map(Secret::expose),
+            )
+            .await
+            {
                 Ok(
                     prepared @ Prepared {
                         source: Source::Cache(_),
@@ -545,7 +553,7 @@ mod tests {
     #[test]
     fn a_downloads_token_is_read_like_keystonemiddleware_reads_it() {
         let token = |head: &[u8]| match parse_head(head) {
-            Some(Head::Download { token, .. }) => token,
+            Some(Head::Download { token, .. }) => token.map(|t| t.expose().to_owned()),
             other => panic!("{other:?}"),
         };
         assert_eq!(

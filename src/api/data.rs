@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::access::{Caller, permit};
+use super::access::{Caller, permit, visible};
 use super::error::ApiError;
 use super::images::path_id;
 use super::state::{AppState, blocking};
@@ -130,11 +130,7 @@ async fn claim(
 ) -> Result<(crate::cache::ImageId, Option<Expected>), ApiError> {
     let id = path_id(raw)?;
     if caller.is_checked() {
-        let image = state
-            .db
-            .get_row(&id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
+        let image = image_to_check(state, caller, &id).await?;
         permit(state, caller, "upload_image", &image).await?;
     }
     let content_type = headers
@@ -179,6 +175,21 @@ async fn claim(
             image.status
         ),
     })
+}
+
+/// Image `id` as a check needs it: whole (the policy target holds its properties) for
+/// a caller with a token, its row alone otherwise; 404 when there is none.
+pub async fn image_to_check(
+    state: &AppState,
+    caller: &Caller,
+    id: &crate::cache::ImageId,
+) -> Result<Image, ApiError> {
+    let image = if caller.is_checked() {
+        state.db.get(id).await?
+    } else {
+        state.db.get_row(id).await?
+    };
+    image.ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))
 }
 
 /// Why the store's writer thread did not store an upload.
@@ -402,25 +413,27 @@ pub async fn prepare(
     range: Option<&str>,
 ) -> Result<Prepared, ApiError> {
     let id = path_id(raw)?;
-    let image = state
-        .db
-        .get_row(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("No image found with ID {id}")))?;
+    let image = image_to_check(state, caller, &id).await?;
+    // As upstream: not visible is 404, a deactivated image is refused to all but
+    // administrators, and only then is download_image checked.
+    if caller.is_checked() && !visible(state, caller, &image).await? {
+        return Err(ApiError::not_found(format!("No image found with ID {id}")));
+    }
+    let deactivated = image.status == "deactivated";
+    if deactivated && !caller.is_admin() {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "The requested image has been deactivated. Image data download is forbidden."
+                .to_owned(),
+        });
+    }
     permit(state, caller, "download_image", &image).await?;
     let state = state.clone();
     let range = range.map(str::to_owned);
     let runtime = tokio::runtime::Handle::current();
     blocking(move || {
-        match image.status.as_str() {
-            "active" => {}
-            "deactivated" => {
-                return Err(ApiError {
-                    status: StatusCode::FORBIDDEN,
-                    message: "The requested image has been deactivated. Image data download is forbidden.".to_owned(),
-                });
-            }
-            _ => return Ok(Prepared::empty(StatusCode::NO_CONTENT, HeaderMap::new())),
+        if !(image.status == "active" || deactivated) {
+            return Ok(Prepared::empty(StatusCode::NO_CONTENT, HeaderMap::new()));
         }
         let size = u64::try_from(image.size.unwrap_or(0)).unwrap_or(0);
         let span = match range.as_deref().map(|value| parse_range(value, size)) {
@@ -428,7 +441,11 @@ pub async fn prepare(
             Some(Some(span)) => Some(span),
             Some(None) => {
                 let mut headers = HeaderMap::new();
-                insert(&mut headers, header::CONTENT_RANGE, format!("bytes */{size}"));
+                insert(
+                    &mut headers,
+                    header::CONTENT_RANGE,
+                    format!("bytes */{size}"),
+                );
                 return Ok(Prepared::empty(StatusCode::RANGE_NOT_SATISFIABLE, headers));
             }
         };
@@ -441,20 +458,31 @@ pub async fn prepare(
             Some(span) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(span.len));
                 let last = span.start + span.len - 1;
-                insert(&mut headers, header::CONTENT_RANGE, format!("bytes {}-{last}/{size}", span.start));
+                insert(
+                    &mut headers,
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{last}/{size}", span.start),
+                );
                 StatusCode::PARTIAL_CONTENT
             }
             None => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
                 if let Some(md5) = image.checksum.as_deref() {
-                    insert(&mut headers, HeaderName::from_static("content-md5"), md5.to_owned());
+                    insert(
+                        &mut headers,
+                        HeaderName::from_static("content-md5"),
+                        md5.to_owned(),
+                    );
                 }
                 StatusCode::OK
             }
         };
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         let cached = match &state.cache {
-            Some(cache) => cache.cache.open_for_read(&image.id).map_err(ApiError::internal)?,
+            Some(cache) => cache
+                .cache
+                .open_for_read(&image.id)
+                .map_err(ApiError::internal)?,
             None => None,
         };
         let span = span.unwrap_or(Span {

@@ -14,6 +14,7 @@ use tracing::warn;
 use super::access::{
     Caller, authorize, authorize_image, forbidden, image_target, permit, proposed_target,
 };
+use super::data::image_to_check;
 use super::error::ApiError;
 use super::state::{AppState, blocking};
 use crate::cache::ImageId;
@@ -417,12 +418,19 @@ pub async fn delete(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(&raw)?;
-    let image = state
-        .db
-        .get_row(&id)
-        .await?
-        .ok_or_else(|| not_found(&raw))?;
-    permit(&state, &caller, "delete_image", &image).await?;
+    // Upstream's words for an image it cannot find to delete.
+    let unfound = |e: ApiError| match e.status {
+        StatusCode::NOT_FOUND => {
+            ApiError::not_found(format!("Failed to find image {raw} to delete"))
+        }
+        _ => e,
+    };
+    let image = image_to_check(&state, &caller, &id)
+        .await
+        .map_err(unfound)?;
+    permit(&state, &caller, "delete_image", &image)
+        .await
+        .map_err(unfound)?;
     if image.protected {
         return Err(forbidden(format!(
             "Image {id} is protected and cannot be deleted."
@@ -484,7 +492,13 @@ async fn edit_tags(
     raw: String,
     edit: impl FnOnce(&mut std::collections::BTreeSet<String>) -> Result<(), ApiError> + Send + 'static,
 ) -> Result<StatusCode, ApiError> {
-    let mut image = image_for(&state, &caller, &raw, "modify_image").await?;
+    // Upstream's words for a tag's image it cannot find.
+    let mut image = image_for(&state, &caller, &raw, "modify_image")
+        .await
+        .map_err(|e| match e.status {
+            StatusCode::NOT_FOUND => ApiError::not_found(format!("Image {raw} not found.")),
+            _ => e,
+        })?;
     edit(&mut image.tags)?;
     image.updated_at = now();
     save(&state, &image, &raw).await?;
@@ -531,7 +545,7 @@ pub async fn list(
     for (k, v) in &params {
         first.entry(k.as_str()).or_insert(v.as_str());
     }
-    scope(&mut query, &caller, &first)?;
+    scope(&mut query, &caller, &params, &first)?;
     if let Some(limit) = first.get("limit") {
         let limit: usize = limit.parse().map_err(|_| {
             ApiError::bad_request(format!("limit: {limit:?} is not a non-negative integer"))
@@ -619,19 +633,27 @@ pub async fn list(
 fn scope(
     query: &mut ListQuery,
     caller: &Caller,
+    params: &[(String, String)],
     first: &HashMap<&str, &str>,
 ) -> Result<(), ApiError> {
-    if let Some(v) = first.get("visibility")
-        && !matches!(*v, "public" | "private" | "shared" | "community" | "all")
-    {
-        return Err(ApiError::bad_request(format!(
-            "Invalid visibility value: {v}"
-        )));
+    for (k, v) in params {
+        match (k.as_str(), v.as_str()) {
+            ("visibility", "public" | "private" | "shared" | "community" | "all")
+            | ("member_status", "accepted" | "pending" | "rejected" | "all") => {}
+            ("visibility", v) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid visibility value: {v}"
+                )));
+            }
+            ("member_status", v) => {
+                return Err(ApiError::bad_request(format!("Invalid status: {v}")));
+            }
+            _ => {}
+        }
     }
     let member_status = match first.get("member_status").copied().unwrap_or("accepted") {
         "all" => None,
-        s @ ("accepted" | "pending" | "rejected") => Some(s.to_owned()),
-        s => return Err(ApiError::bad_request(format!("Invalid status value: {s}"))),
+        s => Some(s.to_owned()),
     };
     if !caller.is_checked() {
         return Ok(());

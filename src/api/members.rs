@@ -97,8 +97,11 @@ async fn lookup_member(
 
 /// The named string field of a JSON object body; `missing` and `malformed` word the 400s.
 fn body_field(body: &Bytes, key: &str, missing: &str, malformed: &str) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("Body expected in request."));
+    }
     let fields: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|_| ApiError::bad_request("Body expected in request."))?;
+        .map_err(|_| ApiError::bad_request("Malformed JSON in request body."))?;
     match fields.get(key) {
         None => Err(ApiError::bad_request(missing)),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -141,10 +144,7 @@ async fn create(
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let image = lookup(&state, &caller, &raw).await?;
-    let refused = || forbidden(format!("Not allowed to create members for image {raw}."));
-    shared_only(&image, |_| refused())?;
-    authorize_image(&state, &caller, "add_member", &image)?;
+    // The body is read first, as upstream's deserializer does.
     let member = body_field(
         &body,
         "member",
@@ -157,6 +157,10 @@ async fn create(
     if member.chars().count() > 255 {
         return Err(ApiError::bad_request("member: at most 255 characters"));
     }
+    let image = lookup(&state, &caller, &raw).await?;
+    let refused = || forbidden(format!("Not allowed to create members for image {raw}."));
+    shared_only(&image, |_| refused())?;
+    authorize_image(&state, &caller, "add_member", &image)?;
     let quota = state.settings.image_member_quota;
     let limit = u64::try_from(quota).unwrap_or(u64::MAX);
     match state.db.add_member(&image.id, &member, limit).await? {

@@ -59,6 +59,42 @@ pub enum SettingsError {
     Flavor(String),
 }
 
+/// What a `[paste_deploy] flavor` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavor {
+    /// Keystone's auth_token in front (`keystone`, `keystone+…`).
+    pub keystone: bool,
+    /// The transparent cache (`…caching`, `…cachemanagement`).
+    pub caching: bool,
+    /// The cache management API (`…cachemanagement`).
+    pub cache_management: bool,
+}
+
+impl Flavor {
+    /// `keystone[+caching|+cachemanagement]`, or without Keystone `caching`,
+    /// `cachemanagement` or empty; None for any other flavor.
+    pub fn parse(flavor: &str) -> Option<Flavor> {
+        let flavor = flavor.trim();
+        let (keystone, pipeline) = match flavor.strip_prefix("keystone+") {
+            Some(rest) if !rest.is_empty() => (true, rest),
+            Some(_) => return None,
+            None if flavor == "keystone" => (true, ""),
+            None => (false, flavor),
+        };
+        let (caching, cache_management) = match pipeline {
+            "" => (false, false),
+            "caching" => (true, false),
+            "cachemanagement" => (true, true),
+            _ => return None,
+        };
+        Some(Flavor {
+            keystone,
+            caching,
+            cache_management,
+        })
+    }
+}
+
 /// What glance-api runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiSettings {
@@ -100,18 +136,11 @@ impl ApiSettings {
             .get_str("paste_deploy", "flavor", "")
             .trim()
             .to_owned();
-        // keystone[+caching|+cachemanagement], or one of the pipelines without Keystone.
-        let (keystone, pipeline) = match flavor.strip_prefix("keystone+") {
-            Some(rest) => (true, rest),
-            None if flavor == "keystone" => (true, ""),
-            None => (false, flavor.as_str()),
-        };
-        let (caching, cache_management) = match pipeline {
-            "" if !flavor.ends_with('+') => (false, false),
-            "caching" => (true, false),
-            "cachemanagement" => (true, true),
-            _ => return Err(SettingsError::Flavor(flavor)),
-        };
+        let Flavor {
+            keystone,
+            caching,
+            cache_management,
+        } = Flavor::parse(&flavor).ok_or_else(|| SettingsError::Flavor(flavor.clone()))?;
         let keystone = if keystone {
             Some(AuthTokenOptions::from_config(config)?)
         } else {

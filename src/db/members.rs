@@ -104,35 +104,53 @@ impl Db {
         if !live {
             return Err(DbError::Sql(format!("image {image} is gone")));
         }
-        let rows = statement(
-            d.sql("SELECT member FROM image_members WHERE image_id = ? AND deleted = false"),
-        )
+        // Every row of the image, a removed one of this project included: as upstream,
+        // one row stands for one image and project, revived when offered again (a second
+        // removal in the same second would otherwise clash with the first on the unique
+        // key of image, member and deleted_at).
+        let rows = statement(d.sql(
+            "SELECT member, CASE WHEN deleted THEN 1 ELSE 0 END, id FROM image_members WHERE image_id = ?",
+        ))
         .bind(image.as_str())
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| self.error(e))?;
-        let mut count = 0u64;
+        let mut live = 0u64;
+        let mut removed: Option<i64> = None;
         for row in &rows {
-            let member: String = row.try_get(0).map_err(|e| DbError::Sql(e.to_string()))?;
-            if member == project {
-                return Ok(Added::Duplicate);
+            let column = |e: sqlx::Error| DbError::Sql(format!("image_members: {e}"));
+            let member: String = row.try_get(0).map_err(column)?;
+            let deleted: i64 = row.try_get(1).map_err(column)?;
+            if deleted == 0 {
+                if member == project {
+                    return Ok(Added::Duplicate);
+                }
+                live += 1;
+            } else if member == project {
+                removed = Some(row.try_get(2).map_err(column)?);
             }
-            count += 1;
         }
-        if count >= limit {
+        if live >= limit {
             return Ok(Added::Full { limit });
         }
-        statement(d.sql(&format!(
-            "INSERT INTO image_members (image_id, member, can_share, status, created_at, updated_at, deleted_at, deleted) VALUES (?, ?, false, 'pending', {ts}, {ts}, NULL, false)",
-            ts = d.ts()
-        )))
-        .bind(image.as_str())
-        .bind(project)
-        .bind(stamp.as_str())
-        .bind(stamp.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
+        let write = match removed {
+            Some(row) => statement(d.sql(&format!(
+                "UPDATE image_members SET deleted = false, deleted_at = NULL, status = 'pending', can_share = false, created_at = {ts}, updated_at = {ts} WHERE id = ?",
+                ts = d.ts()
+            )))
+            .bind(stamp.as_str())
+            .bind(stamp.as_str())
+            .bind(row),
+            None => statement(d.sql(&format!(
+                "INSERT INTO image_members (image_id, member, can_share, status, created_at, updated_at, deleted_at, deleted) VALUES (?, ?, false, 'pending', {ts}, {ts}, NULL, false)",
+                ts = d.ts()
+            )))
+            .bind(image.as_str())
+            .bind(project)
+            .bind(stamp.as_str())
+            .bind(stamp.as_str()),
+        };
+        write.execute(&mut *tx).await.map_err(|e| self.error(e))?;
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(Added::Member(Member {
             image_id: image.to_string(),

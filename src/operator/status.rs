@@ -9,6 +9,7 @@ use kube::ResourceExt;
 
 use super::apply::{Applied, CacheApplied, DbSyncOutcome, PvcOutcome, WorkloadOutcome};
 use super::observe::pvc_request;
+use crate::api::settings::Flavor;
 use crate::crd::GlanceStatus;
 use crate::crd::validate::{Size, StorageUse, ValidGlance, effective_config};
 use crate::resources::service::api_endpoint;
@@ -147,7 +148,8 @@ pub fn authentication_check(glance: &ValidGlance) -> Check {
     let flavor = effective_config(glance)
         .map(|c| c.get_str("paste_deploy", "flavor", "").trim().to_owned())
         .unwrap_or_default();
-    let keystone_flavor = flavor == "keystone" || flavor.starts_with("keystone+");
+    // A flavor glance-api refuses serves nothing at all; only one it accepts counts.
+    let keystone_flavor = Flavor::parse(&flavor).is_some_and(|f| f.keystone);
     match (&glance.keystone, keystone_flavor) {
         (Some(keystone), true) => Check::ok(
             AUTHENTICATED,
