@@ -295,6 +295,76 @@ fn inspection_does_not_depend_on_how_the_stream_is_cut() {
     }
 }
 
+/// The decision an upload gets as soon as its inspection settles (None when it never
+/// settles before the end), fed in `size`-byte chunks, and how many bytes it took.
+fn settled_decision(
+    data: &[u8],
+    size: usize,
+    disk_format: &str,
+) -> Option<(Result<Option<u64>, Refusal>, u64)> {
+    let mut inspection = Inspection::new();
+    for chunk in data.chunks(size.max(1)) {
+        inspection.feed(chunk);
+        if let Some(found) = inspection.found() {
+            return Some((found.check_upload(Some(disk_format)), inspection.size()));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_refusal_found_once_the_inspection_settles_is_the_refusal_at_the_end() {
+    let images = Images::new();
+    let (iso, _) = images.iso();
+    let mut samples: Vec<(String, Vec<u8>)> = [
+        "disk.raw",
+        "disk.qcow2",
+        "backing.qcow2",
+        "sparse.vmdk",
+        "stream.vmdk",
+        "flat.vmdk",
+        "disk.vhd",
+        "disk.vhdx",
+        "disk.vdi",
+    ]
+    .iter()
+    .map(|name| ((*name).to_owned(), images.read(name)))
+    .collect();
+    samples.push(("iso".to_owned(), iso));
+    samples.push(("gpt".to_owned(), gpt_disk(0)));
+    samples.push(("zeros".to_owned(), vec![0; 4 << 20]));
+    let mut early = 0;
+    for (name, data) in &samples {
+        for size in [512, 4096, 1 << 20] {
+            for disk_format in ["raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso", "ami"] {
+                let end = inspect_in(data, size).check_upload(Some(disk_format));
+                let Some((now, after)) = settled_decision(data, size, disk_format) else {
+                    continue;
+                };
+                if let Err(refusal) = now {
+                    assert_eq!(
+                        Err(refusal),
+                        end,
+                        "{name} as {disk_format} in {size}-byte chunks, judged after {after} bytes"
+                    );
+                    if after < data.len() as u64 {
+                        early += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(early > 0, "some refusals come before the end of the data");
+    // Plain data claimed to be qcow2 is refused within the first 64 KiB.
+    let zeros = vec![0u8; 64 << 20];
+    let (decision, after) = settled_decision(&zeros, 4096, "qcow2").expect("settles");
+    assert!(
+        matches!(decision, Err(Refusal::Mismatch { .. })),
+        "{decision:?}"
+    );
+    assert!(after <= 64 * 1024, "judged after {after} bytes");
+}
+
 #[test]
 fn qcow2_backing_file_data_file_and_unknown_features_are_refused() {
     let images = Images::new();
@@ -753,4 +823,50 @@ async fn the_formats_cannot_be_relabelled_once_the_data_is_in() {
         );
     }
     assert_eq!(show(&server, &id).await["disk_format"], json!("qcow2"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mismatch_stops_storing_once_the_header_is_seen_not_at_the_end_of_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(None).await;
+    let id = image(&server, "qcow2", Some("bare")).await;
+    let total: usize = 64 << 20;
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\nAccept: application/json\r\nContent-Length: {total}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![0u8; 1 << 20];
+    stream.write_all(&chunk).await.expect("first MiB");
+    // The upload is refused after the first MiB: its partial file is gone while the
+    // client is still sending.
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if stored(&server, &id).is_empty() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(
+        gone,
+        "partial upload still stored: {:?}",
+        stored(&server, &id)
+    );
+    for _ in 1..(total >> 20) {
+        stream.write_all(&chunk).await.expect("the rest is read");
+    }
+    let mut reply = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !String::from_utf8_lossy(&reply).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).await.expect("reply");
+        assert!(n > 0, "closed without an answer");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 415"), "{reply}");
+    assert_eq!(show(&server, &id).await["status"], json!("queued"));
+    assert!(stored(&server, &id).is_empty());
 }

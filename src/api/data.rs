@@ -235,11 +235,23 @@ async fn store_body(
     let writer = tokio::task::spawn_blocking(move || -> Result<(Stored, Option<u64>), Unstored> {
         let mut upload = writer_store.begin_upload(&writer_id, size)?;
         let mut inspection = expected.map(|e| (e, Inspection::new()));
+        // Judged once, as soon as the inspection is settled: a refusal then stores no
+        // more (the rest of the body is read and dropped).
+        let mut judged = false;
         loop {
             match rx.blocking_recv() {
                 Some(Piece::Chunk(chunk)) => {
-                    if let Some((_, inspection)) = &mut inspection {
+                    if let Some((expected, inspection)) = &mut inspection {
                         inspection.feed(&chunk);
+                        if !judged && let Some(found) = inspection.found() {
+                            judged = true;
+                            if let Err(refusal) =
+                                found.check_upload(expected.disk_format.as_deref())
+                            {
+                                upload.abort();
+                                return Err(Unstored::Refused(refusal));
+                            }
+                        }
                     }
                     upload.write(&chunk)?
                 }

@@ -31,7 +31,8 @@ pub(crate) trait Inspector: Send + std::fmt::Debug {
     /// counts (a VMDK header with a bad descriptor location is still a VMDK).
     fn eat(&mut self, chunk: &[u8], start: u64) -> Result<(), FormatError>;
 
-    /// The stream ended after `total` bytes.
+    /// The stream ended after `total` bytes. An inspector that may refuse here must not
+    /// be [`Inspector::done`] before the end (see [`Inspection::settled`]).
     fn finish(&mut self, _total: u64) -> Result<(), FormatError> {
         Ok(())
     }
@@ -87,13 +88,12 @@ fn inspectors() -> Vec<Slot> {
 }
 
 /// An inspection in progress: feed it the stream with [`Inspection::feed`], then call
-/// [`Inspection::finish`] at its end.
+/// [`Inspection::finish`] at its end. Once [`Inspection::settled`], what it found is
+/// final and may be judged before the end ([`Inspection::found`]).
 #[derive(Debug)]
 pub struct Inspection {
-    slots: Vec<Slot>,
-    total: u64,
-    /// The first [`HEAD`] bytes, for the magic numbers of headers too short to parse.
-    head: Vec<u8>,
+    /// What was found so far.
+    found: Inspected,
 }
 
 /// Bytes kept from the start of the stream: enough for every magic number below.
@@ -122,18 +122,23 @@ impl Inspection {
     /// An inspection for every known format.
     pub fn new() -> Self {
         Inspection {
-            slots: inspectors(),
-            total: 0,
-            head: Vec::with_capacity(HEAD),
+            found: Inspected {
+                slots: inspectors(),
+                total: 0,
+                head: Vec::with_capacity(HEAD),
+            },
         }
     }
 
     /// Takes the next chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let start = self.total;
-        let room = HEAD - self.head.len();
-        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
-        for slot in &mut self.slots {
+        let found = &mut self.found;
+        let start = found.total;
+        let room = HEAD - found.head.len();
+        found
+            .head
+            .extend_from_slice(&chunk[..room.min(chunk.len())]);
+        for slot in &mut found.slots {
             if slot.error.is_some() || slot.inspector.done() {
                 continue;
             }
@@ -142,23 +147,47 @@ impl Inspection {
                 slot.error = Some(e);
             }
         }
-        self.total += chunk.len() as u64;
+        found.total += chunk.len() as u64;
     }
 
     /// Bytes read so far.
     pub fn size(&self) -> u64 {
-        self.total
+        self.found.total
     }
 
     /// Bytes the inspectors hold; never more than [`MAX_BUFFERED`].
     pub fn buffered(&self) -> usize {
-        self.slots.iter().map(|s| s.inspector.buffered()).sum()
+        self.found
+            .slots
+            .iter()
+            .map(|s| s.inspector.buffered())
+            .sum()
+    }
+
+    /// Whether more data can no longer change what was found (but the stream's size):
+    /// the head holds every magic number's place, and every inspector has given up or
+    /// taken all it needs. No inspector decides anything in [`Inspector::finish`] once it
+    /// is done, so a refusal found now is the refusal at the end.
+    pub fn settled(&self) -> bool {
+        self.found.head.len() == HEAD
+            && self
+                .found
+                .slots
+                .iter()
+                .all(|s| s.error.is_some() || s.inspector.done())
+    }
+
+    /// What was found so far, once [`Inspection::settled`]: to refuse an upload without
+    /// waiting for the rest of its data. Its size is the size so far.
+    pub fn found(&self) -> Option<&Inspected> {
+        self.settled().then_some(&self.found)
     }
 
     /// The stream ended: what was found.
-    pub fn finish(mut self) -> Inspected {
-        let total = self.total;
-        for slot in &mut self.slots {
+    pub fn finish(self) -> Inspected {
+        let mut found = self.found;
+        let total = found.total;
+        for slot in &mut found.slots {
             if slot.error.is_none()
                 && let Err(e) = slot.inspector.finish(total)
             {
@@ -166,11 +195,7 @@ impl Inspection {
                 slot.error = Some(e);
             }
         }
-        Inspected {
-            slots: self.slots,
-            total,
-            head: self.head,
-        }
+        found
     }
 }
 
