@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use common::keystone::{HOUR, Mock, PASSWORD};
 use glance_operator::conf::Config;
 use glance_operator::keystone::cache::TokenCache;
-use glance_operator::keystone::{AuthError, AuthToken, AuthTokenOptions};
+use glance_operator::keystone::{AuthError, AuthToken, AuthTokenOptions, OUTAGE_HOLD};
 use serde_json::json;
 
 #[tokio::test]
@@ -225,7 +225,8 @@ async fn keystone_answering_500_is_unavailable() {
     mock.state().fail_with = Some(500);
     let err = auth.authenticate(Some("tok-a")).await.unwrap_err();
     assert!(matches!(err, AuthError::Unavailable(_)), "{err:?}");
-    // Issued, then validation fails.
+    // Issued, then validation fails (once the outage is no longer held).
+    tokio::time::sleep(OUTAGE_HOLD + Duration::from_millis(100)).await;
     mock.state().fail_with = None;
     mock.add_user("tok-b", vec!["member"], HOUR);
     auth.authenticate(Some("tok-b")).await.unwrap();
@@ -238,6 +239,31 @@ async fn keystone_answering_500_is_unavailable() {
         auth.authenticate(Some("tok-c")).await,
         Err(AuthError::Unavailable(_))
     ));
+}
+
+#[tokio::test]
+async fn an_outage_is_held_for_a_moment_so_no_request_waits_through_it_twice() {
+    let mock = Mock::start().await;
+    mock.add_user("tok-a", vec!["member"], HOUR);
+    mock.add_user("tok-b", vec!["member"], HOUR);
+    let auth = mock.auth("");
+    auth.authenticate(Some("tok-a")).await.unwrap();
+    mock.state().fail_with = Some(500);
+    let asked = mock.requests();
+    let err = auth.authenticate(Some("tok-b")).await.unwrap_err();
+    assert!(matches!(err, AuthError::Unavailable(_)), "{err:?}");
+    let after_first = mock.requests();
+    assert!(after_first > asked, "Keystone was asked");
+    // Within the hold: answered at once, Keystone not asked; cached tokens still work.
+    let again = auth.authenticate(Some("tok-b")).await.unwrap_err();
+    assert_eq!(again, err);
+    assert_eq!(mock.requests(), after_first);
+    auth.authenticate(Some("tok-a")).await.unwrap();
+    // After it, Keystone is asked again, and once it answers the outage is over.
+    tokio::time::sleep(OUTAGE_HOLD + Duration::from_millis(100)).await;
+    mock.state().fail_with = None;
+    auth.authenticate(Some("tok-b")).await.unwrap();
+    assert!(mock.requests() > after_first);
 }
 
 #[tokio::test]

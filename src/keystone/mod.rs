@@ -96,7 +96,14 @@ pub struct AuthToken {
     cache: TokenCache<Arc<RequestContext>>,
     /// Tokens Keystone refused, for a short while.
     refused: TokenCache<()>,
+    /// Until when Keystone is taken for unreachable, and why: [`OUTAGE_HOLD`] after a
+    /// failed validation, tokens not cached are answered 503 without asking again.
+    outage: std::sync::Mutex<Option<(Instant, String)>>,
 }
+
+/// How long a failed validation stands for Keystone's state: a request, or its retry on
+/// another path of the same connection, does not wait through the retries again.
+pub const OUTAGE_HOLD: Duration = Duration::from_secs(1);
 
 impl AuthToken {
     /// Reads `[keystone_authtoken]` and builds the authenticator.
@@ -116,6 +123,7 @@ impl AuthToken {
                 cache::DEFAULT_CAPACITY,
             ),
             refused: refused_cache(&options, cache::DEFAULT_CAPACITY),
+            outage: std::sync::Mutex::new(None),
             options,
         })
     }
@@ -176,7 +184,18 @@ impl AuthToken {
             info!("Rejecting request: the cached token has expired");
             return Err(AuthError::Invalid);
         }
-        match self.client.validate(token).await {
+        if let Some(reason) = self.outage() {
+            info!("Rejecting request: Keystone was unreachable a moment ago");
+            return Err(AuthError::Unavailable(reason));
+        }
+        let validated = self.client.validate(token).await;
+        self.set_outage(match &validated {
+            Err(AuthError::Unavailable(reason)) => {
+                Some((Instant::now() + OUTAGE_HOLD, reason.clone()))
+            }
+            _ => None,
+        });
+        match validated {
             Ok(Some(ctx)) => {
                 let left = ctx
                     .expires_at
@@ -198,6 +217,28 @@ impl AuthToken {
                 Err(e)
             }
         }
+    }
+}
+
+impl AuthToken {
+    fn outage_lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        // The guarded value is replaced whole, so a poisoned lock still holds a valid one.
+        self.outage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Why Keystone is taken for unreachable, while [`OUTAGE_HOLD`] lasts.
+    fn outage(&self) -> Option<String> {
+        let outage = self.outage_lock();
+        outage
+            .as_ref()
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, reason)| reason.clone())
+    }
+
+    fn set_outage(&self, outage: Option<(Instant, String)>) {
+        *self.outage_lock() = outage;
     }
 }
 

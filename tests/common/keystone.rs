@@ -72,6 +72,8 @@ pub struct UserToken {
 pub struct State {
     /// POST /v3/auth/tokens answered.
     pub issued: usize,
+    /// Every request received, failed ones included.
+    pub requests: usize,
     /// GET /v3/auth/tokens answered.
     pub validations: usize,
     /// Paths of the validations.
@@ -216,6 +218,11 @@ impl Mock {
     }
 
     /// (service tokens issued, user tokens validated).
+    /// Every request received so far, failed ones included.
+    pub fn requests(&self) -> usize {
+        self.state().requests
+    }
+
     pub fn counts(&self) -> (usize, usize) {
         let s = self.state();
         (s.issued, s.validations)
@@ -272,6 +279,7 @@ pub async fn handle(
     let (auth, subject) = (header("X-Auth-Token"), header("X-Subject-Token"));
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let mut s = state.lock().unwrap();
+    s.requests += 1;
     if let Some(status) = s.fail_with {
         return Ok(reply(status, json!({"error": {"code": status}})));
     }
