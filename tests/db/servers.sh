@@ -310,17 +310,8 @@ cmd_stop() {
 # --- main -------------------------------------------------------------------
 
 [[ $# == 2 ]] || usage
-case "$2" in
-  /*) DIR="$2" ;;
-  *) DIR="$(pwd)/$2" ;;
-esac
-DIR="${DIR%/}"
-# Keeps the paths safe to splice into SQL and configuration files, and the
-# socket paths within the 107-byte limit of unix sockets.
-if [[ ! "${DIR}" =~ ^[A-Za-z0-9_./+@:-]+$ ]]; then
-  log "DIR must contain only letters, digits and _./+@:- : ${DIR}"
-  exit 2
-fi
+# The socket paths must stay within the 107-byte limit of unix sockets.
+work_dir "$2"
 if ((${#DIR} > 80)); then
   log "DIR is too long for unix socket paths (max 80 characters): ${DIR}"
   exit 2

@@ -366,16 +366,7 @@ cmd_stop() {
 # --- main -------------------------------------------------------------------
 
 [[ $# == 2 ]] || usage
-case "$2" in
-  /*) DIR="$2" ;;
-  *) DIR="$(pwd)/$2" ;;
-esac
-DIR="${DIR%/}"
-# Keeps the paths safe to splice into the configuration files.
-if [[ ! "${DIR}" =~ ^[A-Za-z0-9_./+@:-]+$ ]]; then
-  log "DIR must contain only letters, digits and _./+@:- : ${DIR}"
-  exit 2
-fi
+work_dir "$2"
 
 case "$1" in
   start) cmd_start ;;

@@ -60,3 +60,18 @@ wait_gone() {
     sleep 0.1
   done
 }
+
+# Sets DIR to directory $1 made absolute, without a trailing slash; exits 2 (with
+# the sourcing script's `log`) unless its characters are safe to splice into SQL and
+# configuration files.
+work_dir() {
+  case "$1" in
+    /*) DIR="$1" ;;
+    *) DIR="$(pwd)/$1" ;;
+  esac
+  DIR="${DIR%/}"
+  if [[ ! "${DIR}" =~ ^[A-Za-z0-9_./+@:-]+$ ]]; then
+    log "DIR must contain only letters, digits and _./+@:- : ${DIR}"
+    exit 2
+  fi
+}
