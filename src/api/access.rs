@@ -6,6 +6,7 @@
 //! request's [`Caller`]. Without Keystone every caller is an administrator, as
 //! upstream's unauthenticated context is, and no policy is consulted.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use super::state::AppState;
 use crate::cache::ImageId;
 use crate::db::Image;
 use crate::keystone::{AuthError, RequestContext};
-use crate::policy::{Credentials, Forbidden, Target};
+use crate::policy::{Credentials, Forbidden, Lookup, Target};
 
 /// Paths served without a token, as upstream's pipeline answers them before auth_token.
 const OPEN_PATHS: &[&str] = &["/", "/versions", "/healthcheck"];
@@ -153,46 +154,62 @@ fn refusal(state: &AppState, e: &AuthError) -> Response {
     response
 }
 
-/// The policy target of an existing image, as upstream's `ImageTarget` reads it: its
-/// extra properties, then every core attribute over them in Python's text forms (`None`,
-/// `True`, `False`), so that no property can stand in for one; `project_id` is the
-/// owner, `member_id` the caller's project when the image is shared and the caller is
-/// not its owner (`None` otherwise).
-pub fn image_target(image: &Image, caller: &Caller) -> Target {
-    let mut target: Target = image.properties.clone();
-    let text = |v: Option<&str>| v.unwrap_or("None").to_owned();
-    let flag = |b: bool| if b { "True" } else { "False" }.to_owned();
-    let number = |n: Option<i64>| n.map_or_else(|| "None".to_owned(), |n| n.to_string());
+/// The policy target of an existing image, as upstream's `ImageTarget` reads it: every
+/// core attribute in Python's text forms (`None`, `True`, `False`), and over them no
+/// extra property can stand in for one; the other keys are the extra properties.
+/// `project_id` is the owner, `member_id` the caller's project when the image is shared
+/// and the caller is not its owner (`None` otherwise). Values are read as a rule asks.
+pub struct ImageTarget<'a> {
+    image: &'a Image,
+    member: Option<&'a str>,
+}
+
+/// The policy target of `image` for `caller`.
+pub fn image_target<'a>(image: &'a Image, caller: &'a Caller) -> ImageTarget<'a> {
     let member = (image.visibility == "shared")
         .then(|| caller.project())
         .flatten()
         .filter(|project| image.owner.as_deref() != Some(*project));
-    for (key, value) in [
-        ("id", image.id.to_string()),
-        ("name", text(image.name.as_deref())),
-        ("status", image.status.clone()),
-        ("visibility", image.visibility.clone()),
-        ("protected", flag(image.protected)),
-        ("os_hidden", flag(image.os_hidden)),
-        ("owner", text(image.owner.as_deref())),
-        ("project_id", text(image.owner.as_deref())),
-        ("member", text(member)),
-        ("member_id", text(member)),
-        ("disk_format", text(image.disk_format.as_deref())),
-        ("container_format", text(image.container_format.as_deref())),
-        ("min_disk", image.min_disk.to_string()),
-        ("min_ram", image.min_ram.to_string()),
-        ("size", number(image.size)),
-        ("virtual_size", number(image.virtual_size)),
-        ("checksum", text(image.checksum.as_deref())),
-        ("os_hash_algo", text(image.os_hash_algo.as_deref())),
-        ("os_hash_value", text(image.os_hash_value.as_deref())),
-        ("created_at", image.created_at.clone()),
-        ("updated_at", image.updated_at.clone()),
-    ] {
-        target.insert(key.to_owned(), value);
+    ImageTarget { image, member }
+}
+
+impl Lookup for ImageTarget<'_> {
+    fn value(&self, key: &str) -> Option<Cow<'_, str>> {
+        let image = self.image;
+        fn text(v: Option<&str>) -> Cow<'_, str> {
+            Cow::Borrowed(v.unwrap_or("None"))
+        }
+        let flag = |b: bool| Cow::Borrowed(if b { "True" } else { "False" });
+        let number =
+            |n: Option<i64>| n.map_or(Cow::Borrowed("None"), |n| Cow::Owned(n.to_string()));
+        Some(match key {
+            "id" => Cow::Borrowed(image.id.as_str()),
+            "name" => text(image.name.as_deref()),
+            "status" => Cow::Borrowed(image.status.as_str()),
+            "visibility" => Cow::Borrowed(image.visibility.as_str()),
+            "protected" => flag(image.protected),
+            "os_hidden" => flag(image.os_hidden),
+            "owner" | "project_id" => text(image.owner.as_deref()),
+            "member" | "member_id" => text(self.member),
+            "disk_format" => text(image.disk_format.as_deref()),
+            "container_format" => text(image.container_format.as_deref()),
+            "min_disk" => Cow::Owned(image.min_disk.to_string()),
+            "min_ram" => Cow::Owned(image.min_ram.to_string()),
+            "size" => number(image.size),
+            "virtual_size" => number(image.virtual_size),
+            "checksum" => text(image.checksum.as_deref()),
+            "os_hash_algo" => text(image.os_hash_algo.as_deref()),
+            "os_hash_value" => text(image.os_hash_value.as_deref()),
+            "created_at" => Cow::Borrowed(image.created_at.as_str()),
+            "updated_at" => Cow::Borrowed(image.updated_at.as_str()),
+            property => {
+                return image
+                    .properties
+                    .get(property)
+                    .map(|v| Cow::Borrowed(v.as_str()));
+            }
+        })
     }
-    target
 }
 
 /// The target of an image being created, or of a listing: its owner and its visibility
@@ -228,7 +245,7 @@ pub fn authorize(
     state: &AppState,
     caller: &Caller,
     action: &str,
-    target: &Target,
+    target: &dyn Lookup,
 ) -> Result<(), ApiError> {
     if !caller.is_checked() {
         return Ok(());
@@ -381,24 +398,24 @@ async fn check_cache_request(
     }
     // Upstream looks the image up first: for a queue an unknown (or invisible) one is
     // 404; a delete goes on without it, to remove what the cache holds.
-    let mut target = Target::new();
-    if let Some(raw) = image {
-        let gone = || ApiError::not_found(format!("Image {raw} not found."));
-        let found = match ImageId::parse(&raw) {
-            Ok(id) => match visible_image(state, &caller, &id).await {
-                Ok(image) => Some(image),
-                Err(e) if e.status == StatusCode::NOT_FOUND => None,
-                Err(e) => return Err(e),
-            },
-            Err(_) => None,
-        };
-        match found {
-            Some(image) => target = image_target(&image, &caller),
-            None if rule == "cache_image" => return Err(gone()),
-            None => {}
+    let Some(raw) = image else {
+        return authorize(state, &caller, rule, &Target::new());
+    };
+    let found = match ImageId::parse(&raw) {
+        Ok(id) => match visible_image(state, &caller, &id).await {
+            Ok(image) => Some(image),
+            Err(e) if e.status == StatusCode::NOT_FOUND => None,
+            Err(e) => return Err(e),
+        },
+        Err(_) => None,
+    };
+    match found {
+        Some(image) => authorize(state, &caller, rule, &image_target(&image, &caller)),
+        None if rule == "cache_image" => {
+            Err(ApiError::not_found(format!("Image {raw} not found.")))
         }
+        None => authorize(state, &caller, rule, &Target::new()),
     }
-    authorize(state, &caller, rule, &target)
 }
 
 /// The image id of `/v2/cache/{id}`.

@@ -268,7 +268,7 @@ fn authorize_visibility(
     state: &AppState,
     caller: &Caller,
     visibility: &str,
-    target: &crate::policy::Target,
+    target: &dyn crate::policy::Lookup,
 ) -> Result<(), ApiError> {
     match visibility {
         "public" => authorize(state, caller, "publicize_image", target),
@@ -325,7 +325,6 @@ pub async fn update(
     let ops: Vec<Map<String, Value>> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("A JSON patch is a list of operations: {e}")))?;
     let mut image = image_for(&state, &caller, &raw, "get_image").await?;
-    let target = image_target(&image, &caller);
     {
         for op in &ops {
             let name = op.get("op").and_then(Value::as_str).unwrap_or("");
@@ -345,7 +344,7 @@ pub async fn update(
             if key == "visibility"
                 && let Some(Value::String(v)) = op.get("value")
             {
-                authorize_visibility(&state, &caller, v, &target)?;
+                authorize_visibility(&state, &caller, v, &image_target(&image, &caller))?;
             }
             authorize_image(&state, &caller, "modify_image", &image)?;
             match name {

@@ -51,6 +51,7 @@
 mod defaults;
 mod parse;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
@@ -92,6 +93,19 @@ pub struct Credentials<'a> {
 /// What is acted on: string values keyed by oslo's target names (`project_id`, `owner`,
 /// `visibility`, `member_id`, ...). A key that is absent fails every check that uses it.
 pub type Target = BTreeMap<String, String>;
+
+/// What a rule's `%(key)s` reads: a [`Target`], or anything that answers by key without
+/// building one (an image's attributes, looked up as a check asks for them).
+pub trait Lookup {
+    /// The value of `key`, None when absent.
+    fn value(&self, key: &str) -> Option<Cow<'_, str>>;
+}
+
+impl Lookup for Target {
+    fn value(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.get(key).map(|v| Cow::Borrowed(v.as_str()))
+    }
+}
 
 /// A policy refusal, with Glance's message for it (`glance.common.exception.Forbidden`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -240,7 +254,7 @@ impl Policy {
 
     /// oslo's `enforce()`: whether `action`'s rule passes for `creds` acting on `target`.
     /// An undefined action uses the default rule; without one it is refused.
-    pub fn enforce(&self, action: &str, creds: &Credentials<'_>, target: &Target) -> bool {
+    pub fn enforce(&self, action: &str, creds: &Credentials<'_>, target: &dyn Lookup) -> bool {
         let Some((name, rule)) = self.lookup(action) else {
             debug!(action, "no such policy rule and no default rule: refused");
             return false;
@@ -255,7 +269,7 @@ impl Policy {
         &self,
         action: &str,
         creds: &Credentials<'_>,
-        target: &Target,
+        target: &dyn Lookup,
     ) -> Result<(), Forbidden> {
         if self.enforce(action, creds, target) {
             Ok(())

@@ -35,7 +35,9 @@
 //! `%`, a left-hand side that is neither a credential name nor a literal, and remote
 //! checks (`http:`/`https:`, for which this server has no client).
 
-use super::{Credentials, Target};
+use std::borrow::Cow;
+
+use super::{Credentials, Lookup};
 
 /// Parentheses nested deeper than this are refused (the parser is recursive).
 const MAX_NESTING: usize = 64;
@@ -163,7 +165,7 @@ impl Check {
         &self,
         rules: &dyn RuleSet,
         creds: &Credentials<'_>,
-        target: &Target,
+        target: &dyn Lookup,
     ) -> bool {
         match self {
             Check::Pass => true,
@@ -176,10 +178,9 @@ impl Check {
                 .resolve(name)
                 .is_some_and(|rule| rule.evaluate(rules, creds, target)),
             Check::Role(name) => name.render(target).is_some_and(|name| {
-                creds
-                    .roles
-                    .iter()
-                    .any(|role| role.to_lowercase() == name.to_lowercase())
+                creds.roles.iter().any(|role| {
+                    role.eq_ignore_ascii_case(&name) || role.to_lowercase() == name.to_lowercase()
+                })
             }),
             Check::Generic { left, right } => right
                 .render(target)
@@ -307,15 +308,20 @@ impl Template {
     }
 
     /// The value with every placeholder replaced; `None` when a key is not in `target`.
-    fn render(&self, target: &Target) -> Option<String> {
+    fn render<'a>(&'a self, target: &'a dyn Lookup) -> Option<Cow<'a, str>> {
+        match self.pieces.as_slice() {
+            [Piece::Text(text)] => return Some(Cow::Borrowed(text)),
+            [Piece::Key(key)] => return target.value(key),
+            _ => {}
+        }
         let mut value = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => value.push_str(text),
-                Piece::Key(key) => value.push_str(target.get(key)?),
+                Piece::Key(key) => value.push_str(&target.value(key)?),
             }
         }
-        Some(value)
+        Some(Cow::Owned(value))
     }
 }
 
@@ -510,6 +516,7 @@ fn join(mut checks: Vec<Check>, make: fn(Vec<Check>) -> Check) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Target;
     use std::collections::BTreeMap;
 
     /// Rules by name, for `rule:` checks.
