@@ -127,18 +127,24 @@ impl ConfigSources {
 
 /// The `*.conf` files directly in `dir`, sorted by name.
 fn conf_files_in(dir: &Path) -> Result<Vec<PathBuf>, ConfError> {
-    let read_error = |source| ConfError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    };
+    files_in(dir, |path| path.extension().is_some_and(|e| e == "conf")).map_err(|source| {
+        ConfError::ReadDir {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// The files directly in `dir` that `keep` accepts, hidden ones left out, sorted by
+/// name (as oslo.config reads a config directory, and oslo.policy a policy directory).
+pub fn files_in(dir: &Path, keep: impl Fn(&Path) -> bool) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(read_error)? {
-        let path = entry.map_err(read_error)?.path();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
         let hidden = path
             .file_name()
             .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
-        let is_conf = path.extension().is_some_and(|e| e == "conf");
-        if is_conf && !hidden && path.is_file() {
+        if !hidden && path.is_file() && keep(&path) {
             files.push(path);
         }
     }

@@ -522,23 +522,11 @@ fn policy_dir_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
             path: dir.to_path_buf(),
         });
     }
-    let read_error = |source| PolicyError::Read {
+    crate::conf::files_in(dir, |_| true).map_err(|source| PolicyError::Read {
         option: "policy_dirs".to_owned(),
         path: dir.to_path_buf(),
         source,
-    };
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(read_error)? {
-        let path = entry.map_err(read_error)?.path();
-        let hidden = path
-            .file_name()
-            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
-        if !hidden && !path.is_dir() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
+    })
 }
 
 /// Glance's `context.to_dict()`, the target of `context_is_admin`, as far as
