@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::access::{Caller, permit, visible};
+use super::access::{Caller, authorize_image, permit, visible};
 use super::error::ApiError;
 use super::images::path_id;
 use super::state::{AppState, blocking};
@@ -439,7 +439,8 @@ pub async fn prepare(
                 .to_owned(),
         });
     }
-    permit(state, caller, "download_image", &image).await?;
+    // Visible (checked just above): the policy alone decides now.
+    authorize_image(state, caller, "download_image", &image)?;
     let state = state.clone();
     let range = range.map(str::to_owned);
     let runtime = tokio::runtime::Handle::current();

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::query::Value;
-use super::records::statement;
+use super::records::{bind_all, statement};
 use super::{Db, DbError, db_time, now};
 use crate::cache::ImageId;
 
@@ -168,21 +168,14 @@ impl Db {
         project: &str,
         status: &str,
     ) -> Result<Option<Member>, DbError> {
-        let d = self.dialect();
         let stamp = db_time(&now());
-        let n = statement(d.sql(&format!(
-            "UPDATE image_members SET status = ?, updated_at = {ts} WHERE image_id = ? AND member = ? AND deleted = false",
-            ts = d.ts()
-        )))
-        .bind(status)
-        .bind(stamp.as_str())
-        .bind(image.as_str())
-        .bind(project)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.error(e))?
-        .rows_affected();
-        if n == 0 {
+        let set = format!("status = ?, updated_at = {}", self.dialect().ts());
+        let values = [Value::Text(status.to_owned()), Value::Text(stamp)];
+        if self
+            .update_membership(image, project, &set, &values)
+            .await?
+            == 0
+        {
             return Ok(None);
         }
         self.member(image, project).await
@@ -190,21 +183,35 @@ impl Db {
 
     /// Soft-deletes a live membership; false when there is none.
     pub async fn remove_member(&self, image: &ImageId, project: &str) -> Result<bool, DbError> {
-        let d = self.dialect();
         let stamp = db_time(&now());
-        let n = statement(d.sql(&format!(
-            "UPDATE image_members SET deleted = true, deleted_at = {ts}, updated_at = {ts} WHERE image_id = ? AND member = ? AND deleted = false",
-            ts = d.ts()
-        )))
-        .bind(stamp.as_str())
-        .bind(stamp.as_str())
-        .bind(image.as_str())
-        .bind(project)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.error(e))?
-        .rows_affected();
-        Ok(n > 0)
+        let ts = self.dialect().ts();
+        let set = format!("deleted = true, deleted_at = {ts}, updated_at = {ts}");
+        let values = [Value::Text(stamp.clone()), Value::Text(stamp)];
+        Ok(self
+            .update_membership(image, project, &set, &values)
+            .await?
+            > 0)
+    }
+
+    /// `UPDATE image_members SET <set>` of `project`'s live membership of `image`, with
+    /// `values` bound to `set`'s placeholders; the rows changed.
+    async fn update_membership(
+        &self,
+        image: &ImageId,
+        project: &str,
+        set: &str,
+        values: &[Value],
+    ) -> Result<u64, DbError> {
+        let sql = format!(
+            "UPDATE image_members SET {set} WHERE image_id = ? AND member = ? AND deleted = false"
+        );
+        Ok(bind_all(statement(self.dialect().sql(&sql)), values)
+            .bind(image.as_str())
+            .bind(project)
+            .execute(self.pool())
+            .await
+            .map_err(|e| self.error(e))?
+            .rows_affected())
     }
 }
 

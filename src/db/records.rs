@@ -47,7 +47,8 @@ pub(super) fn statement<'q>(sql: String) -> AnyQuery<'q> {
     sqlx::query(AssertSqlSafe(sql))
 }
 
-fn bind_all<'q>(mut q: AnyQuery<'q>, values: &'q [Value]) -> AnyQuery<'q> {
+/// `q` with `values` bound in order.
+pub(super) fn bind_all<'q>(mut q: AnyQuery<'q>, values: &'q [Value]) -> AnyQuery<'q> {
     for v in values {
         q = match v {
             Value::Text(s) => q.bind(s.as_str()),

@@ -18,7 +18,7 @@ use tracing::info;
 use super::error::Error;
 use crate::crd::validate::Size;
 use crate::resources::dbsync::DB_SYNC_HASH_ANNOTATION;
-use crate::resources::meta::{APP_NAME, MANAGER};
+use crate::resources::meta::{APP_NAME, INSTANCE_LABEL, MANAGER};
 use crate::resources::statefulset::{claim_templates_added, claim_templates_differ};
 use crate::resources::{CacheChildren, Children};
 
@@ -349,7 +349,7 @@ fn owned_by(references: &[OwnerReference], owner: &Owner<'_>) -> bool {
 /// The labels every child of one Glance carries (apart from its component).
 pub fn children_selector(glance_name: &str) -> String {
     format!(
-        "app.kubernetes.io/name={APP_NAME},app.kubernetes.io/instance={glance_name},app.kubernetes.io/managed-by={MANAGER}"
+        "app.kubernetes.io/name={APP_NAME},{INSTANCE_LABEL}={glance_name},app.kubernetes.io/managed-by={MANAGER}"
     )
 }
 

@@ -26,7 +26,7 @@ use super::leader::{LEASE_DURATION, LeaseLock, RENEW_PERIOD};
 use super::metrics::{Metrics, router};
 use super::reconcile::{error_policy, reconcile};
 use crate::crd::Glance;
-use crate::resources::meta::MANAGER;
+use crate::resources::meta::{INSTANCE_LABEL, MANAGER};
 
 /// Settings of the operator process.
 #[derive(Debug, Clone)]
@@ -203,7 +203,7 @@ where
 
 /// The Glance a labelled child belongs to: its `app.kubernetes.io/instance`.
 pub fn glance_for_child<K: Resource>(child: &K) -> Option<ObjectRef<DeserializeGuard<Glance>>> {
-    let instance = child.labels().get("app.kubernetes.io/instance")?;
+    let instance = child.labels().get(INSTANCE_LABEL)?;
     Some(ObjectRef::new(instance).within(&child.namespace()?))
 }
 

@@ -58,11 +58,14 @@ impl Component {
     }
 }
 
+/// The label naming the Glance a child belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
 /// Labels that select the children of one Glance and component.
 pub fn selector_labels(glance: &str, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), APP_NAME.to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), glance.to_owned()),
+        (INSTANCE_LABEL.to_owned(), glance.to_owned()),
         (
             "app.kubernetes.io/component".to_owned(),
             component.as_str().to_owned(),

@@ -168,15 +168,7 @@ impl Mock {
         roles: Vec<&'static str>,
         life: Duration,
     ) {
-        self.state().users.insert(
-            token.to_owned(),
-            UserToken {
-                user_id: user_id.to_owned(),
-                project_id: Some(project_id.to_owned()),
-                roles,
-                expires_at: SystemTime::now() + life,
-            },
-        );
+        self.insert_user(token, user_id, Some(project_id), roles, life);
     }
 
     /// A user token of `user_id` scoped to the `Default` domain (no project) with
@@ -188,11 +180,22 @@ impl Mock {
         roles: Vec<&'static str>,
         life: Duration,
     ) {
+        self.insert_user(token, user_id, None, roles, life);
+    }
+
+    fn insert_user(
+        &self,
+        token: &str,
+        user_id: &str,
+        project_id: Option<&str>,
+        roles: Vec<&'static str>,
+        life: Duration,
+    ) {
         self.state().users.insert(
             token.to_owned(),
             UserToken {
                 user_id: user_id.to_owned(),
-                project_id: None,
+                project_id: project_id.map(str::to_owned),
                 roles,
                 expires_at: SystemTime::now() + life,
             },
