@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use glance_operator::api::server::{build_state, serve, shutdown_signal};
 use glance_operator::api::settings::{ApiSettings, EMBEDDED_DEFAULTS};
-use glance_operator::conf::{Config, ConfigSources};
+use glance_operator::conf::Config;
 use glance_operator::tools::ConfigArgs;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 /// Command line of glance-api.
 #[derive(Debug, Parser)]
@@ -27,23 +27,32 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.config.init_logging();
-    let sources = ConfigSources {
-        files: cli.config.config_file.clone(),
-        dirs: cli.config.config_dir.clone(),
-    };
-    let config = if sources.files.is_empty() && sources.dirs.is_empty() {
-        info!(
-            "no --config-file or --config-dir: using the embedded defaults (./glance-data, 127.0.0.1:9292)"
-        );
+    let sources = cli.config.sources();
+    let embedded = sources.files.is_empty() && sources.dirs.is_empty();
+    let config = if embedded {
         Config::from_str("embedded defaults", EMBEDDED_DEFAULTS)
     } else {
         Config::load(&sources)
     };
-    let settings = match config
-        .map_err(|e| e.to_string())
-        .and_then(|c| ApiSettings::from_config(&c).map_err(|e| e.to_string()))
-    {
+    // Nothing logs before logging starts: errors until then go to stderr only.
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("glance-api: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = cli.config.init_logging(&config, "glance-api") {
+        eprintln!("glance-api: {e}");
+        return ExitCode::FAILURE;
+    }
+    if embedded {
+        info!(
+            "no --config-file or --config-dir: using the embedded defaults (./glance-data, 127.0.0.1:9292)"
+        );
+    }
+    debug!(files = ?config.files(), "configuration loaded");
+    let settings = match ApiSettings::from_config(&config) {
         Ok(settings) => settings,
         Err(e) => {
             error!(error = %e, "invalid configuration");

@@ -31,12 +31,11 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.config.init_logging();
     exit("glance-cache-prefetcher", run(&cli))
 }
 
 fn run(cli: &Cli) -> Result<(), ToolError> {
-    let tool = cli.config.open_cache()?;
+    let tool = cli.config.open_cache("glance-cache-prefetcher")?;
     let url = match &cli.api_url {
         Some(url) => url.clone(),
         None => format!(

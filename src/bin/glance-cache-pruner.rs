@@ -21,12 +21,11 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.config.init_logging();
     exit("glance-cache-pruner", run(&cli.config))
 }
 
 fn run(args: &ConfigArgs) -> Result<(), ToolError> {
-    let tool = args.open_cache()?;
+    let tool = args.open_cache("glance-cache-pruner")?;
     let max_size = tool.options.image_cache_max_size;
     let report = tool.cache.prune(max_size)?;
     info!(

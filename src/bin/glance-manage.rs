@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use glance_operator::api::settings::{default_backend, store_dir};
-use glance_operator::conf::{Config, ConfigSources};
+use glance_operator::conf::Config;
+use glance_operator::db::DbOptions;
 use glance_operator::db::manage::{Command, run};
-use glance_operator::db::{DbError, DbOptions};
 use glance_operator::store::FileStore;
 use glance_operator::tools::ConfigArgs;
 
@@ -48,7 +48,6 @@ fn command(words: &[String]) -> Result<Command, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.config.init_logging();
     let command = match command(&cli.command) {
         Ok(c) => c,
         Err(e) => {
@@ -56,26 +55,25 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sources = ConfigSources {
-        files: cli.config.config_file.clone(),
-        dirs: cli.config.config_dir.clone(),
-    };
-    let loaded = Config::load(&sources)
-        .map_err(|e| e.to_string())
-        .and_then(|config| {
-            let options =
-                DbOptions::from_config(&config, "sqlite:////var/lib/glance/glance.sqlite")
-                    .map_err(|e: DbError| e.to_string())?;
-            let store = FileStore::new(&store_dir(&config), default_backend(&config));
-            Ok((options, store))
-        });
-    let (options, store) = match loaded {
-        Ok(loaded) => loaded,
+    let config = match Config::load(&cli.config.sources()) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("glance-manage: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = cli.config.init_logging(&config, "glance-manage") {
+        eprintln!("glance-manage: {e}");
+        return ExitCode::FAILURE;
+    }
+    let options = match DbOptions::from_config(&config, "sqlite:////var/lib/glance/glance.sqlite") {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("glance-manage: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = FileStore::new(&store_dir(&config), default_backend(&config));
     match run(&command, &options, &store).await {
         Ok(outcome) => {
             print!("{}", outcome.stdout);

@@ -21,6 +21,7 @@
 //! `src/conf/ini.rs`.
 
 mod ini;
+pub mod logging;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -102,6 +103,13 @@ pub enum ConfError {
          (give --config-file or --config-dir)"
     )]
     MissingCacheDir,
+}
+
+/// A directory option as a path: a relative one is taken from the working directory
+/// and made absolute when the configuration is read, so that what is recorded from it
+/// (an image's `file://` location) reads the same from anywhere.
+pub fn absolute(dir: &str) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| PathBuf::from(dir))
 }
 
 /// Where the configuration comes from, as given on the command line.
@@ -384,7 +392,7 @@ impl CacheOptions {
             image_cache_dir: c
                 .get(S, "image_cache_dir")
                 .filter(|dir| !dir.is_empty())
-                .map(PathBuf::from),
+                .map(absolute),
             image_cache_max_size: c.u64_option(
                 S,
                 "image_cache_max_size",

@@ -48,13 +48,26 @@ pub struct Settings {
 /// Why the operator stopped.
 #[derive(Debug, Error)]
 pub enum RunError {
-    /// No usable Kubernetes client configuration.
-    #[error("cannot configure a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-    /// The CRD is missing or the API is unreachable.
+    /// Neither an in-cluster service account nor a usable kubeconfig.
     #[error(
-        "cannot list glances.glance.openstack.org (is the CRD installed? kubectl apply -k config/default): {0}"
+        "cannot reach the Kubernetes API server: no in-cluster service account and no usable kubeconfig: {0}"
     )]
+    NoClientConfig(#[source] kube::Error),
+    /// The API server does not answer: connection refused, DNS, TLS, proxy.
+    #[error("cannot reach the Kubernetes API server at {url}: {source}")]
+    Unreachable {
+        /// The API server's URL from the client configuration.
+        url: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// The API server answers 404 for the Glances: the CRD is not installed.
+    #[error(
+        "the Glance CRD is not installed: the API server answers 404 for glances.glance.openstack.org (kubectl apply -k config/default): {0}"
+    )]
+    CrdNotInstalled(#[source] kube::Error),
+    /// The API server answers, but refuses to list the Glances (RBAC, ...).
+    #[error("cannot list glances.glance.openstack.org: {0}")]
     Crd(#[source] kube::Error),
     /// The metrics server could not bind.
     #[error("cannot serve metrics on {addr}: {source}")]
@@ -74,7 +87,14 @@ pub enum RunError {
 
 /// Runs the operator until SIGTERM/SIGINT, or until leadership is lost.
 pub async fn run(settings: Settings) -> Result<(), RunError> {
-    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| RunError::NoClientConfig(kube::Error::InferConfig(e)))?;
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|source| RunError::Unreachable {
+        url: url.clone(),
+        source,
+    })?;
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
         .await
@@ -94,7 +114,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     glances
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(RunError::Crd)?;
+        .map_err(|e| crd_check_error(e, &url))?;
     metrics.set_healthy(true);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -187,6 +207,24 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         Err(RunError::LostLease)
     } else {
         Ok(())
+    }
+}
+
+/// What a failed first list of the Glances means: only a 404 from the API server says
+/// the CRD is missing; an error without an answer says the server at `url` cannot be
+/// reached.
+pub fn crd_check_error(error: kube::Error, url: &str) -> RunError {
+    match &error {
+        kube::Error::Api(status) if status.code == 404 => RunError::CrdNotInstalled(error),
+        // The server answered, or the request could not be built: it is reachable.
+        kube::Error::Api(_)
+        | kube::Error::SerdeError(_)
+        | kube::Error::FromUtf8(_)
+        | kube::Error::BuildRequest(_) => RunError::Crd(error),
+        _ => RunError::Unreachable {
+            url: url.to_owned(),
+            source: error,
+        },
     }
 }
 
@@ -308,5 +346,86 @@ async fn renew_lease(lock: Arc<LeaseLock>, lost: watch::Sender<bool>, stop: watc
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    const URL: &str = "https://10.96.0.1/";
+
+    #[test]
+    fn only_a_404_says_the_crd_is_not_installed() {
+        let not_found = kube::Error::Api(
+            Status::failure(
+                "the server could not find the requested resource",
+                "NotFound",
+            )
+            .with_code(404)
+            .boxed(),
+        );
+        let e = crd_check_error(not_found, URL);
+        assert!(matches!(e, RunError::CrdNotInstalled(_)), "{e:?}");
+        assert!(e.to_string().contains("CRD is not installed"), "{e}");
+
+        let forbidden = kube::Error::Api(
+            Status::failure("forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let e = crd_check_error(forbidden, URL);
+        assert!(matches!(e, RunError::Crd(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            !text.contains("not installed") && !text.contains("cannot reach"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_error_without_an_answer_says_the_api_server_cannot_be_reached() {
+        let refused = kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
+        let e = crd_check_error(refused, URL);
+        assert!(matches!(e, RunError::Unreachable { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot reach the Kubernetes API server at https://10.96.0.1/: "),
+            "{text}"
+        );
+        assert!(!text.contains("CRD"), "{text}");
+        assert!(
+            RunError::NoClientConfig(kube::Error::TlsRequired)
+                .to_string()
+                .starts_with("cannot reach the Kubernetes API server: ")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_not_a_missing_crd() {
+        // A port nobody listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let config = kube::Config::new(url.parse().expect("uri"));
+        let client = Client::try_from(config).expect("client");
+        let glances: Api<DeserializeGuard<Glance>> = Api::all(client);
+        let error = glances
+            .list(&ListParams::default().limit(1))
+            .await
+            .expect_err("nothing listens");
+        let e = crd_check_error(error, &url);
+        assert!(matches!(e, RunError::Unreachable { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot reach the Kubernetes API server at {url}")),
+            "{e}"
+        );
     }
 }

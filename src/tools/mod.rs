@@ -5,16 +5,15 @@ pub mod manage;
 pub mod prefetch;
 pub mod table;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use thiserror::Error;
 use tracing::error;
-use tracing_subscriber::EnvFilter;
 
 use crate::cache::{Cache, CacheError, CentralDb, DriverKind};
+use crate::conf::logging::{self, LogError, LogSettings};
 use crate::conf::{CacheOptions, ConfError, Config, ConfigSources};
 use crate::db::{DbError, DbOptions};
 
@@ -30,7 +29,7 @@ pub struct ConfigArgs {
     /// A directory of *.conf files, read in name order after the --config-file files.
     #[arg(long = "config-dir", value_name = "DIR")]
     pub config_dir: Vec<PathBuf>,
-    /// Log at debug level.
+    /// Log at debug level, as `[DEFAULT] debug = true` does.
     #[arg(short = 'd', long)]
     pub debug: bool,
 }
@@ -41,6 +40,9 @@ pub enum ToolError {
     /// The configuration is missing or wrong.
     #[error(transparent)]
     Conf(#[from] ConfError),
+    /// Logging cannot start as the configuration says (boxed: the Result stays small).
+    #[error(transparent)]
+    Log(Box<LogError>),
     /// The cache failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -50,6 +52,12 @@ pub enum ToolError {
     /// Some images could not be prefetched.
     #[error("{0} of the queued images could not be prefetched")]
     Prefetch(usize),
+}
+
+impl From<LogError> for ToolError {
+    fn from(e: LogError) -> Self {
+        Self::Log(Box::new(e))
+    }
 }
 
 /// A tool's loaded configuration and opened cache.
@@ -63,24 +71,24 @@ pub struct CacheTool {
 }
 
 impl ConfigArgs {
-    /// Starts logging (RUST_LOG overrides the level).
-    pub fn init_logging(&self) {
-        let level = if self.debug { "debug" } else { "info" };
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .init();
-    }
-
-    /// Loads the configuration and opens the cache it names.
-    pub fn open_cache(&self) -> Result<CacheTool, ToolError> {
-        let sources = ConfigSources {
+    /// Where the configuration comes from: `--config-file` and `--config-dir`.
+    pub fn sources(&self) -> ConfigSources {
+        ConfigSources {
             files: self.config_file.clone(),
             dirs: self.config_dir.clone(),
-        };
-        let config = Config::load(&sources)?;
+        }
+    }
+
+    /// Starts logging as `config` and `--debug` say (see [`crate::conf::logging`]), once
+    /// the configuration is loaded.
+    pub fn init_logging(&self, config: &Config, program: &str) -> Result<LogSettings, LogError> {
+        logging::init(config, self.debug, program)
+    }
+
+    /// Loads the configuration, starts logging as it says, and opens the cache it names.
+    pub fn open_cache(&self, program: &str) -> Result<CacheTool, ToolError> {
+        let config = Config::load(&self.sources())?;
+        self.init_logging(&config, program)?;
         let options = CacheOptions::from_config(&config)?;
         let cache = open_cache(&config, &options)?;
         Ok(CacheTool {
