@@ -294,7 +294,9 @@ async fn losing_the_database_gives_503_and_the_server_recovers_on_its_own() {
         Backend::Sqlite => {
             // SQLite has no server to lose; a database locked by another process past the
             // busy timeout is its way of being unavailable.
-            let server = start(None).await;
+            let dir = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+            let connection = common::db::fresh_catalogue(dir.path()).await;
+            let server = start_on(dir, connection, None, "pool_timeout = 2\n").await;
             let path = server.dir.path().join("glance.sqlite");
             let locker = std::sync::Arc::new(std::sync::Mutex::new(None));
             let (lock, unlock) = (locker.clone(), locker);
@@ -325,11 +327,10 @@ async fn losing_the_database_gives_503_and_the_server_recovers_on_its_own() {
     }
 }
 
-/// A PATCH that read the image while queued must not change its formats once an upload
-/// took it (the upload inspects against the formats it read then); other changes, and
-/// writing the formats back unchanged, still go through.
+/// An edit begun once an upload took the image sees it saving, and cannot change its
+/// formats (the upload inspects against the formats it read); other changes go through.
 #[tokio::test]
-async fn formats_change_only_while_queued_even_for_a_stale_read() {
+async fn formats_change_only_while_queued_even_for_an_edit_racing_an_upload() {
     use glance_operator::cache::ImageId;
     use glance_operator::db::{Db, DbOptions, DbUrl, Image, now};
     use glance_operator::store::FileStore;
@@ -344,25 +345,27 @@ async fn formats_change_only_while_queued_even_for_a_stale_read() {
     image.disk_format = Some("qcow2".into());
     image.container_format = Some("ovf".into());
     assert!(db.insert(&image).await.expect("insert"));
-    let stale = db.get(&id).await.expect("get").expect("image");
     // The upload takes the image and reads ovf: it will not inspect the data.
-    assert!(
-        db.transition(&id, &["queued"], "saving")
-            .await
-            .expect("claim")
-    );
-    let mut relabel = stale.clone();
+    assert!(db.claim_upload(&id, "lease").await.expect("claim"));
+    let edit = db.edit(&id).await.expect("edit").expect("image");
+    assert_eq!(edit.image.status, "saving");
+    let mut relabel = edit.image.clone();
     relabel.container_format = Some("bare".into());
-    assert!(!db.update(&relabel).await.expect("update"), "formats stay");
-    let mut rename = stale.clone();
+    assert!(
+        !db.save(edit, &relabel).await.expect("save"),
+        "formats stay"
+    );
+    let edit = db.edit(&id).await.expect("edit").expect("image");
+    let mut rename = edit.image.clone();
     rename.name = Some("renamed".into());
     assert!(
-        db.update(&rename).await.expect("update"),
+        db.save(edit, &rename).await.expect("save"),
         "other fields change"
     );
     let now_stored = db.get(&id).await.expect("get").expect("image");
     assert_eq!(now_stored.container_format.as_deref(), Some("ovf"));
     assert_eq!(now_stored.name.as_deref(), Some("renamed"));
+    assert_eq!(now_stored.status, "saving");
 }
 
 /// A client that goes away in the middle of its upload leaves the image queued, ready for

@@ -18,6 +18,33 @@ use crate::cache::{Cache, DriverKind, Entry, ImageId};
 pub trait ImageCatalog: Send + Sync + 'static {
     /// The image's status (`active`, `queued`, ...), or None when there is no such image.
     fn status(&self, id: &ImageId) -> Result<Option<String>, ApiError>;
+
+    /// Which of `ids` are images of the catalogue (not deleted).
+    fn live(&self, ids: &[ImageId]) -> Result<Vec<ImageId>, ApiError> {
+        let mut live = Vec::new();
+        for id in ids {
+            if self.status(id)?.is_some() {
+                live.push(id.clone());
+            }
+        }
+        Ok(live)
+    }
+}
+
+impl CacheApi {
+    /// Removes the cached copies, and the queue entries, of images that were deleted or
+    /// are gone from the catalogue: deleted through another replica, or by upstream
+    /// Glance. Returns how many copies it removed.
+    pub fn drop_deleted(&self) -> Result<usize, ApiError> {
+        let held = self.cache.held()?;
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let live: std::collections::HashSet<ImageId> =
+            self.catalog.live(&held)?.into_iter().collect();
+        let gone: Vec<ImageId> = held.into_iter().filter(|id| !live.contains(id)).collect();
+        Ok(self.cache.forget(&gone)?)
+    }
 }
 
 /// What the cache API works on.
@@ -108,6 +135,7 @@ fn existing(api: &CacheApi, id: &ImageId) -> Result<String, ApiError> {
 
 async fn list(State(api): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(&api, |api| {
+        api.drop_deleted()?;
         Ok(Json(
             json!({"cached_images": cached_json(api)?, "queued_images": queued_json(api)?}),
         ))
@@ -140,10 +168,16 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&raw)?;
     blocking(&api, move |api| {
-        existing(api, &id)?;
-        api.cache.delete(&id)?;
-        api.cache.dequeue(&id)?;
-        Ok(StatusCode::NO_CONTENT)
+        // A deleted image's copy left on this node goes too; only an image that is
+        // neither in the catalogue nor here is unknown.
+        let known = api.catalog.status(&id)?.is_some();
+        let removed = api.cache.delete(&id)?;
+        let dequeued = api.cache.dequeue(&id)?;
+        if known || removed || dequeued {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(ApiError::not_found(format!("No image found with ID {id}")))
+        }
     })
     .await
 }
@@ -194,6 +228,7 @@ async fn clear(State(api): State<Shared>, headers: HeaderMap) -> Result<StatusCo
 
 async fn prune(State(api): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(&api, |api| {
+        api.drop_deleted()?;
         let report = api.cache.prune(api.max_size)?;
         Ok(Json(
             json!({"total_files_pruned": report.files, "total_bytes_pruned": report.bytes}),
@@ -212,6 +247,7 @@ async fn clean(State(api): State<Shared>) -> Result<Response, ApiError> {
 
 async fn legacy_cached(State(api): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(&api, |api| {
+        api.drop_deleted()?;
         Ok(Json(json!({"cached_images": cached_json(api)?})))
     })
     .await

@@ -26,6 +26,15 @@ use crate::store::{Reader, Store, StoreError, Stored};
 
 type Shared = Arc<AppState>;
 
+/// How often an upload renews its lease; see [`crate::db::Db::claim_upload`] and
+/// [`LEASE_TTL`].
+pub const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// A lease not renewed for this long belongs to an uploader that died: three renewals
+/// missed. With a sweep every [`LEASE_RENEWAL`], an image is back in queued within
+/// 40 s of its uploader's death.
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+const LEASE_LOST: &str = "was reclaimed during the upload: its upload lease expired";
+
 /// Size of the chunks read from disk and sent to clients.
 pub const CHUNK: usize = 1 << 20;
 
@@ -41,18 +50,18 @@ pub async fn upload(
     let claimed = match target_store(&state, &headers) {
         Ok(store) => claim(&state, &caller, &raw, &headers)
             .await
-            .map(|(id, expected)| (id, store, expected)),
+            .map(|(id, lease, expected)| (id, lease, store, expected)),
         Err(e) => Err(e),
     };
     match claimed {
-        Ok((id, store, expected)) => {
+        Ok((id, lease, store, expected)) => {
             let size = headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
             // In a task of its own: should hyper drop this handler (the client gone), the
             // upload still ends, making the image active or moving it back to queued.
-            tokio::spawn(store_body(state, id, store, size, body, expected))
+            tokio::spawn(store_body(state, id, lease, store, size, body, expected))
                 .await
                 .map_err(ApiError::internal)?
         }
@@ -120,14 +129,15 @@ fn missing_formats(image: &Image) -> Option<String> {
     }
 }
 
-/// Checks the request and moves the image from queued to saving; returns what its data
+/// Checks the request and moves the image from queued to saving under a new upload
+/// lease ([`crate::db::Db::claim_upload`]); returns the lease's token and what the data
 /// is to be inspected against, read once the image is saving.
 async fn claim(
     state: &Shared,
     caller: &Caller,
     raw: &str,
     headers: &HeaderMap,
-) -> Result<(crate::cache::ImageId, Option<Expected>), ApiError> {
+) -> Result<(crate::cache::ImageId, String, Option<Expected>), ApiError> {
     let id = path_id(raw)?;
     if caller.is_checked() {
         let image = image_to_check(state, caller, &id).await?;
@@ -146,22 +156,23 @@ async fn claim(
         });
     }
     // One conditional update decides between replicas: only one moves queued -> saving.
-    if state.db.transition(&id, &["queued"], "saving").await? {
+    let lease = uuid::Uuid::new_v4().to_string();
+    if state.db.claim_upload(&id, &lease).await? {
         let image = match state.db.get_row(&id).await {
             Ok(image) => image,
             Err(e) => {
-                let _ = state.db.transition(&id, &["saving"], "queued").await;
+                let _ = state.db.release_upload(&id, &lease).await;
                 return Err(e.into());
             }
         };
         // As upstream's domain: no data without both formats, so that nothing is stored
         // that was not inspected against what the image claims.
         if let Some(missing) = image.as_ref().and_then(missing_formats) {
-            let _ = state.db.transition(&id, &["saving"], "queued").await;
+            let _ = state.db.release_upload(&id, &lease).await;
             return Err(ApiError::bad_request(missing));
         }
         // None: deleted meanwhile; the activation finds out.
-        return Ok((id, image.as_ref().and_then(Expected::of)));
+        return Ok((id, lease, image.as_ref().and_then(Expected::of)));
     }
     let image = state
         .db
@@ -223,6 +234,7 @@ enum Piece {
 async fn store_body(
     state: Shared,
     id: crate::cache::ImageId,
+    lease: String,
     store: Store,
     size: Option<u64>,
     body: Body,
@@ -286,7 +298,29 @@ async fn store_body(
     let mut stream = body.into_data_stream();
     let mut body_error = None;
     let mut writer_gone = false;
-    while let Some(chunk) = stream.next().await {
+    // The lease is renewed while the body streams; a lost lease (reclaimed after it
+    // expired, or the image deleted) ends the upload.
+    let mut renewal = tokio::time::interval(LEASE_RENEWAL);
+    renewal.tick().await;
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next() => match chunk {
+                Some(chunk) => chunk,
+                None => break,
+            },
+            _ = renewal.tick() => {
+                match state.db.renew_upload(&id, &lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        body_error = Some(LEASE_LOST.to_owned());
+                        break;
+                    }
+                    // The database is away: the lease may still hold when it is back.
+                    Err(e) => warn!(image = %id, error = %e, "upload lease not renewed"),
+                }
+                continue;
+            }
+        };
         match chunk {
             // Once the writer failed, the rest is read and dropped (see `drain`).
             Ok(chunk) if !writer_gone => writer_gone = tx.send(Piece::Chunk(chunk)).await.is_err(),
@@ -309,7 +343,15 @@ async fn store_body(
         }))
     });
     let failure = match (body_error, stored) {
+        (Some(e), _) if e == LEASE_LOST => ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!("Image {id} {LEASE_LOST}"),
+        },
         (Some(e), _) => ApiError::bad_request(format!("Error reading the image data: {e}")),
+        // Deleted meanwhile: the delete removed the partial data under the writer.
+        (None, Err(Unstored::Store(_))) if matches!(state.db.get_row(&id).await, Ok(None)) => {
+            deleted_during_upload(&id)
+        }
         (None, Err(Unstored::Store(e))) => {
             warn!(image = %id, error = %e, "storing image data failed");
             e.into()
@@ -332,13 +374,10 @@ async fn store_body(
                 store: store.name().to_owned(),
                 virtual_size: virtual_size.and_then(|v| i64::try_from(v).ok()),
             };
-            let failure = match state.db.activate(&id, &activation).await {
+            let failure = match state.db.activate(&id, &lease, &activation).await {
                 Ok(true) => return Ok(StatusCode::NO_CONTENT),
                 // Deleted (or otherwise moved on) while uploading: the data goes too.
-                Ok(false) => ApiError {
-                    status: StatusCode::GONE,
-                    message: format!("Image {id} was deleted during the upload"),
-                },
+                Ok(false) => deleted_during_upload(&id),
                 // Not activated: the image must not keep data it does not describe.
                 Err(e) => e.into(),
             };
@@ -347,9 +386,21 @@ async fn store_body(
             failure
         }
     };
-    // Back to queued, unless it was deleted meanwhile; another upload may then try.
-    let _ = state.db.transition(&id, &["saving"], "queued").await;
+    // Back to queued, unless it was deleted or reclaimed meanwhile; another upload may
+    // then try.
+    let _ = state.db.release_upload(&id, &lease).await;
     Err(failure)
+}
+
+/// Upstream's 410 for an upload whose image went away (deleted, or reclaimed after its
+/// lease expired).
+fn deleted_during_upload(id: &crate::cache::ImageId) -> ApiError {
+    ApiError {
+        status: StatusCode::GONE,
+        message: format!(
+            "Image {id} could not be found after upload. The image may have been deleted during the upload."
+        ),
+    }
 }
 
 /// Parses a Range header: `bytes=a-b`, `bytes=a-` or `bytes=-n`, one range only. None

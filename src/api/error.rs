@@ -40,15 +40,26 @@ impl ApiError {
         }
     }
 
-    /// 500; the cause is logged, the client gets a generic message.
+    /// 500; the cause is logged, and the client gets it in short, so that nobody has to
+    /// read the server's log to know what broke. Causes never hold a secret: database
+    /// errors leave the password out, and the paths in store and cache errors are those
+    /// of the data directories.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         error!(error = %cause, "internal error");
+        let mut cause = cause.to_string();
+        if let Some((cut, _)) = cause.char_indices().nth(MAX_CAUSE) {
+            cause.truncate(cut);
+            cause.push('…');
+        }
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: "The server has an internal error.".to_owned(),
+            message: format!("The server has an internal error: {cause}"),
         }
     }
 }
+
+/// How much of an internal error's cause a 500 shows.
+const MAX_CAUSE: usize = 300;
 
 impl From<DbError> for ApiError {
     /// A lost or unreachable database is 503 (the client may retry); the cause is
@@ -60,6 +71,9 @@ impl From<DbError> for ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: "The image database is unavailable; try again later.".to_owned(),
             };
+        }
+        if let DbError::Invalid(reason) = &e {
+            return Self::bad_request(format!("Invalid value: {reason}"));
         }
         Self::internal(e)
     }

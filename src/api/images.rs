@@ -55,6 +55,163 @@ const READ_ONLY: &[&str] = &[
     "stores",
 ];
 
+/// Attributes no request may set (upstream's `_reserved_properties`), and the
+/// namespace upstream keeps for itself (`os_glance_…`).
+const RESERVED: &[&str] = &["location", "deleted", "deleted_at"];
+const RESERVED_NAMESPACE: &str = "os_glance";
+
+/// The schema's limits: names, property keys and tags (VARCHAR(255)), property values
+/// (TEXT), and min_disk and min_ram (INTEGER).
+const MAX_NAME: usize = 255;
+const MAX_PROPERTY_VALUE: usize = 65_535;
+const MAX_INT: i64 = i32::MAX as i64;
+
+/// 400 for a value of `field` that the image schema refuses, in upstream's words.
+fn invalid(field: &str, reason: String) -> ApiError {
+    ApiError::bad_request(format!(
+        "Provided object does not match schema 'image': {field}: {reason}"
+    ))
+}
+
+/// Refuses a value of `field` longer than `max` characters.
+fn at_most(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(invalid(
+            field,
+            format!("the value is too long ({n} characters; at most {max})"),
+        ));
+    }
+    Ok(())
+}
+
+/// A tag: 1 to 255 characters.
+fn check_tag(tag: &str) -> Result<(), ApiError> {
+    if tag.is_empty() {
+        return Err(invalid("tags", "a tag cannot be empty".to_owned()));
+    }
+    at_most("tags", tag, MAX_NAME)
+}
+
+/// What a request may set or remove: not the read-only attributes, not the reserved
+/// ones nor upstream's own `os_glance_` namespace (403, upstream's words), and property
+/// names of 1 to 255 characters (400).
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if RESERVED.contains(&key) || key == "locations" || key.starts_with(RESERVED_NAMESPACE) {
+        return Err(forbidden(format!("Attribute '{key}' is reserved.")));
+    }
+    if READ_ONLY.contains(&key) || key == "id" {
+        return Err(forbidden(format!("Attribute '{key}' is read-only.")));
+    }
+    if key.is_empty() {
+        return Err(ApiError::bad_request("A property name cannot be empty."));
+    }
+    if key.chars().count() > MAX_NAME {
+        return Err(ApiError::bad_request(
+            "Custom property should not be greater than 255 characters.",
+        ));
+    }
+    Ok(())
+}
+
+/// On a catalogue whose tables cannot hold characters beyond the Basic Multilingual
+/// Plane (MySQL's and MariaDB's utf8mb3 tables, as upstream creates them), refuses them
+/// with upstream's `no_4byte_params` words before the database does.
+fn check_4byte(state: &AppState, image: &Image) -> Result<(), ApiError> {
+    if state.db.holds_4byte() {
+        return Ok(());
+    }
+    let wide = |s: &str| s.chars().any(|c| u32::from(c) > 0xFFFF);
+    for (key, value) in &image.properties {
+        if wide(key) {
+            return Err(ApiError::bad_request(
+                "Property names can't contain 4 byte unicode.",
+            ));
+        }
+        if wide(value) {
+            return Err(ApiError::bad_request(format!(
+                "{} can't contain 4 byte unicode characters.",
+                title(key)
+            )));
+        }
+    }
+    for (field, value) in [("name", &image.name), ("owner", &image.owner)] {
+        if value.as_deref().is_some_and(wide) {
+            return Err(ApiError::bad_request(format!(
+                "{} can't contain 4 byte unicode characters.",
+                title(field)
+            )));
+        }
+    }
+    if image.tags.iter().any(|t| wide(t)) {
+        return Err(ApiError::bad_request(
+            "Param values can't contain 4 byte unicode.",
+        ));
+    }
+    Ok(())
+}
+
+/// Python's `str.title()` for the ASCII words of a name.
+fn title(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut start = true;
+    for c in key.chars() {
+        out.extend(if start {
+            c.to_uppercase().collect::<Vec<_>>()
+        } else {
+            c.to_lowercase().collect()
+        });
+        start = !c.is_alphabetic();
+    }
+    out
+}
+
+/// Upstream's `image_property_quota` and `image_tag_quota`: 413 when a change leaves an
+/// image with more properties or tags than allowed, and it added some. An image already
+/// over a lowered quota can still lose some.
+fn check_quotas(state: &AppState, old: Option<&Image>, new: &Image) -> Result<(), ApiError> {
+    let over = |what: &str, quota: i64, before: usize, after: usize| {
+        let limit = usize::try_from(quota).unwrap_or(usize::MAX);
+        if quota >= 0 && after > limit && after > before {
+            return Err(ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "The limit has been exceeded on the number of allowed image {what}. Attempted: {after}, Maximum: {quota}"
+                ),
+            });
+        }
+        Ok(())
+    };
+    let settings = &state.settings;
+    // Upstream leaves its own os_glance_ properties out of the count.
+    let own = |i: &Image| {
+        i.properties
+            .keys()
+            .filter(|k| !k.starts_with(RESERVED_NAMESPACE))
+            .count()
+    };
+    over(
+        "properties",
+        settings.image_property_quota,
+        old.map_or(0, own),
+        own(new),
+    )?;
+    over(
+        "tags",
+        settings.image_tag_quota,
+        old.map_or(0, |i| i.tags.len()),
+        new.tags.len(),
+    )
+}
+
+/// Properties kept for glance-api's own use and never shown: upstream's, and the lease
+/// of an upload in progress ([`crate::db::UPLOAD_LEASE`]).
+const HIDDEN: &[&str] = &[
+    "os_glance_stage_host",
+    "os_glance_hash_op_host",
+    crate::db::UPLOAD_LEASE,
+];
+
 /// An image as the API shows it.
 pub fn image_json(image: &Image) -> Value {
     let id = image.id.as_str();
@@ -87,7 +244,9 @@ pub fn image_json(image: &Image) -> Value {
             map.insert("stores".to_owned(), json!(image.stores.join(",")));
         }
         for (k, val) in &image.properties {
-            map.entry(k.clone()).or_insert_with(|| json!(val));
+            if !HIDDEN.contains(&k.as_str()) {
+                map.entry(k.clone()).or_insert_with(|| json!(val));
+            }
         }
     }
     v
@@ -132,15 +291,26 @@ fn one_of(key: &str, v: &Value, allowed: &[&str]) -> Result<Option<String>, ApiE
 
 /// Sets one attribute from the API's JSON; `removing` clears it.
 fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<(), ApiError> {
-    if READ_ONLY.contains(&key) {
-        return Err(forbidden(format!("Attribute '{key}' is read-only.")));
-    }
+    check_key(key)?;
     let null = Value::Null;
     let v = value.unwrap_or(&null);
     let int = |v: &Value| {
-        v.as_i64()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad_request(format!("{key}: expected a non-negative integer")))
+        let n = match v {
+            Value::Number(n) if n.is_i64() || n.is_u64() => n.as_i64().unwrap_or(i64::MAX),
+            _ => return Err(invalid(key, format!("{v} is not of type 'integer'"))),
+        };
+        if n < 0 {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value '{n}' for parameter '{key}': Cannot be a negative value"
+            )));
+        }
+        // Upstream's _validate_db_int.
+        if n > MAX_INT {
+            return Err(ApiError::bad_request(format!(
+                "'{key}' value out of range, must not exceed {MAX_INT}."
+            )));
+        }
+        Ok(n)
     };
     let boolean = |v: &Value| {
         v.as_bool()
@@ -150,8 +320,8 @@ fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<
         "id" => return Err(forbidden("Attribute 'id' is read-only.".to_owned())),
         "name" => {
             let name = string_or_null(key, v)?;
-            if name.as_ref().is_some_and(|n| n.chars().count() > 255) {
-                return Err(ApiError::bad_request("name: at most 255 characters"));
+            if let Some(name) = &name {
+                at_most(key, name, MAX_NAME)?;
             }
             image.name = name;
         }
@@ -182,11 +352,13 @@ fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<
             image.tags = tags
                 .iter()
                 .map(|t| {
-                    t.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| ApiError::bad_request("tags: expected a list of strings"))
+                    let tag = t
+                        .as_str()
+                        .ok_or_else(|| ApiError::bad_request("tags: expected a list of strings"))?;
+                    check_tag(tag)?;
+                    Ok(tag.to_owned())
                 })
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, ApiError>>()?;
         }
         _ => match value {
             None => {
@@ -195,6 +367,7 @@ fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<
                 }
             }
             Some(Value::String(s)) => {
+                at_most(key, s, MAX_PROPERTY_VALUE)?;
                 image.properties.insert(key.to_owned(), s.clone());
             }
             Some(_) => {
@@ -231,6 +404,8 @@ pub async fn create(
         }
     }
     authorize_create(&state, &caller, &image, fields.contains_key("visibility"))?;
+    check_quotas(&state, None, &image)?;
+    check_4byte(&state, &image)?;
     if !state.db.insert(&image).await? {
         return Err(conflict(format!(
             "Image with identifier {} already exists!",
@@ -300,7 +475,127 @@ pub async fn show(
     Ok(Json(image_json(&image)))
 }
 
+/// One operation of a JSON patch, its pointer decoded.
+struct PatchOp {
+    op: Change,
+    key: String,
+    value: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Replace,
+    Remove,
+}
+
+/// Reads a JSON patch body: a list of `{"op", "path", "value"}` whose paths name one
+/// attribute each.
+fn parse_patch(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
+    let ops: Vec<Map<String, Value>> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("A JSON patch is a list of operations: {e}")))?;
+    ops.into_iter()
+        .map(|mut op| {
+            let name = op
+                .get("op")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let change = match name.as_str() {
+                "add" => Change::Add,
+                "replace" => Change::Replace,
+                "remove" => Change::Remove,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid operation: `{other}`. It must be one of the following: add, replace, remove."
+                    )));
+                }
+            };
+            let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+            let key = decode_pointer(path)?;
+            let value = op.remove("value");
+            if change != Change::Remove && value.is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "Operation \"{name}\" requires a member named \"value\"."
+                )));
+            }
+            Ok(PatchOp {
+                op: change,
+                key,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// An RFC 6901 pointer to one attribute: `/name`, with `~1` for `/` and `~0` for `~`;
+/// any other `~` escape is refused, in upstream's words.
+fn decode_pointer(path: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::bad_request(format!("Pointer `{path}` {why}"));
+    let Some(key) = path.strip_prefix('/') else {
+        return Err(bad("does not start with \"/\"."));
+    };
+    let mut chars = key.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(bad(
+                "contains \"~\" not part of a recognized escape sequence.",
+            ));
+        }
+    }
+    if key.is_empty() || key.contains('/') {
+        return Err(ApiError::bad_request(format!(
+            "Invalid JSON pointer for this resource: '{path}'"
+        )));
+    }
+    Ok(key.replace("~1", "/").replace("~0", "~"))
+}
+
+/// Applies `ops` to `image` with the checks upstream makes for each: who may change the
+/// owner and the visibility, `modify_image`, read-only and reserved attributes, and the
+/// values' schema.
+fn apply(
+    state: &AppState,
+    caller: &Caller,
+    image: &mut Image,
+    ops: &[PatchOp],
+) -> Result<(), ApiError> {
+    for PatchOp { op, key, value } in ops {
+        let key = key.as_str();
+        if key == "owner" && *op != Change::Remove && !caller.is_admin() {
+            return Err(forbidden("Owner can't be updated by non admin.".to_owned()));
+        }
+        if key == "visibility"
+            && let Some(Value::String(v)) = value
+        {
+            authorize_visibility(state, caller, v, &image_target(image, caller))?;
+        }
+        authorize_image(state, caller, "modify_image", image)?;
+        match op {
+            Change::Add | Change::Replace => {
+                if *op == Change::Replace && !is_core(key) && !image.properties.contains_key(key) {
+                    check_key(key)?;
+                    return Err(conflict(format!("Property {key} does not exist.")));
+                }
+                set_attribute(image, key, value.as_ref())?;
+            }
+            Change::Remove => {
+                if is_core(key) {
+                    check_key(key)?;
+                    return Err(forbidden(format!("Property {key} may not be removed.")));
+                }
+                set_attribute(image, key, None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// PATCH /v2/images/{id} (application/openstack-images-v2.1-json-patch)
+///
+/// The patch is applied to the image as it is under its row lock ([`crate::db::Db::edit`]),
+/// and only what it changed is written: concurrent patches of one image, through any
+/// replica, all take effect.
 pub async fn update(
     State(state): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -322,76 +617,37 @@ pub async fn update(
             ),
         });
     }
-    let ops: Vec<Map<String, Value>> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("A JSON patch is a list of operations: {e}")))?;
-    let mut image = image_for(&state, &caller, &raw, "get_image").await?;
-    {
-        for op in &ops {
-            let name = op.get("op").and_then(Value::as_str).unwrap_or("");
-            let path = op.get("path").and_then(Value::as_str).unwrap_or("");
-            let key = path
-                .strip_prefix('/')
-                .filter(|k| !k.is_empty() && !k.contains('/'))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "Invalid JSON pointer for this resource: '{path}'"
-                    ))
-                })?;
-            let key = key.replace("~1", "/").replace("~0", "~");
-            if key == "owner" && name != "remove" && !caller.is_admin() {
-                return Err(forbidden("Owner can't be updated by non admin.".to_owned()));
-            }
-            if key == "visibility"
-                && let Some(Value::String(v)) = op.get("value")
-            {
-                authorize_visibility(&state, &caller, v, &image_target(&image, &caller))?;
-            }
-            authorize_image(&state, &caller, "modify_image", &image)?;
-            match name {
-                "add" | "replace" => {
-                    let value = op.get("value").ok_or_else(|| {
-                        ApiError::bad_request(format!("Operation {name} needs a value"))
-                    })?;
-                    if name == "replace" && !is_core(&key) && !image.properties.contains_key(&key) {
-                        return Err(conflict(format!("Property {key} does not exist.")));
-                    }
-                    set_attribute(&mut image, &key, Some(value))?;
-                }
-                "remove" => {
-                    if is_core(&key) {
-                        return Err(forbidden(format!("Attribute '{key}' cannot be removed.")));
-                    }
-                    set_attribute(&mut image, &key, None)?;
-                }
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                        "Operation {other:?} is not supported: use add, replace or remove"
-                    )));
-                }
-            }
-        }
-    }
+    let ops = parse_patch(&body)?;
+    let image = image_for(&state, &caller, &raw, "get_image").await?;
     // As upstream, an empty patch changes nothing, not even updated_at.
-    if !ops.is_empty() {
-        image.updated_at = now();
-        save(&state, &image, &raw).await?;
+    if ops.is_empty() {
+        return Ok(Json(image_json(&image)));
     }
+    let image = edit(&state, &raw, |image| apply(&state, &caller, image, &ops)).await?;
     Ok(Json(image_json(&image)))
 }
 
-/// Writes a changed image: 404 when it is gone, 409 when an upload took it meanwhile and
-/// the formats would change under the inspection (the formats are only written while it
-/// is queued, unless they stay as they are).
-async fn save(state: &Shared, image: &Image, raw: &str) -> Result<(), ApiError> {
-    if state.db.update(image).await? {
-        return Ok(());
+/// Changes image `raw` with `change`, applied under the image's row lock to the image as
+/// it is then, and writes what changed; the image as saved. 404 when it is gone.
+async fn edit(
+    state: &AppState,
+    raw: &str,
+    change: impl FnOnce(&mut Image) -> Result<(), ApiError>,
+) -> Result<Image, ApiError> {
+    let id = path_id(raw)?;
+    let edit = state.db.edit(&id).await?.ok_or_else(|| not_found(raw))?;
+    let mut image = edit.image.clone();
+    change(&mut image)?;
+    check_quotas(state, Some(&edit.image), &image)?;
+    check_4byte(state, &image)?;
+    image.updated_at = now();
+    if !state.db.save(edit, &image).await? {
+        return Err(forbidden(
+            "Attribute disk_format and container_format can be only replaced for a queued image."
+                .to_owned(),
+        ));
     }
-    match state.db.get(&image.id).await? {
-        Some(_) => Err(conflict(
-            "The image left queued meanwhile: disk_format and container_format can be only replaced for a queued image.".to_owned(),
-        )),
-        None => Err(not_found(raw)),
-    }
+    Ok(image)
 }
 
 fn is_core(key: &str) -> bool {
@@ -447,6 +703,10 @@ pub async fn delete(
                 warn!(image = %id, error = %e, "image data not deleted");
             }
         }
+        // And what an upload that died left (a live one fails at its activation).
+        if let Err(e) = state.stores.remove_partial(&id) {
+            warn!(image = %id, error = %e, "partial upload data not deleted");
+        }
         if let Some(cache) = &state.cache {
             cache.cache.delete(&id)?;
             cache.cache.dequeue(&id)?;
@@ -462,11 +722,21 @@ pub async fn add_tag(
     Extension(caller): Extension<Caller>,
     Path((raw, tag)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    check_tag(&tag)?;
+    let id = raw.clone();
     edit_tags(state, caller, raw, move |tags| {
         tags.insert(tag);
         Ok(())
     })
     .await
+    .map_err(|e| match e.status {
+        // Upstream's words for a tag too many.
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError {
+            status: e.status,
+            message: format!("Image tag limit exceeded for image {id}: {}:", e.message),
+        },
+        _ => e,
+    })
 }
 
 /// DELETE /v2/images/{id}/tags/{tag}
@@ -489,18 +759,24 @@ async fn edit_tags(
     state: Shared,
     caller: Caller,
     raw: String,
-    edit: impl FnOnce(&mut std::collections::BTreeSet<String>) -> Result<(), ApiError> + Send + 'static,
+    change: impl FnOnce(&mut std::collections::BTreeSet<String>) -> Result<(), ApiError>
+    + Send
+    + 'static,
 ) -> Result<StatusCode, ApiError> {
     // Upstream's words for a tag's image it cannot find.
-    let mut image = image_for(&state, &caller, &raw, "modify_image")
+    let unfound = |e: ApiError| match e.status {
+        StatusCode::NOT_FOUND => ApiError::not_found(format!("Image {raw} not found.")),
+        _ => e,
+    };
+    image_for(&state, &caller, &raw, "modify_image")
         .await
-        .map_err(|e| match e.status {
-            StatusCode::NOT_FOUND => ApiError::not_found(format!("Image {raw} not found.")),
-            _ => e,
-        })?;
-    edit(&mut image.tags)?;
-    image.updated_at = now();
-    save(&state, &image, &raw).await?;
+        .map_err(unfound)?;
+    edit(&state, &raw, |image| {
+        authorize_image(&state, &caller, "modify_image", image)?;
+        change(&mut image.tags)
+    })
+    .await
+    .map_err(unfound)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

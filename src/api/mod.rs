@@ -13,3 +13,4 @@ pub mod sendfile;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod upkeep;

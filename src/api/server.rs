@@ -258,11 +258,13 @@ pub async fn serve_on(
         action: "reading the bound address".to_owned(),
         source,
     })?;
+    let upkeep = tokio::spawn(super::upkeep::run(state.clone()));
     info!(%addr, cache = state.cache.is_some(), "glance-api listening");
     let result = accept_until(listener, state, shutdown).await;
     if let Some(worker) = worker {
         worker.abort();
     }
+    upkeep.abort();
     result
 }
 

@@ -120,6 +120,12 @@ pub struct ApiSettings {
     pub policy: Policy,
     /// `image_member_quota`: members an image may have (negative: unlimited).
     pub image_member_quota: i64,
+    /// `image_property_quota`: properties an image may have (negative: unlimited).
+    pub image_property_quota: i64,
+    /// `image_tag_quota`: tags an image may have (negative: unlimited).
+    pub image_tag_quota: i64,
+    /// `image_location_quota`: locations an image may have (negative: unlimited).
+    pub image_location_quota: i64,
 }
 
 impl ApiSettings {
@@ -167,18 +173,28 @@ impl ApiSettings {
                 .max(1),
             keystone,
             policy: Policy::from_config(config)?,
-            image_member_quota: member_quota(config)?,
+            image_member_quota: quota(config, "image_member_quota")?,
+            image_property_quota: quota(config, "image_property_quota")?,
+            image_tag_quota: quota(config, "image_tag_quota")?,
+            image_location_quota: quota(config, "image_location_quota")?,
         })
     }
 }
 
-/// `image_member_quota` (default 128; negative for no limit).
-fn member_quota(config: &Config) -> Result<i64, ConfError> {
-    let raw = config.get_str(DEFAULT_SECTION, "image_member_quota", "128");
+/// One of upstream's image quotas: `image_member_quota`, `image_property_quota` and
+/// `image_tag_quota` (default 128) or `image_location_quota` (default 10); negative for no
+/// limit.
+fn quota(config: &Config, option: &'static str) -> Result<i64, ConfError> {
+    let default = if option == "image_location_quota" {
+        "10"
+    } else {
+        "128"
+    };
+    let raw = config.get_str(DEFAULT_SECTION, option, default);
     raw.trim().parse().map_err(|_| {
         config.invalid(
             DEFAULT_SECTION,
-            "image_member_quota",
+            option,
             "expected an integer (negative for no limit)",
         )
     })
@@ -202,5 +218,5 @@ pub fn store_dir(config: &Config) -> PathBuf {
         .and_then(|b| config.get(b, "filesystem_store_datadir"))
         .or_else(|| config.get("glance_store", "filesystem_store_datadir"))
         .unwrap_or("/var/lib/glance/images/");
-    PathBuf::from(dir)
+    crate::conf::absolute(dir)
 }

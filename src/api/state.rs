@@ -43,6 +43,10 @@ impl ImageCatalog for DbCatalog {
             .block_on(self.db.get_row(id))?
             .map(|i| i.status))
     }
+
+    fn live(&self, ids: &[ImageId]) -> Result<Vec<ImageId>, ApiError> {
+        Ok(self.runtime.block_on(self.db.live(ids))?)
+    }
 }
 
 /// Runs blocking work (SQLite, files) off the async threads.

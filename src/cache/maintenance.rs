@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use super::layout::{list, remove};
 use super::writer::lock;
-use super::{Cache, CacheError, CacheWriter, Entry};
+use super::{Cache, CacheError, CacheWriter, Entry, ImageId};
 
 /// What a prune removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,6 +33,26 @@ pub struct CleanReport {
 }
 
 impl Cache {
+    /// Every image this cache holds: what [`Cache::forget`] may be asked to drop once
+    /// the catalogue says which of them are gone. (Queued images are left to the
+    /// prefetcher, which skips those the catalogue does not have.)
+    pub fn held(&self) -> Result<Vec<ImageId>, CacheError> {
+        Ok(self.cached()?.into_iter().map(|e| e.image_id).collect())
+    }
+
+    /// Removes the cached copies of `gone`, images deleted from the catalogue (through
+    /// another replica, or by upstream Glance); how many copies went.
+    pub fn forget(&self, gone: &[ImageId]) -> Result<usize, CacheError> {
+        let mut dropped = 0;
+        for id in gone {
+            if self.delete(id)? {
+                dropped += 1;
+                info!(image = %id, "cached copy of a deleted image removed");
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Evicts least recently accessed images until the cache is at most `max_size` bytes.
     /// It works on one snapshot of the entries, so it always terminates; when partial
     /// writes alone exceed `max_size` it stops after evicting every finished image.

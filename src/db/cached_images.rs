@@ -118,7 +118,11 @@ impl Db {
         let sql = self
             .dialect()
             .sql("INSERT INTO node_reference (node_reference_url) VALUES (?)");
-        match statement(sql).bind(url).execute(self.pool()).await {
+        match statement(sql)
+            .bind(url)
+            .execute(&mut *self.conn().await?)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(self.error(e)),
@@ -132,7 +136,7 @@ impl Db {
             .sql("SELECT node_reference_id FROM node_reference WHERE node_reference_url = ?");
         let row = statement(sql)
             .bind(url)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?;
         row.map(|r| r.try_get::<i64, _>(0).map_err(|e| column_error(0, e)))
@@ -144,7 +148,7 @@ impl Db {
         let sql = self.dialect().sql(&self.select_cached());
         let rows = statement(sql)
             .bind(node)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?;
         rows.iter().map(cached_image).collect()
@@ -158,7 +162,7 @@ impl Db {
         );
         let rows = statement(sql)
             .bind(image_id)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?;
         rows.iter()
@@ -179,7 +183,7 @@ impl Db {
             .bind(db_datetime(now))
             .bind(image_id)
             .bind(node)
-            .execute(self.pool())
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?
             .rows_affected();

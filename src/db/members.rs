@@ -60,7 +60,7 @@ impl Db {
         );
         statement(self.dialect().sql(&sql))
             .bind(image.as_str())
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?
             .iter()
@@ -77,7 +77,7 @@ impl Db {
         statement(self.dialect().sql(&sql))
             .bind(image.as_str())
             .bind(project)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?
             .as_ref()
@@ -208,7 +208,7 @@ impl Db {
         Ok(bind_all(statement(self.dialect().sql(&sql)), values)
             .bind(image.as_str())
             .bind(project)
-            .execute(self.pool())
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?
             .rows_affected())

@@ -19,14 +19,18 @@ pub mod url;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use k8s_openapi::jiff::Timestamp;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, SqlStr, Transaction};
 use thiserror::Error;
 
 pub use dialect::Dialect;
 pub use options::DbOptions;
 pub use query::{ListQuery, SortDir, SortKey, Viewer};
-pub use records::Activation;
+pub use records::{Activation, ImageEdit, UPLOAD_LEASE};
 pub use url::{Backend, DbUrl, UrlError};
 
 use crate::cache::ImageId;
@@ -64,6 +68,10 @@ pub enum DbError {
         /// What is wrong, and what to run.
         problem: String,
     },
+    /// The database refused a value (too long, out of range, a character its charset
+    /// cannot hold): the request's fault, answered 400.
+    #[error("the database refused a value: {0}")]
+    Invalid(String),
     /// A statement failed.
     #[error("database: {0}")]
     Sql(String),
@@ -110,6 +118,12 @@ pub(crate) fn classify(backend: Backend, location: &str, e: sqlx::Error) -> DbEr
         }
         _ => false,
     };
+    if is_invalid_value(backend, &e) {
+        return DbError::Invalid(match &e {
+            sqlx::Error::Database(d) => d.message().to_owned(),
+            other => other.to_string(),
+        });
+    }
     if unavailable {
         DbError::Unavailable {
             location: location.to_owned(),
@@ -117,6 +131,26 @@ pub(crate) fn classify(backend: Backend, location: &str, e: sqlx::Error) -> DbEr
         }
     } else {
         DbError::Sql(e.to_string())
+    }
+}
+
+/// Whether the server refused a value rather than the statement: MySQL's 1264 (out of
+/// range), 1366 (incorrect string value: a character the column's charset cannot hold),
+/// 1406 (data too long) and 1267/1271 (a 4-byte character compared with a utf8mb3
+/// column); PostgreSQL's class 22 (data exceptions).
+fn is_invalid_value(backend: Backend, e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(d) = e else {
+        return false;
+    };
+    let class_22 = d.code().is_some_and(|c| c.starts_with("22"));
+    match backend {
+        Backend::MySql => {
+            class_22
+                || d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some_and(|m| matches!(m.number(), 1264 | 1267 | 1271 | 1366 | 1406))
+        }
+        Backend::Postgres => class_22,
+        Backend::Sqlite => false,
     }
 }
 
@@ -208,11 +242,31 @@ pub(crate) fn db_time(api: &str) -> String {
     format!("{t}.000000")
 }
 
+/// The time `secs` seconds ago, as Glance's columns hold it (see [`db_time`]).
+pub(crate) fn db_time_ago(secs: i64) -> String {
+    let then = Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(Timestamp::MIN);
+    then.strftime("%Y-%m-%d %H:%M:%S.000000").to_string()
+}
+
+/// How long a request waits for a new connection to the server before the server
+/// counts as unreachable: a refused or unanswered connection is retried only this long,
+/// not for all of `pool_timeout`, which is for waiting while every connection is busy.
+const CONNECT_BUDGET: Duration = Duration::from_millis(1500);
+
+/// After the server was found unreachable, requests are answered 503 at once for this
+/// long instead of each trying again; the first one after it tries, so recovery comes
+/// by itself, within this long of the server's return.
+const OUTAGE_HOLD: Duration = Duration::from_millis(750);
+
 /// The image metadata database: a pool, and the SQL dialect of its server.
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
     location: String,
+    /// Until when an outage is held (see [`OUTAGE_HOLD`]).
+    held_until: Mutex<Option<(Instant, String)>>,
 }
 
 impl Db {
@@ -237,12 +291,19 @@ impl Db {
             pool,
             dialect: Dialect(options.url.backend),
             location: options.url.location.clone(),
+            held_until: Mutex::new(None),
         })
     }
 
     /// Which server this is.
     pub fn backend(&self) -> Backend {
         self.dialect.0
+    }
+
+    /// Whether the catalogue's text columns hold characters beyond the Basic Multilingual
+    /// Plane: not on MySQL and MariaDB, whose tables are utf8mb3 as upstream creates them.
+    pub fn holds_4byte(&self) -> bool {
+        self.backend() != Backend::MySql
     }
 
     /// Where the database is: host:port, socket or file.
@@ -258,8 +319,100 @@ impl Db {
         self.dialect
     }
 
+    /// Classifies a driver error ([`classify`]); a server that cannot be reached holds
+    /// the outage ([`OUTAGE_HOLD`]). SQLite's locks and a pool that stayed busy do not:
+    /// they are load, not an outage.
     pub(crate) fn error(&self, e: sqlx::Error) -> DbError {
-        classify(self.dialect.0, &self.location, e)
+        let lost = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(_) => self.backend() != Backend::Sqlite,
+            _ => false,
+        };
+        let e = classify(self.dialect.0, &self.location, e);
+        if lost && let DbError::Unavailable { reason, .. } = &e {
+            self.hold(reason);
+        }
+        e
+    }
+
+    fn hold(&self, reason: &str) {
+        if let Ok(mut held) = self.held_until.lock() {
+            *held = Some((Instant::now() + OUTAGE_HOLD, reason.to_owned()));
+        }
+    }
+
+    /// The reason of an outage being held, if one is.
+    fn held(&self) -> Option<String> {
+        let mut held = self.held_until.lock().ok()?;
+        match held.as_ref() {
+            Some((until, reason)) if Instant::now() < *until => Some(reason.clone()),
+            Some(_) => {
+                *held = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A connection of the pool: at once while an outage is held (503), and within
+    /// [`CONNECT_BUDGET`] when a new connection must be opened. Only while every
+    /// connection is busy does it wait up to `pool_timeout`.
+    pub(crate) async fn conn(&self) -> Result<PoolConnection<Any>, DbError> {
+        if let Some(reason) = self.held() {
+            return Err(DbError::Unavailable {
+                location: self.location.clone(),
+                reason,
+            });
+        }
+        let started = Instant::now();
+        match tokio::time::timeout(CONNECT_BUDGET, self.pool.acquire()).await {
+            Ok(acquired) => acquired.map_err(|e| self.error(e)),
+            Err(_) if self.pool_busy() => {
+                let rest = self
+                    .pool
+                    .options()
+                    .get_acquire_timeout()
+                    .saturating_sub(started.elapsed());
+                match tokio::time::timeout(rest, self.pool.acquire()).await {
+                    Ok(acquired) => acquired.map_err(|e| self.error(e)),
+                    Err(_) => Err(self.error(sqlx::Error::PoolTimedOut)),
+                }
+            }
+            Err(_) => {
+                let reason = format!("no connection within {} ms", CONNECT_BUDGET.as_millis());
+                self.hold(&reason);
+                Err(DbError::Unavailable {
+                    location: self.location.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Whether every connection the pool may open is open and in use.
+    fn pool_busy(&self) -> bool {
+        self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections()
+    }
+
+    /// Begins a transaction on a connection of [`Db::conn`].
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Any>, DbError> {
+        self.begin_with(None).await
+    }
+
+    /// [`Db::begin`] with `statement` instead of the driver's BEGIN (SQLite's
+    /// `BEGIN IMMEDIATE`).
+    pub(crate) async fn begin_with(
+        &self,
+        statement: Option<&'static str>,
+    ) -> Result<Transaction<'static, Any>, DbError> {
+        let conn = self.conn().await?;
+        // The pool's own `begin` does just this, with a connection it acquired itself.
+        Transaction::begin(conn, statement.map(SqlStr::from_static))
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// Closes every connection.

@@ -114,6 +114,23 @@ impl DbOptions {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
+        let options = if self.url.backend == Backend::Sqlite {
+            // A write waits for SQLite's lock (another replica's, or another request's
+            // transaction) as a request waits for a connection: up to pool_timeout,
+            // rather than the driver's 5 s.
+            let pragma = format!("PRAGMA busy_timeout = {}", self.pool_timeout.as_millis());
+            options.after_connect(move |conn, _| {
+                let pragma = pragma.clone();
+                Box::pin(async move {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(pragma))
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            })
+        } else {
+            options
+        };
         options
             .max_connections(self.max_pool_size + self.max_overflow)
             .min_connections(0)

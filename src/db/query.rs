@@ -152,6 +152,8 @@ pub enum Value {
     Int(i64),
     /// Boolean.
     Bool(bool),
+    /// SQL NULL, in a text column.
+    Null,
 }
 
 impl Viewer {

@@ -12,8 +12,19 @@ use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
 use super::url::Backend;
 
 use super::query::Value;
-use super::{Db, DbError, Image, ListQuery, db_time, now};
+use super::{Db, DbError, Image, ListQuery, db_time, db_time_ago, now};
 use crate::cache::ImageId;
+
+/// The property that holds the lease of an upload in progress (see [`Db::claim_upload`]).
+pub const UPLOAD_LEASE: &str = "os_glance_upload_lease";
+
+/// An edit of one image in progress ([`Db::edit`]): the row is locked until it is saved
+/// ([`Db::save`]) or dropped (nothing written).
+pub struct ImageEdit {
+    tx: Transaction<'static, Any>,
+    /// The image as it was when the edit began.
+    pub image: Image,
+}
 
 /// What an upload leaves behind: the data's size and digests, and where it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +65,7 @@ pub(super) fn bind_all<'q>(mut q: AnyQuery<'q>, values: &'q [Value]) -> AnyQuery
             Value::Text(s) => q.bind(s.as_str()),
             Value::Int(i) => q.bind(*i),
             Value::Bool(b) => q.bind(*b),
+            Value::Null => q.bind(None::<String>),
         };
     }
     q
@@ -72,12 +84,7 @@ impl Db {
     ) -> Result<(Transaction<'static, Any>, bool), DbError> {
         let d = self.dialect();
         let sqlite = self.backend() == Backend::Sqlite;
-        let begun = if sqlite {
-            self.pool().begin_with("BEGIN IMMEDIATE").await
-        } else {
-            self.pool().begin().await
-        };
-        let mut tx = begun.map_err(|e| self.error(e))?;
+        let mut tx = self.begin_with(sqlite.then_some("BEGIN IMMEDIATE")).await?;
         let values = [value];
         let locked = if sqlite {
             let sql = format!("UPDATE {table} SET {column} = {column} WHERE {key} = ?");
@@ -120,11 +127,21 @@ impl Db {
     }
 
     async fn fetch(&self, id: &ImageId, children: bool) -> Result<Option<Image>, DbError> {
+        let mut conn = self.conn().await?;
+        self.fetch_on(&mut conn, id, children).await
+    }
+
+    /// [`Db::fetch`] on `conn` (a transaction's, for one).
+    async fn fetch_on(
+        &self,
+        conn: &mut AnyConnection,
+        id: &ImageId,
+        children: bool,
+    ) -> Result<Option<Image>, DbError> {
         let sql = self.dialect().sql(&format!(
             "SELECT {} FROM images WHERE images.id = ? AND images.deleted = false",
             self.image_columns()
         ));
-        let mut conn = self.pool().acquire().await.map_err(|e| self.error(e))?;
         let row = statement(sql)
             .bind(id.as_str())
             .fetch_optional(&mut *conn)
@@ -133,7 +150,7 @@ impl Db {
         let Some(row) = row else { return Ok(None) };
         let mut images = vec![image_of(&row)?];
         if children {
-            self.attach(&mut conn, &mut images).await?;
+            self.attach(conn, &mut images).await?;
         }
         Ok(images.pop())
     }
@@ -217,7 +234,7 @@ impl Db {
         ));
         let created = db_time(&image.created_at);
         let updated = db_time(&image.updated_at);
-        let mut tx = self.pool().begin().await.map_err(|e| self.error(e))?;
+        let mut tx = self.begin().await?;
         let inserted = statement(sql)
             .bind(image.id.as_str())
             .bind(image.name.as_deref())
@@ -229,8 +246,8 @@ impl Db {
             .bind(image.container_format.as_deref())
             .bind(image.checksum.as_deref())
             .bind(image.owner.as_deref())
-            .bind(int4(image.min_disk))
-            .bind(int4(image.min_ram))
+            .bind(int4(image.min_disk)?)
+            .bind(int4(image.min_ram)?)
             .bind(image.protected)
             .bind(image.virtual_size)
             .bind(image.visibility.as_str())
@@ -302,149 +319,164 @@ impl Db {
         Ok(())
     }
 
-    /// Writes what a user may change (name, visibility, protected, os_hidden, formats,
-    /// min_disk, min_ram, owner, tags and properties) and `updated_at`; never the status
-    /// or the data's fields, which only [`Db::transition`] and [`Db::activate`] move.
-    /// False if the image does not exist or is deleted, or if it left queued (an upload
-    /// took it, having read the formats it inspects against) while the formats written
-    /// differ from the stored ones.
-    pub async fn update(&self, image: &Image) -> Result<bool, DbError> {
+    /// Begins an edit of image `id`: a transaction that holds the image's row lock (see
+    /// [`Db::begin_locked`]) and the image as it is now, with its tags and properties;
+    /// None (and no lock kept) when it is not live. Edits of one image, on any replica,
+    /// thus run one after the other, each on what the one before it wrote: none is lost.
+    pub async fn edit(&self, id: &ImageId) -> Result<Option<ImageEdit>, DbError> {
+        let (mut tx, exists) = self
+            .begin_locked("images", "id", "id", Value::Text(id.to_string()))
+            .await?;
+        if !exists {
+            return Ok(None);
+        }
+        let Some(image) = self.fetch_on(&mut tx, id, true).await? else {
+            return Ok(None);
+        };
+        Ok(Some(ImageEdit { tx, image }))
+    }
+
+    /// Ends an edit: writes only what differs between the image read and `new` (the
+    /// changed columns of the image row and `updated_at`; an added tag or property is
+    /// inserted, or its old row revived; a removed one soft-deleted), then commits. The
+    /// status and the data's fields are never written here: only [`Db::transition`] and
+    /// [`Db::activate`] move them. Nor are the formats of an image that left queued (an
+    /// upload inspects against them): false, and nothing written, for such a change.
+    pub async fn save(&self, edit: ImageEdit, new: &Image) -> Result<bool, DbError> {
+        let ImageEdit { mut tx, image: old } = edit;
+        let relabels =
+            old.disk_format != new.disk_format || old.container_format != new.container_format;
+        if relabels && !matches!(old.status.as_str(), "queued" | "importing") {
+            return Ok(false);
+        }
         let d = self.dialect();
+        let now = db_time(&new.updated_at);
+        let mut sets = Vec::new();
+        let mut values = Vec::new();
+        let mut text = |column: &'static str, old: &Option<String>, new: &Option<String>| {
+            if old != new {
+                sets.push(format!("{column} = ?"));
+                values.push(new.clone().map_or(Value::Null, Value::Text));
+            }
+        };
+        text("name", &old.name, &new.name);
+        text("disk_format", &old.disk_format, &new.disk_format);
+        text(
+            "container_format",
+            &old.container_format,
+            &new.container_format,
+        );
+        text("owner", &old.owner, &new.owner);
+        if old.visibility != new.visibility {
+            sets.push(format!("visibility = {}", d.visibility()));
+            values.push(Value::Text(new.visibility.clone()));
+        }
+        for (column, old, new) in [
+            ("protected", old.protected, new.protected),
+            ("os_hidden", old.os_hidden, new.os_hidden),
+        ] {
+            if old != new {
+                sets.push(format!("{column} = ?"));
+                values.push(Value::Bool(new));
+            }
+        }
+        for (column, old, new) in [
+            ("min_disk", old.min_disk, new.min_disk),
+            ("min_ram", old.min_ram, new.min_ram),
+        ] {
+            if old != new {
+                sets.push(format!("{column} = ?"));
+                values.push(Value::Int(i64::from(int4(new)?)));
+            }
+        }
+        sets.push(format!("updated_at = {}", d.ts()));
+        values.push(Value::Text(now.clone()));
+        values.push(Value::Text(new.id.to_string()));
         let sql = d.sql(&format!(
-            "UPDATE images SET name = ?, visibility = {vis}, protected = ?, os_hidden = ?, disk_format = ?, container_format = ?, min_disk = ?, min_ram = ?, owner = ?, updated_at = {ts} WHERE id = ? AND deleted = false AND (status IN ('queued', 'importing') OR (COALESCE(disk_format, '') = COALESCE(?, '') AND COALESCE(container_format, '') = COALESCE(?, '')))",
-            ts = d.ts(),
-            vis = d.visibility()
+            "UPDATE images SET {} WHERE id = ?",
+            sets.join(", ")
         ));
-        let updated = db_time(&image.updated_at);
-        let mut tx = self.pool().begin().await.map_err(|e| self.error(e))?;
-        let n = statement(sql)
-            .bind(image.name.as_deref())
-            .bind(image.visibility.as_str())
-            .bind(image.protected)
-            .bind(image.os_hidden)
-            .bind(image.disk_format.as_deref())
-            .bind(image.container_format.as_deref())
-            .bind(int4(image.min_disk))
-            .bind(int4(image.min_ram))
-            .bind(image.owner.as_deref())
-            .bind(updated.as_str())
-            .bind(image.id.as_str())
-            .bind(image.disk_format.as_deref())
-            .bind(image.container_format.as_deref())
+        bind_all(statement(sql), &values)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+
+        let removed_tags: Vec<&str> = old.tags.difference(&new.tags).map(String::as_str).collect();
+        self.soft_delete(&mut tx, Child::Tags, &new.id, &removed_tags, &now)
+            .await?;
+        let added_tags: Vec<(&str, Option<&str>)> = new
+            .tags
+            .difference(&old.tags)
+            .map(|t| (t.as_str(), None))
+            .collect();
+        self.add_rows(&mut tx, Child::Tags, &new.id, &added_tags, &now)
+            .await?;
+
+        let removed: Vec<&str> = old
+            .properties
+            .keys()
+            .filter(|k| !new.properties.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        self.soft_delete(&mut tx, Child::Properties, &new.id, &removed, &now)
+            .await?;
+        let mut added = Vec::new();
+        for (name, value) in &new.properties {
+            if old.properties.get(name) == Some(value) {
+                continue;
+            }
+            // A name keeps its one row (unique per image): a changed property, or one
+            // removed before and set again, has its row rewritten and revived.
+            let n = statement(d.sql(&format!(
+                "UPDATE image_properties SET value = ?, deleted = false, deleted_at = NULL, updated_at = {} WHERE image_id = ? AND name = ?",
+                d.ts()
+            )))
+            .bind(value.as_str())
+            .bind(now.as_str())
+            .bind(new.id.as_str())
+            .bind(name.as_str())
             .execute(&mut *tx)
             .await
             .map_err(|e| self.error(e))?
             .rows_affected();
-        if n == 0 {
-            return Ok(false);
+            if n == 0 {
+                added.push((name.as_str(), Some(value.as_str())));
+            }
         }
-        self.write_tags(&mut tx, &image.id, &image.tags, &updated)
-            .await?;
-        self.write_properties(&mut tx, &image.id, &image.properties, &updated)
+        self.add_rows(&mut tx, Child::Properties, &new.id, &added, &now)
             .await?;
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
     }
 
-    /// Makes the live tags of `id` exactly `tags`: missing ones are inserted, others
-    /// soft-deleted (upstream's image_tag_set_all).
-    async fn write_tags(
+    /// Soft-deletes the live tag rows (`Child::Tags`, by value) or property rows (by
+    /// name) of image `id` named in `keys`, in one statement.
+    async fn soft_delete(
         &self,
         conn: &mut AnyConnection,
+        child: Child,
         id: &ImageId,
-        tags: &BTreeSet<String>,
+        keys: &[&str],
         now: &str,
     ) -> Result<(), DbError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let d = self.dialect();
-        let existing: BTreeSet<String> =
-            statement(d.sql("SELECT value FROM image_tags WHERE image_id = ? AND deleted = false"))
-                .bind(id.as_str())
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| self.error(e))?
-                .iter()
-                .map(|r| text(r, 0))
-                .collect::<Result<_, _>>()?;
-        for gone in existing.difference(tags) {
-            statement(d.sql(&format!(
-                "UPDATE image_tags SET deleted = true, deleted_at = {ts}, updated_at = {ts} WHERE image_id = ? AND value = ? AND deleted = false",
-                ts = d.ts()
-            )))
-            .bind(now)
-            .bind(now)
-            .bind(id.as_str())
-            .bind(gone.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.error(e))?;
+        let (table, column) = match child {
+            Child::Tags => ("image_tags", "value"),
+            Child::Properties => ("image_properties", "name"),
+        };
+        let sql = d.sql(&format!(
+            "UPDATE {table} SET deleted = true, deleted_at = {ts}, updated_at = {ts} WHERE image_id = ? AND deleted = false AND {column} IN ({marks})",
+            ts = d.ts(),
+            marks = vec!["?"; keys.len()].join(", ")
+        ));
+        let mut q = statement(sql).bind(now).bind(now).bind(id.as_str());
+        for key in keys {
+            q = q.bind(*key);
         }
-        let new: Vec<(&str, Option<&str>)> = tags
-            .difference(&existing)
-            .map(|t| (t.as_str(), None))
-            .collect();
-        self.add_rows(conn, Child::Tags, id, &new, now).await
-    }
-
-    /// Makes the live properties of `id` exactly `properties`. A name keeps its one row
-    /// (unique per image): a removed property is soft-deleted and comes back to life when
-    /// set again, as upstream does.
-    async fn write_properties(
-        &self,
-        conn: &mut AnyConnection,
-        id: &ImageId,
-        properties: &BTreeMap<String, String>,
-        now: &str,
-    ) -> Result<(), DbError> {
-        let d = self.dialect();
-        let rows = statement(d.sql(&format!(
-            "SELECT name, value, {} FROM image_properties WHERE image_id = ?",
-            d.read_bool("deleted")
-        )))
-        .bind(id.as_str())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| self.error(e))?;
-        let mut existing: HashMap<String, (Option<String>, bool)> = HashMap::new();
-        for row in &rows {
-            existing.insert(text(row, 0)?, (opt_text(row, 1)?, int(row, 2)? != 0));
-        }
-        let mut added = Vec::new();
-        for (name, value) in properties {
-            match existing.get(name) {
-                Some((old, false)) if old.as_deref() == Some(value.as_str()) => {}
-                Some(_) => {
-                    statement(d.sql(&format!(
-                        "UPDATE image_properties SET value = ?, deleted = false, deleted_at = NULL, updated_at = {} WHERE image_id = ? AND name = ?",
-                        d.ts()
-                    )))
-                    .bind(value.as_str())
-                    .bind(now)
-                    .bind(id.as_str())
-                    .bind(name.as_str())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| self.error(e))?;
-                }
-                None => added.push((name.as_str(), Some(value.as_str()))),
-            }
-        }
-        self.add_rows(conn, Child::Properties, id, &added, now)
-            .await?;
-        for (name, (_, deleted)) in &existing {
-            if !deleted && !properties.contains_key(name) {
-                statement(d.sql(&format!(
-                    "UPDATE image_properties SET deleted = true, deleted_at = {ts}, updated_at = {ts} WHERE image_id = ? AND name = ?",
-                    ts = d.ts()
-                )))
-                .bind(now)
-                .bind(now)
-                .bind(id.as_str())
-                .bind(name.as_str())
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.error(e))?;
-            }
-        }
+        q.execute(&mut *conn).await.map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -463,20 +495,204 @@ impl Db {
             q = q.bind(*status);
         }
         let n = q
-            .execute(self.pool())
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?
             .rows_affected();
         Ok(n > 0)
     }
 
-    /// saving -> active with the data's size, digests and location, in one transaction;
-    /// false (and nothing written) if the image is no longer saving, e.g. deleted while
-    /// the data was uploading.
-    pub async fn activate(&self, id: &ImageId, data: &Activation) -> Result<bool, DbError> {
+    /// Claims image `id` for an upload: queued -> saving in one conditional update (one
+    /// replica wins), and the upload's lease, the property [`UPLOAD_LEASE`] holding
+    /// `token`, in the same transaction. False if the image was not queued.
+    ///
+    /// The lease is renewed ([`Db::renew_upload`]) while the upload runs; its row's
+    /// `updated_at` is the last renewal. A lease not renewed for a while means that its
+    /// uploader died: [`Db::expired_uploads`] finds it and [`Db::reclaim_upload`] moves
+    /// the image back to queued. An upload whose image has no lease (upstream Glance's)
+    /// is never touched.
+    pub async fn claim_upload(&self, id: &ImageId, token: &str) -> Result<bool, DbError> {
         let d = self.dialect();
         let now = db_time(&now());
-        let mut tx = self.pool().begin().await.map_err(|e| self.error(e))?;
+        let mut tx = self.begin().await?;
+        let n = statement(d.sql(&format!(
+            "UPDATE images SET status = 'saving', updated_at = {} WHERE id = ? AND deleted = false AND status = 'queued'",
+            d.ts()
+        )))
+        .bind(now.as_str())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        let n = statement(d.sql(&format!(
+            "UPDATE image_properties SET value = ?, deleted = false, deleted_at = NULL, updated_at = {} WHERE image_id = ? AND name = ?",
+            d.ts()
+        )))
+        .bind(token)
+        .bind(now.as_str())
+        .bind(id.as_str())
+        .bind(UPLOAD_LEASE)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?
+        .rows_affected();
+        if n == 0 {
+            self.add_rows(
+                &mut tx,
+                Child::Properties,
+                id,
+                &[(UPLOAD_LEASE, Some(token))],
+                &now,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(true)
+    }
+
+    /// Renews the lease `token` of an upload of `id`; false if the lease is gone (it
+    /// expired and was reclaimed, or the image was deleted): the upload must stop.
+    pub async fn renew_upload(&self, id: &ImageId, token: &str) -> Result<bool, DbError> {
+        let d = self.dialect();
+        let now = db_time(&now());
+        let n = statement(d.sql(&format!(
+            "UPDATE image_properties SET updated_at = {} WHERE image_id = ? AND name = ? AND value = ? AND deleted = false",
+            d.ts()
+        )))
+        .bind(now.as_str())
+        .bind(id.as_str())
+        .bind(UPLOAD_LEASE)
+        .bind(token)
+        .execute(&mut *self.conn().await?)
+        .await
+        .map_err(|e| self.error(e))?
+        .rows_affected();
+        if n > 0 {
+            return Ok(true);
+        }
+        // MySQL counts changed rows only: a renewal within the same second changes none.
+        let held = statement(d.sql(
+            "SELECT 1 FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false",
+        ))
+        .bind(id.as_str())
+        .bind(UPLOAD_LEASE)
+        .bind(token)
+        .fetch_optional(&mut *self.conn().await?)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(held.is_some())
+    }
+
+    /// Ends the upload `token` of `id` without data: saving -> queued and the lease
+    /// dropped, if the lease is still this upload's.
+    pub async fn release_upload(&self, id: &ImageId, token: &str) -> Result<bool, DbError> {
+        self.end_lease(id, token, None).await
+    }
+
+    /// The uploads whose lease was last renewed more than `ttl_secs` ago: (image, token).
+    pub async fn expired_uploads(&self, ttl_secs: i64) -> Result<Vec<(ImageId, String)>, DbError> {
+        let d = self.dialect();
+        let cutoff = db_time_ago(ttl_secs);
+        let rows = statement(d.sql(&format!(
+            "SELECT p.image_id, p.value FROM image_properties p JOIN images i ON i.id = p.image_id WHERE p.name = ? AND p.deleted = false AND i.deleted = false AND i.status = 'saving' AND p.updated_at < {}",
+            d.ts()
+        )))
+        .bind(UPLOAD_LEASE)
+        .bind(cutoff.as_str())
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(|e| self.error(e))?;
+        let mut expired = Vec::new();
+        for row in &rows {
+            let raw = text(row, 0)?;
+            if let (Ok(id), Some(token)) = (ImageId::parse(&raw), opt_text(row, 1)?) {
+                expired.push((id, token));
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Moves image `id` back to queued if its upload's lease is still `token` and still
+    /// not renewed for `ttl_secs`: a conditional update, so that an uploader that renewed
+    /// meanwhile keeps its upload and two replicas never both reclaim one.
+    pub async fn reclaim_upload(
+        &self,
+        id: &ImageId,
+        token: &str,
+        ttl_secs: i64,
+    ) -> Result<bool, DbError> {
+        self.end_lease(id, token, Some(ttl_secs)).await
+    }
+
+    /// saving -> queued, and the lease soft-deleted, in one transaction, if the lease of
+    /// `id` is `token` (and, with `expired_for`, not renewed for that many seconds).
+    async fn end_lease(
+        &self,
+        id: &ImageId,
+        token: &str,
+        expired_for: Option<i64>,
+    ) -> Result<bool, DbError> {
+        let d = self.dialect();
+        let now = db_time(&now());
+        let mut tx = self.begin().await?;
+        let stale = match expired_for {
+            Some(_) => format!(" AND updated_at < {}", d.ts()),
+            None => String::new(),
+        };
+        let mut update = statement(d.sql(&format!(
+            "UPDATE images SET status = 'queued', updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving' AND EXISTS (SELECT 1 FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false{stale})",
+            d.ts()
+        )))
+        .bind(now.as_str())
+        .bind(id.as_str())
+        .bind(id.as_str())
+        .bind(UPLOAD_LEASE)
+        .bind(token);
+        let cutoff = expired_for.map(db_time_ago);
+        if let Some(cutoff) = &cutoff {
+            update = update.bind(cutoff.as_str());
+        }
+        let n = update
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?
+            .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        self.drop_lease(&mut tx, id, &now).await?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(true)
+    }
+
+    /// Soft-deletes the upload lease of `id`.
+    async fn drop_lease(
+        &self,
+        conn: &mut AnyConnection,
+        id: &ImageId,
+        now: &str,
+    ) -> Result<(), DbError> {
+        self.soft_delete(conn, Child::Properties, id, &[UPLOAD_LEASE], now)
+            .await
+    }
+
+    /// saving -> active with the data's size, digests and location, and the upload's
+    /// lease `token` dropped, in one transaction; false (and nothing written) if the
+    /// image is no longer saving under that lease, e.g. deleted while the data was
+    /// uploading, or reclaimed after the lease expired.
+    pub async fn activate(
+        &self,
+        id: &ImageId,
+        token: &str,
+        data: &Activation,
+    ) -> Result<bool, DbError> {
+        let d = self.dialect();
+        let now = db_time(&now());
+        let mut tx = self.begin().await?;
         // The virtual size is written only when known (no NULL parameter to type).
         let virtual_size = if data.virtual_size.is_some() {
             "virtual_size = ?, "
@@ -484,7 +700,7 @@ impl Db {
             ""
         };
         let mut update = statement(d.sql(&format!(
-            "UPDATE images SET status = 'active', size = ?, {virtual_size}checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving'",
+            "UPDATE images SET status = 'active', size = ?, {virtual_size}checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving' AND EXISTS (SELECT 1 FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false)",
             d.ts()
         )))
         .bind(data.size);
@@ -496,6 +712,9 @@ impl Db {
             .bind(data.os_hash_value.as_str())
             .bind(now.as_str())
             .bind(id.as_str())
+            .bind(id.as_str())
+            .bind(UPLOAD_LEASE)
+            .bind(token)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.error(e))?
@@ -503,6 +722,7 @@ impl Db {
         if n == 0 {
             return Ok(false);
         }
+        self.drop_lease(&mut tx, id, &now).await?;
         let meta = location_meta(&data.store);
         statement(d.sql(&format!(
             "INSERT INTO image_locations (image_id, value, created_at, updated_at, deleted, meta_data, status) VALUES (?, ?, {ts}, {ts}, false, ?, 'active')",
@@ -526,7 +746,7 @@ impl Db {
     pub async fn delete(&self, id: &ImageId) -> Result<bool, DbError> {
         let d = self.dialect();
         let now = db_time(&now());
-        let mut tx = self.pool().begin().await.map_err(|e| self.error(e))?;
+        let mut tx = self.begin().await?;
         let n = statement(d.sql(&format!(
             "UPDATE images SET status = 'deleted', deleted = true, deleted_at = {ts}, updated_at = {ts} WHERE id = ? AND deleted = false AND protected = false",
             ts = d.ts()
@@ -565,7 +785,7 @@ impl Db {
     /// A page of images matching `query`, and whether more follow.
     pub async fn list(&self, query: &ListQuery) -> Result<(Vec<Image>, bool), DbError> {
         let (sql, values) = query.to_sql(self.dialect(), &self.image_columns());
-        let mut conn = self.pool().acquire().await.map_err(|e| self.error(e))?;
+        let mut conn = self.conn().await?;
         let rows = bind_all(statement(sql), &values)
             .fetch_all(&mut *conn)
             .await
@@ -586,7 +806,7 @@ impl Db {
     ) -> Result<Option<usize>, DbError> {
         let (sql, values) = query.ids_sql(self.dialect());
         let rows = bind_all(statement(sql), &values)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(|e| self.error(e))?;
         for (n, row) in rows.iter().enumerate() {
@@ -597,13 +817,39 @@ impl Db {
         Ok(None)
     }
 
+    /// Which of `ids` are live images (not deleted, nor gone).
+    pub async fn live(&self, ids: &[ImageId]) -> Result<Vec<ImageId>, DbError> {
+        let mut live = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = self.dialect().sql(&format!(
+                "SELECT id FROM images WHERE deleted = false AND id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            ));
+            let mut q = statement(sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q
+                .fetch_all(&mut *self.conn().await?)
+                .await
+                .map_err(|e| self.error(e))?
+            {
+                let raw = text(&row, 0)?;
+                if let Ok(id) = ImageId::parse(&raw) {
+                    live.push(id);
+                }
+            }
+        }
+        Ok(live)
+    }
+
     /// The live locations of an image: (URL, store).
     pub async fn locations(&self, id: &ImageId) -> Result<Vec<(String, Option<String>)>, DbError> {
         let rows = statement(self.dialect().sql(
             "SELECT value, meta_data FROM image_locations WHERE image_id = ? AND deleted = false AND status = 'active' ORDER BY id",
         ))
         .bind(id.as_str())
-        .fetch_all(self.pool())
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(|e| self.error(e))?;
         rows.iter()
@@ -622,9 +868,10 @@ pub(crate) fn location_meta(store: &str) -> String {
     format!("{{\"store\": {}}}", serde_json::Value::from(store))
 }
 
-/// min_disk and min_ram are INTEGER columns.
-fn int4(v: i64) -> i32 {
-    i32::try_from(v).unwrap_or(i32::MAX)
+/// min_disk and min_ram are INTEGER columns: a larger value is refused, never clipped
+/// (the API refuses it first, naming the field).
+fn int4(v: i64) -> Result<i32, DbError> {
+    i32::try_from(v).map_err(|_| DbError::Invalid(format!("{v} does not fit an INTEGER column")))
 }
 
 fn column_error(i: usize, e: sqlx::Error) -> DbError {

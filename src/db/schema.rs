@@ -126,6 +126,51 @@ pub enum Synced {
 /// glance-api 0.1.0's SQLite catalogue (its images' data in `store`), and leaves a
 /// current one alone. A database at another revision is refused, with what to run.
 pub async fn sync(db: &Db, store: &FileStore) -> Result<Synced, DbError> {
+    let synced = migrate(db, store).await?;
+    let rewritten = absolute_locations(db).await?;
+    if rewritten > 0 {
+        info!(
+            database = db.location(),
+            locations = rewritten,
+            "relative file locations made absolute"
+        );
+    }
+    Ok(synced)
+}
+
+/// `file://` locations with a relative path, which glance-api recorded from a relative
+/// `filesystem_store_datadir` before it made those absolute, become absolute `file:///`
+/// ones, the path taken from the working directory (as they were written and are read,
+/// see [`FileStore::parse_location`]). Returns how many were rewritten.
+pub async fn absolute_locations(db: &Db) -> Result<usize, DbError> {
+    let d = db.dialect();
+    let rows = sqlx::query(AssertSqlSafe(d.sql(
+        "SELECT id, value FROM image_locations WHERE value LIKE 'file://%' AND value NOT LIKE 'file:///%'",
+    )))
+    .fetch_all(db.pool())
+    .await
+    .map_err(|e| db.error(e))?;
+    let mut rewritten = 0;
+    for row in &rows {
+        let id: i64 = row.try_get(0).map_err(|e| DbError::Sql(e.to_string()))?;
+        let value: String = row.try_get(1).map_err(|e| DbError::Sql(e.to_string()))?;
+        let Some(path) = FileStore::parse_location(&value) else {
+            continue;
+        };
+        sqlx::query(AssertSqlSafe(
+            d.sql("UPDATE image_locations SET value = ? WHERE id = ?"),
+        ))
+        .bind(format!("file://{}", path.display()))
+        .bind(id)
+        .execute(db.pool())
+        .await
+        .map_err(|e| db.error(e))?;
+        rewritten += 1;
+    }
+    Ok(rewritten)
+}
+
+async fn migrate(db: &Db, store: &FileStore) -> Result<Synced, DbError> {
     match state(db).await? {
         State::Revision(v) if v == HEAD => Ok(Synced::UpToDate),
         State::Empty => {

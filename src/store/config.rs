@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::FileStore;
-use crate::conf::{ConfError, Config, DEFAULT_SECTION};
+use crate::conf::{ConfError, Config, DEFAULT_SECTION, absolute};
 
 /// One MiB: glance_store's S3 sizes are given in MB and meant as MiB (`units.Mi`).
 const MIB: u64 = 1 << 20;
@@ -343,7 +343,7 @@ impl StoreConfig {
 /// refuses them at start, naming the option.
 pub fn file_store_dirs(config: &Config) -> Vec<PathBuf> {
     let datadir = |section: &str| {
-        PathBuf::from(config.get_str(section, "filesystem_store_datadir", DEFAULT_DATADIR))
+        absolute(config.get_str(section, "filesystem_store_datadir", DEFAULT_DATADIR))
     };
     match config.get(DEFAULT_SECTION, "enabled_backends") {
         Some(list) => list
@@ -377,11 +377,7 @@ fn backend_kind(
 ) -> Option<Result<BackendKind, ConfError>> {
     match kind {
         "file" => Some(Ok(BackendKind::File {
-            dir: PathBuf::from(config.get_str(
-                section,
-                "filesystem_store_datadir",
-                DEFAULT_DATADIR,
-            )),
+            dir: absolute(config.get_str(section, "filesystem_store_datadir", DEFAULT_DATADIR)),
         })),
         "s3" => Some(
             S3Options::from_config(config, section)

@@ -53,11 +53,16 @@ impl FileStore {
         self.dir.join(id.as_str())
     }
 
-    /// The path of a `file://` location (any path, as glance_store reads it).
+    /// The path of a `file://` location (any path, as glance_store reads it). A relative
+    /// one, as glance-api recorded from a relative `filesystem_store_datadir` before it
+    /// made them absolute, is taken from the working directory, as it was written.
     pub fn parse_location(url: &str) -> Option<PathBuf> {
-        url.strip_prefix("file://")
-            .filter(|p| p.starts_with('/'))
-            .map(PathBuf::from)
+        let path = url.strip_prefix("file://").filter(|p| !p.is_empty())?;
+        if path.starts_with('/') {
+            Some(PathBuf::from(path))
+        } else {
+            std::path::absolute(path).ok()
+        }
     }
 
     /// Deletes the file at `path`; true if it existed.
@@ -69,9 +74,19 @@ impl FileStore {
         }
     }
 
+    /// Where an upload of `id` in progress writes.
+    fn partial(&self, id: &ImageId) -> PathBuf {
+        self.dir.join(format!(".{id}.upload"))
+    }
+
+    /// Removes the partial file of an upload of `id` whose writer is gone.
+    pub fn remove_partial(&self, id: &ImageId) -> io::Result<bool> {
+        Self::delete(&self.partial(id))
+    }
+
     /// Starts an upload; fails with AlreadyExists while another upload of `id` runs.
     pub fn begin_upload(&self, id: &ImageId) -> io::Result<Upload> {
-        let tmp = self.dir.join(format!(".{id}.upload"));
+        let tmp = self.partial(id);
         let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         Ok(Upload {
             file: Some(file),

@@ -193,6 +193,15 @@ impl Store {
         }
     }
 
+    /// Removes what an upload of `id` whose writer died left: a partial file, or a
+    /// multipart upload in progress.
+    pub fn remove_partial(&self, id: &ImageId) -> Result<(), StoreError> {
+        match self {
+            Store::File(store) => store.remove_partial(id).map(drop).map_err(|e| self.io(e)),
+            Store::S3(store) => store.abort_partial(id.as_str()),
+        }
+    }
+
     fn delete(&self, url: &str) -> Result<(), StoreError> {
         match self {
             Store::File(_) => {
@@ -348,6 +357,11 @@ impl Stores {
     /// Opens `span` of the data at `url` (recorded with metadata `store`).
     pub fn open(&self, url: &str, store: Option<&str>, span: Span) -> Result<Reader, StoreError> {
         self.reader_of(url, store)?.open(url, span)
+    }
+
+    /// [`Store::remove_partial`] in every store: an upload may have gone to any.
+    pub fn remove_partial(&self, id: &ImageId) -> Result<(), StoreError> {
+        self.stores.iter().try_for_each(|s| s.remove_partial(id))
     }
 
     /// Deletes the data at `url`.

@@ -321,6 +321,29 @@ impl S3Store {
             .map_err(|e| self.fail("DeleteObject", e))
     }
 
+    /// Aborts the multipart uploads in progress of `key`: what an upload whose writer
+    /// died left behind.
+    pub fn abort_partial(&self, key: &str) -> Result<(), StoreError> {
+        let out = self
+            .runtime
+            .block_on(
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.options.bucket)
+                    .prefix(key)
+                    .send(),
+            )
+            .map_err(|e| self.fail("ListMultipartUploads", e))?;
+        for upload in out.uploads() {
+            if let (Some(k), Some(id)) = (upload.key(), upload.upload_id())
+                && k == key
+            {
+                self.runtime.block_on(abort_upload(self, key, id))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The IDs of multipart uploads in progress in the bucket (for checks and cleanup).
     pub fn multipart_uploads(&self) -> Result<Vec<String>, StoreError> {
         let out = self

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod db;
 pub mod keystone;
 pub mod mock;
+pub mod process;
 pub mod proxy;
 pub mod schema;
 pub mod server;

@@ -22,7 +22,14 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy on a free loopback port forwarding to `target`.
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_at("127.0.0.1:0".parse().expect("addr"), target).await
+    }
+
+    /// A proxy at `addr` forwarding to `target`: one started again where a dropped one
+    /// listened, as a stopped server that comes back (while none listens there,
+    /// connections are refused).
+    pub async fn start_at(addr: SocketAddr, target: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let up = Arc::new(AtomicBool::new(true));
         let stalled = Arc::new(AtomicBool::new(false));
