@@ -36,6 +36,7 @@ fn scripts_workflow_and_dockerfile_lint_clean() {
             "tests/e2e/kind.sh",
             "tests/run.sh",
             "tests/acceptance/glanceclient.sh",
+            "tests/acceptance/defaults.sh",
             ".ci/run",
             ".ci/venv.sh",
         ],

@@ -72,7 +72,7 @@ trap stop_servers EXIT
 
 # Runs the test targets that use a catalogue on the backend $1 (mysql, postgresql).
 tests_on() {
-  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage centralized_cache keystone_api
+  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage centralized_cache keystone_api bad_input
 }
 
 # Runs the test suite, or only the named test targets.
@@ -101,7 +101,8 @@ kustomize_renders() {
 
 linters() {
   .venv/bin/shellcheck tests/run.sh .ci/run .ci/venv.sh benches/upstream/*.sh \
-    tests/acceptance/glanceclient.sh tests/e2e/kind.sh tests/db/servers.sh \
+    tests/acceptance/glanceclient.sh tests/acceptance/defaults.sh \
+    tests/e2e/kind.sh tests/db/servers.sh \
     tests/lib/daemons.sh tests/s3/rgw.sh tests/keystone/keystone.sh tests/keystone/compare.sh \
     tests/compat/shared_database.sh tests/compat/shared_s3.sh tests/compat/common.sh \
     && .venv/bin/hadolint Dockerfile \
@@ -125,6 +126,7 @@ step "upstream Glance 33 and glance-api on one database and store" tests/compat/
 step "upstream Glance 33 and glance-api on one database and S3 bucket" tests/compat/shared_s3.sh
 step "upstream Glance 33 and glance-api behind one Keystone" tests/keystone/compare.sh
 step "acceptance: python-glanceclient" tests/acceptance/glanceclient.sh
+step "acceptance: README walk-through on the embedded defaults" tests/acceptance/defaults.sh
 step "crds drift" crds_fresh
 step "kustomize renders" kustomize_renders
 step "manifest schema validation" tests manifests

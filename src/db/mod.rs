@@ -250,10 +250,55 @@ pub(crate) fn db_time_ago(secs: i64) -> String {
     then.strftime("%Y-%m-%d %H:%M:%S.000000").to_string()
 }
 
-/// How long a request waits for a new connection to the server before the server
-/// counts as unreachable: a refused or unanswered connection is retried only this long,
-/// not for all of `pool_timeout`, which is for waiting while every connection is busy.
-const CONNECT_BUDGET: Duration = Duration::from_millis(1500);
+/// How long a request waits for a connection before glance-api asks whether the server
+/// takes connections at all ([`Db::server_accepts`]): if it does, the request waits on,
+/// up to `pool_timeout` (the server or the pool is busy); if not, the server is away
+/// and the request is answered 503 at once, not after `pool_timeout`.
+const CONNECT_BUDGET: Duration = Duration::from_millis(1000);
+
+/// How long that question waits for the server's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// How to ask whether the server takes connections.
+#[derive(Debug, Clone)]
+enum Probe {
+    /// A SQLite file: nothing to ask.
+    File,
+    /// host:port.
+    Tcp(String),
+    /// A unix socket.
+    Unix(std::path::PathBuf),
+}
+
+impl Probe {
+    /// From a URL's location (`host[:port]`, `host (socket PATH)`, or a file).
+    fn of(url: &DbUrl) -> Self {
+        let default_port = match url.backend {
+            Backend::Sqlite => return Probe::File,
+            Backend::MySql => 3306,
+            Backend::Postgres => 5432,
+        };
+        let location = url.location.as_str();
+        if let Some((_, socket)) = location.split_once("(socket ") {
+            let path = std::path::PathBuf::from(socket.trim_end_matches(')'));
+            // PostgreSQL's socket is named by its directory, as libpq takes it.
+            return Probe::Unix(if path.is_dir() {
+                path.join(format!(".s.PGSQL.{default_port}"))
+            } else {
+                path
+            });
+        }
+        let has_port = match location.rsplit_once(']') {
+            Some((_, rest)) => rest.starts_with(':'),
+            None => location.contains(':'),
+        };
+        if has_port {
+            Probe::Tcp(location.to_owned())
+        } else {
+            Probe::Tcp(format!("{location}:{default_port}"))
+        }
+    }
+}
 
 /// After the server was found unreachable, requests are answered 503 at once for this
 /// long instead of each trying again; the first one after it tries, so recovery comes
@@ -267,6 +312,8 @@ pub struct Db {
     location: String,
     /// Until when an outage is held (see [`OUTAGE_HOLD`]).
     held_until: Mutex<Option<(Instant, String)>>,
+    /// How to ask whether the server takes connections.
+    probe: Probe,
 }
 
 impl Db {
@@ -292,6 +339,7 @@ impl Db {
             dialect: Dialect(options.url.backend),
             location: options.url.location.clone(),
             held_until: Mutex::new(None),
+            probe: Probe::of(&options.url),
         })
     }
 
@@ -370,7 +418,9 @@ impl Db {
         let started = Instant::now();
         match tokio::time::timeout(CONNECT_BUDGET, self.pool.acquire()).await {
             Ok(acquired) => acquired.map_err(|e| self.error(e)),
-            Err(_) if self.pool_busy() => {
+            // Slow: while the server takes connections, this is load, and the request
+            // waits for one as long as pool_timeout says.
+            Err(_) if self.server_accepts().await => {
                 let rest = self
                     .pool
                     .options()
@@ -382,7 +432,7 @@ impl Db {
                 }
             }
             Err(_) => {
-                let reason = format!("no connection within {} ms", CONNECT_BUDGET.as_millis());
+                let reason = "the server does not accept connections".to_owned();
                 self.hold(&reason);
                 Err(DbError::Unavailable {
                     location: self.location.clone(),
@@ -392,9 +442,22 @@ impl Db {
         }
     }
 
-    /// Whether every connection the pool may open is open and in use.
-    fn pool_busy(&self) -> bool {
-        self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections()
+    /// Whether the server accepts a connection now (a bare TCP or unix-socket connect,
+    /// no login), within [`PROBE_TIMEOUT`]. A SQLite file always does.
+    async fn server_accepts(&self) -> bool {
+        match &self.probe {
+            Probe::File => true,
+            Probe::Tcp(addr) => {
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr.as_str()))
+                    .await
+                    .is_ok_and(|c| c.is_ok())
+            }
+            Probe::Unix(path) => {
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(path))
+                    .await
+                    .is_ok_and(|c| c.is_ok())
+            }
+        }
     }
 
     /// Begins a transaction on a connection of [`Db::conn`].
