@@ -27,6 +27,14 @@
 //! uWSGI (benches/upstream/glance_api.sh: 2 processes, its venv made by setup.sh on first
 //! use); glance-api is the release binary cargo builds for this bench.
 //!
+//! Concurrent PATCHes of one image (`BENCH_SECTIONS`, default `all`; `concurrent` runs only
+//! this section, without upstream): 1, 8 and 64 clients, each on its own connections,
+//! send BENCH_PATCHES (default 400) PATCHes in all to one image of glance-api, each client
+//! adding its own properties; throughput in requests per second, and every update is
+//! checked to be there afterwards. With BENCH_BASELINE_API (and BENCH_BASELINE_MANAGE),
+//! the same section also runs a glance-api built from another revision in the same run
+//! (on a database of its own), and the single-client throughputs are compared as a ratio.
+//!
 //! Run: `cargo bench --bench metadata`.
 
 mod common;
@@ -698,6 +706,9 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
+    if std::env::var("BENCH_SECTIONS").as_deref() == Ok("concurrent") {
+        return run_concurrent_only();
+    }
     // cargo bench passes --bench; a filter argument is accepted and ignored.
     let images = env_usize("BENCH_IMAGES", 1000).min(LIST_LIMIT);
     let requests = env_usize("BENCH_REQUESTS", 500);
@@ -1036,7 +1047,176 @@ fn run() -> Result<()> {
 
     upstream.stop();
     drop(glance);
+    concurrent_section(tmp.path(), &server_url, &mut admin)?;
     drop(admin);
     drop(db_servers);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrent PATCHes of one image
+
+/// The concurrent section alone: its own MariaDB (or GLANCE_TEST_MYSQL_URL), no upstream.
+fn run_concurrent_only() -> Result<()> {
+    let base = bench_base(1 << 30);
+    fs::create_dir_all(&base).context(|| format!("creating {}", base.display()))?;
+    remove_stale(&base);
+    let tmp = TempDir::new(base.join(format!("{DIR_PREFIX}{}", std::process::id())));
+    let (db_servers, server_url) = match std::env::var("GLANCE_TEST_MYSQL_URL") {
+        Ok(url) if !url.is_empty() => (None, url),
+        _ => {
+            let (servers, url) = DbServers::start(&tmp.path().join(DB_SERVERS_DIR))?;
+            (Some(servers), url)
+        }
+    };
+    let mut admin = Admin::connect(&server_url)?;
+    concurrent_section(tmp.path(), &server_url, &mut admin)?;
+    drop(admin);
+    drop(db_servers);
+    Ok(())
+}
+
+/// PATCH throughput of one image with 1, 8 and 64 clients, for this glance-api and, with
+/// BENCH_BASELINE_API, another build.
+fn concurrent_section(dir: &Path, server_url: &str, admin: &mut Admin) -> Result<()> {
+    let total = env_usize("BENCH_PATCHES", 400);
+    let mut builds = vec![(
+        "this build".to_owned(),
+        PathBuf::from(env!("CARGO_BIN_EXE_glance-api")),
+        PathBuf::from(env!("CARGO_BIN_EXE_glance-manage")),
+    )];
+    if let Ok(api) = std::env::var("BENCH_BASELINE_API") {
+        let manage = std::env::var("BENCH_BASELINE_MANAGE")
+            .map_err(|_| "BENCH_BASELINE_API needs BENCH_BASELINE_MANAGE".to_owned())?;
+        builds.push((
+            "baseline".to_owned(),
+            PathBuf::from(api),
+            PathBuf::from(manage),
+        ));
+    }
+    println!(
+        "
+concurrent PATCHes of one image ({total} in all, each adding a property of its own; req/s):"
+    );
+    let mut single = Vec::new();
+    for (n, (name, api, manage)) in builds.iter().enumerate() {
+        let database = format!("bench_patch_{n}");
+        admin.execute(format!("DROP DATABASE IF EXISTS {database}"))?;
+        admin.execute(format!("CREATE DATABASE {database}"))?;
+        let url = with_database(server_url, &database)?;
+        let (server, port) = start_build(&dir.join(&database), &url, api, manage)?;
+        let mut line = format!("  {name:<11}");
+        for clients in [1usize, 8, 64] {
+            let (rate, lost) = patch_storm(port, clients, total)?;
+            if clients == 1 {
+                single.push(rate);
+            }
+            write!(line, " {clients:>2} clients {rate:>8.1}").map_err(|e| e.to_string())?;
+            if lost > 0 {
+                if n == 0 {
+                    return Err(format!("{clients} clients: {lost} updates lost"));
+                }
+                write!(line, " ({lost} lost)").map_err(|e| e.to_string())?;
+            }
+        }
+        println!("{line}");
+        drop(server);
+        admin.execute(format!("DROP DATABASE {database}"))?;
+    }
+    if let [ours, baseline] = single[..] {
+        println!(
+            "  single-client PATCH throughput, this build / baseline: {:.3} (target >= 0.8) [printed, not asserted]",
+            ours / baseline
+        );
+    }
+    Ok(())
+}
+
+/// db_sync with `manage`, then `api` on a free port.
+fn start_build(dir: &Path, url: &str, api: &Path, manage: &Path) -> Result<(Server, u16)> {
+    fs::create_dir_all(dir.join("images")).context(|| format!("creating {}", dir.display()))?;
+    let port = free_port();
+    let conf = our_conf(dir, port, url)?;
+    let quotas = "image_property_quota = -1\n";
+    let text = fs::read_to_string(&conf).context(|| "reading the config".to_owned())?;
+    fs::write(
+        &conf,
+        text.replacen("[DEFAULT]\n", &format!("[DEFAULT]\n{quotas}"), 1),
+    )
+    .context(|| "writing the config".to_owned())?;
+    let out = Command::new(manage)
+        .arg("--config-file")
+        .arg(&conf)
+        .arg("db_sync")
+        .env_remove("RUST_LOG")
+        .output()
+        .context(|| "running glance-manage db_sync".to_owned())?;
+    if !out.status.success() {
+        return Err(format!(
+            "glance-manage db_sync failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut cmd = Command::new(api);
+    cmd.arg("--config-file").arg(&conf).env_remove("RUST_LOG");
+    let mut server = Server::spawn("glance-api", cmd, dir.join("glance-api.log"));
+    wait_ready(&mut server, || {
+        request(port, &Req::get("/healthcheck".to_owned())).is_ok_and(|r| r.status == 200)
+    });
+    Ok((server, port))
+}
+
+/// `total` PATCHes of one new image from `clients` threads at once: requests per second,
+/// and how many of the properties they added are missing afterwards (lost updates).
+/// Fails unless every PATCH answered 200.
+fn patch_storm(port: u16, clients: usize, total: usize) -> Result<(f64, usize)> {
+    let created = request(
+        port,
+        &Req::with_body(
+            "POST",
+            "/v2/images".to_owned(),
+            "application/json",
+            &json!({"name": format!("storm-{clients}")}),
+        ),
+    )?;
+    let id = created.json()?["id"]
+        .as_str()
+        .ok_or("no image id")?
+        .to_owned();
+    let per_client = total / clients;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            let id = id.clone();
+            thread::spawn(move || -> Result<()> {
+                for i in 0..per_client {
+                    let reply = request(
+                        port,
+                        &Req::with_body(
+                            "PATCH",
+                            format!("/v2/images/{id}"),
+                            JSON_PATCH,
+                            &json!([{"op": "add", "path": format!("/c{c}_{i}"), "value": "x"}]),
+                        ),
+                    )?;
+                    if reply.status != 200 {
+                        return Err(format!("PATCH answered {}", reply.status));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| "a client panicked".to_owned())??;
+    }
+    let rate = (per_client * clients) as f64 / started.elapsed().as_secs_f64();
+    let shown = request(port, &Req::get(format!("/v2/images/{id}")))?.json()?;
+    let kept = (0..clients)
+        .flat_map(|c| (0..per_client).map(move |i| format!("c{c}_{i}")))
+        .filter(|k| shown.get(k).is_some())
+        .count();
+    Ok((rate, per_client * clients - kept))
 }

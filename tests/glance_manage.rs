@@ -111,3 +111,85 @@ fn bad_commands_and_urls_are_refused_with_the_option_named_and_no_password() {
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown command"), "{stderr}");
 }
+
+/// Locations that an earlier glance-api recorded from a relative
+/// `filesystem_store_datadir` (`file://glance-data/images/<id>`, relative to its working
+/// directory) are read as they were written, and db_sync rewrites them as absolute
+/// `file:///` URLs.
+#[tokio::test(flavor = "multi_thread")]
+async fn relative_file_locations_are_read_and_db_sync_makes_them_absolute() {
+    use common::server::{call, data, start_on};
+    use sqlx::Connection;
+
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+    let url = common::db::fresh_catalogue(dir.path()).await;
+    let server = start_on(dir.clone(), url.clone(), None, "").await;
+    let bytes = data(70_000, 4);
+    let id = common::server::active_image(server.addr, &bytes).await;
+    let absolute = dir.path().join("images").join(&id);
+    // The same file, relative to the working directory (as the old version wrote it).
+    let cwd = std::env::current_dir().expect("cwd");
+    let up = "../".repeat(cwd.components().count() - 1);
+    let relative = format!(
+        "{up}{}",
+        absolute.display().to_string().trim_start_matches('/')
+    );
+    assert!(cwd.join(&relative).exists(), "{relative}");
+
+    sqlx::any::install_default_drivers();
+    let sqlx_url = glance_operator::db::DbUrl::parse(&url)
+        .expect("url")
+        .sqlx_url()
+        .to_owned();
+    let mut conn = sqlx::AnyConnection::connect(&sqlx_url)
+        .await
+        .expect("connect");
+    let set = sqlx::query("UPDATE image_locations SET value = $1 WHERE image_id = $2");
+    let set = if common::db::backend() == Backend::Postgres {
+        set
+    } else {
+        sqlx::query("UPDATE image_locations SET value = ? WHERE image_id = ?")
+    };
+    set.bind(format!("file://{relative}"))
+        .bind(id.as_str())
+        .execute(&mut conn)
+        .await
+        .expect("relative location");
+
+    let got = call(
+        server.addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(got.status, 200, "a relative location is read");
+    assert!(got.body == bytes);
+
+    let conf = dir.path().join("manage.conf");
+    std::fs::write(&conf, format!("[database]\nconnection = {url}\n")).expect("conf");
+    let (out, err, code) = manage(&conf, &["db_sync"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let get = if common::db::backend() == Backend::Postgres {
+        "SELECT value FROM image_locations WHERE image_id = $1"
+    } else {
+        "SELECT value FROM image_locations WHERE image_id = ?"
+    };
+    let value: String = sqlx::query_scalar(get)
+        .bind(id.as_str())
+        .fetch_one(&mut conn)
+        .await
+        .expect("location");
+    assert_eq!(value, format!("file://{}", absolute.display()));
+    let _ = conn.close().await;
+    let got = call(
+        server.addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+}

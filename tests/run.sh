@@ -72,7 +72,7 @@ trap stop_servers EXIT
 
 # Runs the test targets that use a catalogue on the backend $1 (mysql, postgresql).
 tests_on() {
-  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage centralized_cache keystone_api bad_input
+  GLANCE_TEST_DATABASE="$1" tests api catalogue glance_manage centralized_cache keystone_api bad_input replicas
 }
 
 # Runs the test suite, or only the named test targets.

@@ -193,6 +193,23 @@ mod tests {
     use crate::db::DbError;
 
     #[test]
+    fn a_500_names_its_cause_in_short_and_a_refused_value_is_400() {
+        let e = ApiError::internal("store \"default_backend\": disk I/O error");
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            e.message,
+            "The server has an internal error: store \"default_backend\": disk I/O error"
+        );
+        let long = ApiError::internal("x".repeat(2000));
+        assert!(long.message.chars().count() < 400, "{}", long.message);
+        let refused = ApiError::from(DbError::Invalid(
+            "Data too long for column 'name' at row 1".to_owned(),
+        ));
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(refused.message.contains("'name'"), "{}", refused.message);
+    }
+
+    #[test]
     fn an_unavailable_catalogue_under_the_cache_is_503_other_cache_errors_500() {
         let central = |source| CacheError::Central {
             node: "http://glance-api-0:9292".to_owned(),

@@ -109,7 +109,25 @@ pub enum ConfError {
 /// and made absolute when the configuration is read, so that what is recorded from it
 /// (an image's `file://` location) reads the same from anywhere.
 pub fn absolute(dir: &str) -> PathBuf {
-    std::path::absolute(dir).unwrap_or_else(|_| PathBuf::from(dir))
+    absolute_path(Path::new(dir))
+}
+
+/// `path` made absolute against the working directory, with `.` and `..` folded away
+/// as Python's `os.path.abspath` does (lexically: symbolic links are left as they are).
+pub fn absolute_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let joined = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Where the configuration comes from, as given on the command line.
@@ -444,6 +462,21 @@ mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
     use tempfile::TempDir;
+
+    #[test]
+    fn relative_directories_become_absolute_without_dots() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            absolute("glance-data/images"),
+            cwd.join("glance-data/images")
+        );
+        assert_eq!(absolute("./a/../b/./c"), cwd.join("b/c"));
+        assert_eq!(
+            absolute("/var/lib/glance/images/"),
+            PathBuf::from("/var/lib/glance/images")
+        );
+        assert_eq!(absolute("/x/../y"), PathBuf::from("/y"));
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);

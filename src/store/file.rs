@@ -61,7 +61,7 @@ impl FileStore {
         if path.starts_with('/') {
             Some(PathBuf::from(path))
         } else {
-            std::path::absolute(path).ok()
+            Some(crate::conf::absolute_path(Path::new(path)))
         }
     }
 
