@@ -1,13 +1,12 @@
 //! Prune (evict least recently used images until the cache fits) and clean (remove failed
 //! and stalled writes).
 
-use std::fs::File;
 use std::time::{Duration, SystemTime};
 
 use tracing::{debug, info, warn};
 
 use super::layout::{list, remove};
-use super::writer::lock;
+use super::writer::abandoned;
 use super::{Cache, CacheError, CacheWriter, Entry, ImageId};
 
 /// What a prune removed.
@@ -114,17 +113,15 @@ impl Cache {
                 continue;
             }
             let path = self.layout.incomplete(&found.id);
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            match lock(&file, false) {
-                Ok(true) => {
+            match abandoned(&path) {
+                // Removed while locked: no writer can take it over meanwhile.
+                Ok(Some(_held)) => {
                     if remove(&path).map_err(CacheError::io("removing", &path))? {
                         report.stalled += 1;
                         report.bytes = report.bytes.saturating_add(found.size);
                     }
                 }
-                Ok(false) => {
+                Ok(None) => {
                     info!(image = %found.id, "skipping a stalled-looking write whose writer is still running")
                 }
                 Err(e) => {

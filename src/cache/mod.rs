@@ -232,9 +232,11 @@ impl Cache {
         self.layout.cached(id).is_file()
     }
 
-    /// True while a writer (live or crashed and not yet cleaned) has `incomplete/<id>`.
+    /// True while a live writer has `incomplete/<id>` (a dead writer's file does not
+    /// count: the next write takes it over).
     pub fn is_being_cached(&self, id: &ImageId) -> bool {
-        self.layout.incomplete(id).exists()
+        let path = self.layout.incomplete(id);
+        path.exists() && !matches!(writer::abandoned(&path), Ok(Some(_)))
     }
 
     /// True when the image is queued for prefetching.
@@ -340,6 +342,16 @@ impl Cache {
 
     /// Opens a cached image for reading and counts the hit. None when not cached.
     pub fn open_for_read(&self, id: &ImageId) -> Result<Option<(File, u64)>, CacheError> {
+        self.open_cached(id, true)
+    }
+
+    /// Opens a cached image for a read that is no hit, as upstream counts them: a range
+    /// of it, or a HEAD. None when not cached.
+    pub fn open_uncounted(&self, id: &ImageId) -> Result<Option<(File, u64)>, CacheError> {
+        self.open_cached(id, false)
+    }
+
+    fn open_cached(&self, id: &ImageId, hit: bool) -> Result<Option<(File, u64)>, CacheError> {
         let path = self.layout.cached(id);
         let file = match File::open(&path) {
             Ok(file) => file,
@@ -350,6 +362,9 @@ impl Cache {
             .metadata()
             .map_err(CacheError::io("reading size of", &path))?
             .len();
+        if !hit {
+            return Ok(Some((file, size)));
+        }
         match &self.metadata {
             Metadata::Sqlite(db) => db.hit(id, epoch_seconds(SystemTime::now()), size)?,
             Metadata::Xattr => {

@@ -3,13 +3,15 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use md5::Md5;
 use tracing::warn;
 
-use super::layout::epoch_seconds;
+use super::layout::{epoch_seconds, remove};
 use super::sqlite::Row;
 use super::{Cache, CacheError, Entry, ImageId, Metadata, xattr_meta};
 use crate::digest::BackgroundDigest;
@@ -41,20 +43,84 @@ pub(super) fn lock(file: &File, wait: bool) -> io::Result<bool> {
     }
 }
 
+/// Creates `path` already locked: the file is made and locked under a name of its own,
+/// then linked into place (which fails if `path` exists), so that `path` never names an
+/// unlocked file that [`abandoned`] would take for a dead writer's. None when `path`
+/// exists.
+fn start(path: &Path) -> Result<Option<File>, CacheError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("image");
+    let temp = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(CacheError::io("creating", &temp))?;
+    let placed = lock(&file, false)
+        .and_then(|locked| {
+            if locked {
+                Ok(())
+            } else {
+                Err(io::Error::other("a new file is locked by someone else"))
+            }
+        })
+        .and_then(|()| fs::hard_link(&temp, path));
+    let _ = fs::remove_file(&temp);
+    match placed {
+        Ok(()) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(CacheError::io("creating", path)(e)),
+    }
+}
+
+/// The file at `path`, locked by the caller, when no live writer holds it: a write
+/// whose writer died. None when a live writer holds it, or it is gone or replaced
+/// meanwhile. The lock is the caller's until the file is closed.
+pub(super) fn abandoned(path: &Path) -> io::Result<Option<File>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !lock(&file, false)? {
+        return Ok(None);
+    }
+    let held = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => Ok(Some(file)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl<'a> CacheWriter<'a> {
+    /// Starts the write of `id`: None when a live writer has `incomplete/<id>`. A file
+    /// there that no live writer holds (its writer died: the kernel dropped its lock) is
+    /// taken over at once, not left to block the image until the cleaner's stall time.
     pub(super) fn create(
         cache: &'a Cache,
         id: &ImageId,
         expected_md5: Option<&str>,
     ) -> Result<Option<Self>, CacheError> {
         let path = cache.layout.incomplete(id);
-        let file = match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
-            Err(e) => return Err(CacheError::io("creating", &path)(e)),
+        let file = match start(&path)? {
+            Some(file) => file,
+            None => match abandoned(&path).map_err(CacheError::io("checking", &path))? {
+                None => return Ok(None),
+                // Held locked while it goes, so that no one else takes it over too.
+                Some(old) => {
+                    warn!(image = %id, "taking over a cache write whose writer died");
+                    remove(&path).map_err(CacheError::io("removing", &path))?;
+                    let file = start(&path)?;
+                    drop(old);
+                    match file {
+                        Some(file) => file,
+                        None => return Ok(None),
+                    }
+                }
+            },
         };
-        // The cleaner may hold the lock for an instant while it checks the file.
-        lock(&file, true).map_err(CacheError::io("locking", &path))?;
         Ok(Some(Self {
             cache,
             id: id.clone(),
@@ -63,6 +129,22 @@ impl<'a> CacheWriter<'a> {
             size: 0,
             expected_md5: expected_md5.map(str::to_ascii_lowercase),
         }))
+    }
+
+    /// The image being written.
+    pub fn id(&self) -> &ImageId {
+        &self.id
+    }
+
+    /// Gives the write up and removes its partial file (a failed write: on a full
+    /// volume, moving it to invalid/ would free nothing).
+    pub fn remove(mut self) {
+        if self.file.take().is_some() {
+            let path = self.cache.layout.incomplete(&self.id);
+            if let Err(e) = remove(&path) {
+                warn!(image = %self.id, error = %e, "could not remove a failed cache write");
+            }
+        }
     }
 
     /// Verifies the checksum, fsyncs, and publishes the image with its metadata.

@@ -1,0 +1,200 @@
+//! The transparent cache on its bad days: a full cache volume (a real tmpfs), a writer
+//! killed with SIGKILL in the middle of a fill, and reads that are no hits.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::db::fresh_catalogue;
+use common::process::{Process, free_port};
+use common::server::{active_image, call, conf_with_database, data, start_conf};
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+
+fn hits(listing: &Value, id: &str) -> Option<u64> {
+    listing["cached_images"]
+        .as_array()?
+        .iter()
+        .find(|e| e["image_id"] == json!(id))
+        .and_then(|e| e["hits"].as_u64())
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranges_and_heads_are_no_hits() {
+    for driver in ["sqlite", "xattr"] {
+        let dir = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+        let connection = fresh_catalogue(dir.path()).await;
+        let text = conf_with_database(dir.path(), 0, Some(1 << 30), "cachemanagement", &connection)
+            .replacen(
+                "[DEFAULT]\n",
+                &format!("[DEFAULT]\nimage_cache_driver = {driver}\n"),
+                1,
+            );
+        let server = start_conf(dir.clone(), connection, &text).await;
+        let addr = server.addr;
+        let id = active_image(addr, &data(100_000, 1)).await;
+        let file = format!("/v2/images/{id}/file");
+        assert_eq!(call(addr, "GET", &file, &[], vec![]).await.status, 200);
+        let listing = call(addr, "GET", "/v2/cache", &[], vec![]).await.json();
+        assert_eq!(hits(&listing, &id), Some(0), "{driver}: the fill is no hit");
+        assert_eq!(call(addr, "GET", &file, &[], vec![]).await.status, 200);
+        let ranged = call(addr, "GET", &file, &[("Range", "bytes=0-99")], vec![]).await;
+        assert_eq!(ranged.status, 206);
+        assert_eq!(call(addr, "HEAD", &file, &[], vec![]).await.status, 200);
+        let listing = call(addr, "GET", "/v2/cache", &[], vec![]).await.json();
+        assert_eq!(
+            hits(&listing, &id),
+            Some(1),
+            "{driver}: one whole GET, no range, no HEAD"
+        );
+    }
+}
+
+/// A tmpfs of `size` at `path`, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_cache_volume_never_breaks_a_download() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+    let cache_dir = dir.path().join("image-cache");
+    let _tmpfs = Tmpfs::mount(&cache_dir, "1m");
+    let connection = fresh_catalogue(dir.path()).await;
+    // The cache may hold 1 GiB, its volume 1 MiB: the fill runs out of space.
+    let text = conf_with_database(dir.path(), 0, Some(1 << 30), "cachemanagement", &connection);
+    let server = start_conf(dir.clone(), connection, &text).await;
+    let addr = server.addr;
+    let bytes = data(4 << 20, 2);
+    let id = active_image(addr, &bytes).await;
+    let log_before = common::server::log();
+    for attempt in 0..2 {
+        let got = call(addr, "GET", &format!("/v2/images/{id}/file"), &[], vec![]).await;
+        assert_eq!(got.status, 200, "attempt {attempt}");
+        assert_eq!(
+            got.body.len(),
+            bytes.len(),
+            "attempt {attempt}: the whole body"
+        );
+        assert_eq!(
+            hex::encode(Md5::digest(&got.body)),
+            hex::encode(Md5::digest(&bytes)),
+            "attempt {attempt}"
+        );
+    }
+    for sub in ["incomplete", "invalid"] {
+        assert!(
+            files(&cache_dir.join(sub)).is_empty(),
+            "{sub}/ holds {:?}",
+            files(&cache_dir.join(sub))
+        );
+    }
+    assert!(!cache_dir.join(&id).exists(), "not cached");
+    let logged = common::server::log()[log_before.len()..].to_owned();
+    assert!(
+        logged.contains("the cache write failed") && logged.contains(&id),
+        "the failure is logged with its reason: {logged}"
+    );
+}
+
+/// Sends a GET of `id`'s data and reads `first` bytes, then reads no more.
+fn stalled_download(addr: std::net::SocketAddr, id: &str, first: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .expect("request");
+    let mut got = vec![0u8; first];
+    stream.read_exact(&mut got).expect("first bytes");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fill_whose_writer_was_killed_is_taken_over_by_the_next_miss() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let connection = fresh_catalogue(dir.path()).await;
+    let port = free_port();
+    let text = conf_with_database(
+        dir.path(),
+        port,
+        Some(1 << 30),
+        "cachemanagement",
+        &connection,
+    );
+    let mut doomed = Process::start(dir.path(), "doomed", port, &text);
+    let bytes = data(64 << 20, 3);
+    let id = active_image(doomed.addr, &bytes).await;
+    let incomplete = dir.path().join("image-cache/incomplete").join(&id);
+    let _stalled = stalled_download(doomed.addr, &id, 1 << 20);
+    let started = Instant::now();
+    while !incomplete.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no fill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.kill();
+    assert!(incomplete.exists(), "the dead writer's file stays behind");
+
+    // A restart, and the next miss fills the cache at once (image_cache_stall_time is a
+    // day): the dead writer's file no longer blocks the image.
+    let survivor = Process::start(dir.path(), "survivor", port, &text);
+    let got = call(
+        survivor.addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == bytes);
+    let cached = dir.path().join("image-cache").join(&id);
+    let started = Instant::now();
+    while !cached.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "not cached");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read(&cached).expect("cached"), bytes);
+    assert!(!incomplete.exists());
+    let listing = call(survivor.addr, "GET", "/v2/cache", &[], vec![])
+        .await
+        .json();
+    assert_eq!(hits(&listing, &id), Some(0));
+}
