@@ -91,6 +91,7 @@ fn seed_renders_the_exact_config() {
 bind_host = 0.0.0.0
 bind_port = 9292
 enabled_backends = default_backend:file
+graceful_shutdown_timeout = 60
 image_cache_dir = /var/lib/glance/image-cache
 image_cache_max_size = 10000000000
 image_cache_stall_time = 86400
@@ -1744,4 +1745,99 @@ fn the_authenticated_condition_says_whether_requests_need_a_token() {
         !to_json(&c.statefulset).to_string().contains("KEYSTONE"),
         "no credentials in the environment"
     );
+}
+
+/// The configuration glance-api reads in a pod of `children`: its config directory laid
+/// out as the kubelet projects it (the config Secret, then the files of `extra`), loaded
+/// with --config-dir.
+fn loaded_config(children: &Children, extra: &[ConfigSecret]) -> Config {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, value) in children.config.data.as_ref().expect("data") {
+        std::fs::write(dir.path().join(key), &value.0).expect("write");
+    }
+    for (position, secret) in extra.iter().enumerate() {
+        for (key, value) in &secret.data {
+            let file = extra_config_file(position, &secret.name, key);
+            std::fs::write(dir.path().join(file), &value.0).expect("write");
+        }
+    }
+    Config::load(&ConfigSources {
+        files: vec![],
+        dirs: vec![dir.path().to_path_buf()],
+    })
+    .expect("loads")
+}
+
+fn grace_period(children: &Children) -> i64 {
+    to_json(&children.statefulset)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .expect("terminationGracePeriodSeconds is set")
+}
+
+#[test]
+fn the_pods_grace_period_outlasts_the_drain_glance_api_reads() {
+    use glance_operator::api::settings::{GRACEFUL_SHUTDOWN_TIMEOUT, graceful_shutdown_timeout};
+    use glance_operator::resources::statefulset::{SHUTDOWN_GRACE_MARGIN, UNLIMITED_DRAIN_GRACE};
+
+    // The rendered file states the drain, and the grace period outlasts it.
+    let children = seed_children();
+    let rendered = Config::from_str(RENDERED_KEY, &secret_text(&children, RENDERED_KEY))
+        .expect("rendered config parses");
+    let drain = rendered
+        .get("DEFAULT", GRACEFUL_SHUTDOWN_TIMEOUT)
+        .expect("00-config.conf sets graceful_shutdown_timeout");
+    let drain: u64 = drain.parse().expect("whole seconds");
+    assert_eq!(
+        graceful_shutdown_timeout(&loaded_config(&children, &[])).expect("valid"),
+        drain,
+        "customServiceConfig of the seed leaves it"
+    );
+    let grace = grace_period(&children);
+    assert!(
+        grace > i64::try_from(drain).expect("small"),
+        "terminationGracePeriodSeconds {grace} > graceful_shutdown_timeout {drain}"
+    );
+    assert_eq!(grace, (drain + SHUTDOWN_GRACE_MARGIN) as i64);
+
+    // customServiceConfig and the customServiceConfigSecrets files override it: the
+    // grace period follows what glance-api reads last.
+    let build_with = |custom: &str, extra: Vec<ConfigSecret>| {
+        let mut g = valid("seed.yaml");
+        g.custom_config = custom.to_owned();
+        g.config_secrets = extra.iter().map(|s| s.name.clone()).collect();
+        let observed = Observed {
+            config_secrets: extra.clone(),
+            ..Observed::default()
+        };
+        let children = build(&g, &observed);
+        let drain = graceful_shutdown_timeout(&loaded_config(&children, &extra)).ok();
+        (drain, grace_period(&children))
+    };
+    let longer = "[DEFAULT]\ngraceful_shutdown_timeout = 300\n";
+    assert_eq!(build_with(longer, vec![]), (Some(300), 315));
+    let from_secret = vec![
+        config_secret_of(
+            "a",
+            &[("x.conf", "[DEFAULT]\ngraceful_shutdown_timeout = 100\n")],
+        ),
+        config_secret_of(
+            "b",
+            &[("y", "[DEFAULT]\ngraceful_shutdown_timeout = 120\n")],
+        ),
+    ];
+    assert_eq!(
+        build_with(longer, from_secret),
+        (Some(120), 135),
+        "the last Secret wins"
+    );
+    // 0 waits for every request: the longest grace period the operator gives.
+    let unlimited = "[DEFAULT]\ngraceful_shutdown_timeout = 0\n";
+    assert_eq!(
+        build_with(unlimited, vec![]),
+        (Some(0), UNLIMITED_DRAIN_GRACE)
+    );
+    // A value glance-api refuses (it does not start) leaves the default's grace period.
+    let (refused, grace) = build_with("[DEFAULT]\ngraceful_shutdown_timeout = -5\n", vec![]);
+    assert_eq!(refused, None);
+    assert_eq!(grace, (drain + SHUTDOWN_GRACE_MARGIN) as i64);
 }

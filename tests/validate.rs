@@ -327,8 +327,9 @@ fn several_replicas_need_image_data_on_a_shared_store() {
             "/var/lib/glancefoo",
             "[default_backend]\nfilesystem_store_datadir = /var/lib/glancefoo\n".to_owned(),
         ),
+        // Named as glance-api will use it: dots folded.
         (
-            "/var/lib/glance/../../tmp",
+            "/var/tmp",
             "[default_backend]\nfilesystem_store_datadir = /var/lib/glance/../../tmp\n".to_owned(),
         ),
         (

@@ -21,13 +21,16 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request};
 use bytes::{Buf, BytesMut};
+use futures::FutureExt;
 use futures::task::AtomicWaker;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 use tower::ServiceExt;
 use tracing::debug;
 
@@ -40,8 +43,26 @@ use crate::keystone::Secret;
 /// The largest request head read here; a larger one goes to hyper, under its own limits.
 const MAX_HEAD: usize = 64 << 10;
 
-/// How long a client has to send a whole request head (hyper's default too).
+/// How long a client has to send a whole request head (hyper's default too); a shorter
+/// `client_socket_timeout` shortens it.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a connection waits for a whole request head, the next one on a kept-alive
+/// connection included: [`HEAD_TIMEOUT`], or `client_socket_timeout` when shorter.
+pub fn head_timeout(client_socket_timeout: Option<Duration>) -> Duration {
+    client_socket_timeout.map_or(HEAD_TIMEOUT, |idle| idle.min(HEAD_TIMEOUT))
+}
+
+/// What ended a request body the client stopped sending.
+#[derive(Debug, Error)]
+pub enum BodyError {
+    /// The connection failed or closed.
+    #[error(transparent)]
+    Connection(#[from] hyper::Error),
+    /// Nothing came for `client_socket_timeout`.
+    #[error("the client sent nothing for {0} s (client_socket_timeout)")]
+    Idle(u64),
+}
 
 /// A request head as this loop sees it.
 #[derive(Debug, PartialEq, Eq)]
@@ -169,10 +190,12 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut buffered = BytesMut::with_capacity(4096);
+    let idle = state.settings.client_socket_timeout;
+    let head_limit = head_timeout(idle);
     // Only cached copies are sent here; without a cache every request is hyper's.
     while state.cache.is_some() {
         let head = tokio::select! {
-            head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut buffered)) => head,
+            head = tokio::time::timeout(head_limit, read_head(&mut stream, &mut buffered)) => head,
             () = stopped(&mut stop) => return,
         };
         let head = match head {
@@ -183,7 +206,7 @@ pub async fn serve(
                 return;
             }
             Err(_) => {
-                debug!("no request head within {} s", HEAD_TIMEOUT.as_secs());
+                debug!("no request head within {} s", head_limit.as_secs());
                 return;
             }
         };
@@ -212,7 +235,7 @@ pub async fn serve(
                     // A stop during the answer closes the connection after it: say so.
                     let close = close || *stop.borrow();
                     let bytes = prepared.span.len;
-                    match send_cached(&stream, prepared, close).await {
+                    match send_cached(&stream, prepared, close, idle).await {
                         Ok(()) => debug!(image = %id, bytes, "sent with sendfile"),
                         Err(e) => {
                             debug!(image = %id, error = %e, "sending a cached image");
@@ -232,12 +255,12 @@ pub async fn serve(
         };
         // parse_head saw to it that this does not overflow.
         let request = (len as u64).saturating_add(body);
-        match with_hyper(stream, buffered, request, router.clone(), &mut stop).await {
+        match with_hyper(stream, buffered, request, router.clone(), &mut stop, idle).await {
             Some(back) if !close => (stream, buffered) = back,
             _ => return,
         }
     }
-    with_hyper(stream, buffered, u64::MAX, router, &mut stop).await;
+    with_hyper(stream, buffered, u64::MAX, router, &mut stop, idle).await;
 }
 
 /// Authenticates a download and decides it ([`data::prepare`]). A refused token is
@@ -249,7 +272,9 @@ async fn prepare_cached(
     token: Option<&str>,
 ) -> Result<Prepared, ()> {
     let caller = access::caller(state, token).await.map_err(drop)?;
-    data::prepare(state, &caller, id, range).await.map_err(drop)
+    data::prepare(state, &caller, id, range, true)
+        .await
+        .map_err(drop)
 }
 
 /// Completes when the server stops (at once if it already has).
@@ -272,8 +297,14 @@ async fn read_head(stream: &mut TcpStream, buffered: &mut BytesMut) -> io::Resul
     }
 }
 
-/// Sends a prepared answer whose bytes are a cached copy.
-async fn send_cached(stream: &TcpStream, prepared: Prepared, close: bool) -> io::Result<()> {
+/// Sends a prepared answer whose bytes are a cached copy; a client that takes nothing for
+/// `idle` (or [`sendfile::SEND_TIMEOUT`], when shorter) is given up.
+async fn send_cached(
+    stream: &TcpStream,
+    prepared: Prepared,
+    close: bool,
+    idle: Option<Duration>,
+) -> io::Result<()> {
     let Prepared {
         status,
         headers,
@@ -307,19 +338,24 @@ async fn send_cached(stream: &TcpStream, prepared: Prepared, close: bool) -> io:
         )
         .as_bytes(),
     );
-    sendfile::send(stream, &head, &file, span).await
+    let patience = idle.map_or(sendfile::SEND_TIMEOUT, |idle| {
+        idle.min(sendfile::SEND_TIMEOUT)
+    });
+    sendfile::send(stream, &head, &file, span, patience).await
 }
 
 /// Serves with hyper the next `request` bytes of the connection (`u64::MAX`: all of it),
 /// replaying the bytes already read. Gives the connection back once hyper has answered
 /// and is waiting for more; None when it is finished (closed, failed, stopped, or hyper
-/// left part of the request unread).
+/// left part of the request unread). A client that sends nothing of a body being read,
+/// or reads nothing of an answer being written, for `idle` loses the connection.
 async fn with_hyper(
     stream: TcpStream,
     buffered: BytesMut,
     request: u64,
     router: Router,
     stop: &mut watch::Receiver<bool>,
+    idle: Option<Duration>,
 ) -> Option<(TcpStream, BytesMut)> {
     let answered = Arc::new(Answered::default());
     let out = answered.clone();
@@ -328,18 +364,25 @@ async fn with_hyper(
         buffered,
         left: request,
         answered: answered.clone(),
+        write_idle: Idle::new(idle),
     };
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (router, answered) = (router.clone(), answered.clone());
         // Boxed, so the connection stays Unpin and can be taken apart afterwards.
         Box::pin(async move {
-            let response = router.oneshot(request.map(Body::new)).await?;
+            let request = request.map(|body| {
+                Body::new(IdleBody {
+                    body,
+                    idle: Idle::new(idle),
+                })
+            });
+            let response = router.oneshot(request).await?;
             Ok::<_, Infallible>(response.map(|body| Body::new(Answering { body, answered })))
         })
     });
     let mut connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(head_timeout(idle))
         .serve_connection(TokioIo::new(feed), service);
     let mut stopping = false;
     // Biased: the connection is polled first, so a request already read is in flight
@@ -455,13 +498,127 @@ impl Drop for Answering {
     }
 }
 
+/// A deadline that runs while the client keeps something waiting: armed when an
+/// operation on its side of the connection finds nothing to do, disarmed as soon as one
+/// makes progress.
+struct Idle {
+    /// `client_socket_timeout`; None: no limit.
+    limit: Option<Duration>,
+    /// The deadline, reused from one wait to the next.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The timer runs for the current wait.
+    armed: bool,
+}
+
+impl Idle {
+    fn new(limit: Option<Duration>) -> Self {
+        Idle {
+            limit,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// Passes on what an operation returned; while it is Pending, the wait is timed, and
+    /// once it has lasted the limit this is Ready with Err(limit in seconds).
+    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<T>) -> Poll<Result<T, u64>> {
+        if polled.is_ready() {
+            self.armed = false;
+            return polled.map(Ok);
+        }
+        let Some(limit) = self.limit else {
+            return Poll::Pending;
+        };
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now()
+                .checked_add(limit)
+                .unwrap_or_else(far_future);
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match self.timer.as_mut().map(|timer| timer.poll_unpin(cx)) {
+            Some(Poll::Ready(())) => {
+                self.armed = false;
+                Poll::Ready(Err(limit.as_secs()))
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// A deadline no connection reaches (about 30 years away), for a limit too large to add.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86400 * 365 * 30)
+}
+
+/// A request body that fails once the client has sent nothing of it for
+/// `client_socket_timeout` while the handler waits for it. An upload then ends as any
+/// upload whose body fails: the image goes back to queued.
+struct IdleBody {
+    body: Incoming,
+    idle: Idle,
+}
+
+impl http_body::Body for IdleBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match this.idle.watch(cx, polled) {
+            Poll::Ready(Ok(frame)) => Poll::Ready(frame.map(|f| f.map_err(BodyError::from))),
+            Poll::Ready(Err(seconds)) => {
+                debug!("request body: nothing for {seconds} s");
+                Poll::Ready(Some(Err(BodyError::Idle(seconds))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The connection as hyper reads it: the bytes already read, then the socket, `left` bytes
-/// in all; after those, nothing until the answer is out, then the end.
+/// in all; after those, nothing until the answer is out, then the end. A write that finds
+/// the socket full for `client_socket_timeout` (the client reads nothing) fails.
 struct Feed {
     stream: TcpStream,
     buffered: BytesMut,
     left: u64,
     answered: Arc<Answered>,
+    write_idle: Idle,
+}
+
+impl Feed {
+    /// A write's outcome, failed once the client has taken nothing for the limit.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        self.write_idle.watch(cx, polled).map(|outcome| {
+            outcome.unwrap_or_else(|seconds| {
+                debug!("answer: the client read nothing for {seconds} s");
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {seconds} s (client_socket_timeout)"),
+                ))
+            })
+        })
+    }
 }
 
 impl AsyncRead for Feed {
@@ -507,7 +664,9 @@ impl AsyncWrite for Feed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.timed(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -515,7 +674,9 @@ impl AsyncWrite for Feed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.timed(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -469,11 +469,13 @@ pub struct Prepared {
 
 /// Decides a GET of image `raw` with an optional Range header value. It looks the image
 /// up and, when the cache holds it, opens the cached copy and counts a hit.
+/// `counted`: a GET (a HEAD is no hit).
 pub async fn prepare(
     state: &Shared,
     caller: &Caller,
     raw: &str,
     range: Option<&str>,
+    counted: bool,
 ) -> Result<Prepared, ApiError> {
     let id = path_id(raw)?;
     let image = image_to_check(state, caller, &id).await?;
@@ -542,13 +544,19 @@ pub async fn prepare(
             }
         };
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        let cached = match &state.cache {
-            Some(cache) => cache
-                .cache
-                .open_for_read(&image.id)
-                .map_err(ApiError::internal)?,
-            None => None,
-        };
+        // Only a whole GET is a hit, as upstream counts them. A cache that cannot be read
+        // leaves the image to the store.
+        let cached = state.cache.as_ref().and_then(|cache| {
+            let opened = if counted && span.is_none() {
+                cache.cache.open_for_read(&image.id)
+            } else {
+                cache.cache.open_uncounted(&image.id)
+            };
+            opened
+                .inspect_err(|e| warn!(image = %image.id, error = %e, "cached copy not read; serving from the store"))
+                .ok()
+                .flatten()
+        });
         let span = span.unwrap_or(Span {
             start: 0,
             len: size,
@@ -627,10 +635,12 @@ pub async fn download(
     State(state): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    Ok(prepare(&state, &caller, &raw, range)
+    let counted = method == axum::http::Method::GET;
+    Ok(prepare(&state, &caller, &raw, range, counted)
         .await?
         .into_response(state))
 }
@@ -678,10 +688,13 @@ fn from_store(
         && whole
         && span.len <= cache.max_size
     {
+        // A cache that cannot take the image leaves the download to the store alone.
         let writer = cache
             .cache
             .open_for_write(&image.id, image.checksum.as_deref())
-            .map_err(io::Error::other)?;
+            .inspect_err(|e| warn!(image = %image.id, error = %e, "not cached: the cache write did not start"))
+            .ok()
+            .flatten();
         if let Some(writer) = writer {
             let admit = |writer: CacheWriter<'_>| {
                 if let Err(e) = cache.cache.admit(writer, cache.max_size) {
@@ -725,12 +738,23 @@ fn pump(
         }
         remaining = remaining.saturating_sub(n as u64);
         let chunk = pool.lend(buf, n);
-        match tee.as_mut() {
-            Some((writer, _)) => {
-                writer.write_bytes(&chunk)?;
+        match tee.as_mut().map(|(writer, _)| writer.write_bytes(&chunk)) {
+            Some(Ok(())) => {
                 if let Some(previous) = held.replace(chunk) {
                     send(previous)?;
                 }
+            }
+            // A cache that fails (a full volume, an I/O error) never breaks the download:
+            // its partial file goes, and the rest is served from the store alone.
+            Some(Err(e)) => {
+                if let Some((writer, _)) = tee.take() {
+                    warn!(image = %writer.id(), error = %e, "not cached: the cache write failed");
+                    writer.remove();
+                }
+                if let Some(previous) = held.take() {
+                    send(previous)?;
+                }
+                send(chunk)?;
             }
             None => send(chunk)?,
         }

@@ -22,14 +22,21 @@ use tokio::net::TcpStream;
 use super::data::{Span, short};
 
 /// How long a client may leave the socket full before the send gives up (nginx's
-/// `send_timeout` default).
+/// `send_timeout` default), at most: a shorter `client_socket_timeout` shortens it.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bytes per sendfile call (nginx's `sendfile_max_chunk` default).
 pub const MAX_PER_CALL: u64 = 2 << 20;
 
-/// Writes `head`, then the `span` of `file`, to `stream`.
-pub async fn send(stream: &TcpStream, head: &[u8], file: &File, span: Span) -> io::Result<()> {
+/// Writes `head`, then the `span` of `file`, to `stream`; gives up (TimedOut) when the
+/// client leaves the socket full for `patience`.
+pub async fn send(
+    stream: &TcpStream,
+    head: &[u8],
+    file: &File,
+    span: Span,
+    patience: Duration,
+) -> io::Result<()> {
     let socket = stream.as_raw_fd();
     let mut offset = libc::off_t::try_from(span.start).map_err(io::Error::other)?;
     // MSG_MORE holds the head back until the file's first bytes join it in one segment.
@@ -37,7 +44,7 @@ pub async fn send(stream: &TcpStream, head: &[u8], file: &File, span: Span) -> i
     let mut sent = 0;
     while sent < head.len() {
         let rest = &head[sent..];
-        sent += when_writable(stream, || {
+        sent += when_writable(stream, patience, || {
             // SAFETY: `rest` is a live slice and `socket` is open while `stream` lives.
             let n = unsafe { libc::send(socket, rest.as_ptr().cast(), rest.len(), flags) };
             outcome(n)
@@ -52,7 +59,7 @@ pub async fn send(stream: &TcpStream, head: &[u8], file: &File, span: Span) -> i
             offset + count as libc::off_t,
             remaining - count as u64,
         );
-        let n = when_writable(stream, || {
+        let n = when_writable(stream, patience, || {
             // SAFETY: both descriptors are open for the call; `offset` is a live off_t,
             // which sendfile advances by what it sent.
             let n = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut offset, count) };
@@ -80,18 +87,19 @@ fn read_ahead(file: &File, offset: libc::off_t, left: u64) {
 }
 
 /// Runs `call` once the socket has room, again whenever it finds the socket full, and
-/// gives up after SEND_TIMEOUT without room.
+/// gives up after `patience` without room.
 async fn when_writable(
     stream: &TcpStream,
+    patience: Duration,
     mut call: impl FnMut() -> io::Result<usize>,
 ) -> io::Result<usize> {
     loop {
-        tokio::time::timeout(SEND_TIMEOUT, stream.writable())
+        tokio::time::timeout(patience, stream.writable())
             .await
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("the client took no bytes for {} s", SEND_TIMEOUT.as_secs()),
+                    format!("the client took no bytes for {} s", patience.as_secs()),
                 )
             })??;
         match stream.try_io(Interest::WRITABLE, &mut call) {
@@ -131,7 +139,7 @@ mod tests {
             received
         });
         let stream = TcpStream::connect(addr).await.expect("connect");
-        let result = send(&stream, head, &file, span).await;
+        let result = send(&stream, head, &file, span, SEND_TIMEOUT).await;
         drop(stream);
         (result, reader.await.expect("reader"))
     }

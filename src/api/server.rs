@@ -268,11 +268,11 @@ pub async fn serve_on(
     result
 }
 
-/// How long a stop waits for answers in flight (Kubernetes' default grace period).
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Accepts connections until `shutdown` completes, then tells every connection to stop
-/// (after the answer in flight, idle ones at once) and waits until they all have.
+/// (after the answer in flight, idle ones at once) and waits until they all have, for at
+/// most `graceful_shutdown_timeout`. Connections still busy then are closed: their
+/// answers are cut off, and a cache fill that such an answer fed is dropped, never
+/// published (see `crate::cache::CacheWriter`).
 async fn accept_until(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
@@ -280,12 +280,13 @@ async fn accept_until(
 ) -> Result<(), ServeError> {
     let router = router(state.clone());
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    // Each connection holds a sender; recv() returns None once the last one is dropped.
-    let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            // Finished connections are reaped as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut shutdown => break,
         };
         match accepted {
@@ -294,16 +295,8 @@ async fn accept_until(
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(error = %e, "setting TCP_NODELAY");
                 }
-                let (state, router, stopping, alive) = (
-                    state.clone(),
-                    router.clone(),
-                    stopping.clone(),
-                    alive.clone(),
-                );
-                tokio::spawn(async move {
-                    connection::serve(stream, state, router, stopping).await;
-                    drop(alive);
-                });
+                let (state, router, stopping) = (state.clone(), router.clone(), stopping.clone());
+                connections.spawn(connection::serve(stream, state, router, stopping));
             }
             Err(e) => {
                 // Out of descriptors, most likely: let connections finish, then go on.
@@ -314,15 +307,34 @@ async fn accept_until(
     }
     drop(listener);
     stop.send_replace(true);
-    drop(alive);
-    if tokio::time::timeout(DRAIN_TIMEOUT, all_closed.recv())
-        .await
-        .is_err()
-    {
-        warn!(
-            "connections still busy after {} s are closed",
-            DRAIN_TIMEOUT.as_secs()
+    let busy = connections.len();
+    if busy > 0 {
+        info!(
+            connections = busy,
+            "stopping: letting the requests in flight finish"
         );
+    }
+    let all_closed = async { while connections.join_next().await.is_some() {} };
+    let drained = match state.settings.graceful_shutdown_timeout {
+        Some(limit) => tokio::time::timeout(limit, all_closed).await.is_ok(),
+        None => {
+            all_closed.await;
+            true
+        }
+    };
+    if !drained {
+        warn!(
+            connections = connections.len(),
+            "connections still busy after graceful_shutdown_timeout ({} s) are closed",
+            state
+                .settings
+                .graceful_shutdown_timeout
+                .unwrap_or_default()
+                .as_secs()
+        );
+        // Aborted: their answers are dropped, and a cache fill that one fed fails at its
+        // next chunk and goes to invalid/ instead of being published.
+        connections.shutdown().await;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -33,6 +34,34 @@ connection = sqlite:///glance-data/glance.sqlite
 [paste_deploy]
 flavor = cachemanagement
 ";
+
+/// `[DEFAULT] client_socket_timeout`, upstream Glance's option: seconds a client may send
+/// or read nothing before its connection is closed; 0 waits for ever.
+pub const CLIENT_SOCKET_TIMEOUT: &str = "client_socket_timeout";
+/// Upstream's default of [`CLIENT_SOCKET_TIMEOUT`].
+pub const CLIENT_SOCKET_TIMEOUT_DEFAULT: u64 = 900;
+/// `[DEFAULT] graceful_shutdown_timeout`, oslo.service's option (upstream Glance has
+/// none): seconds a stop lets the requests in flight finish before the connections still
+/// busy are closed; 0 waits for every one of them.
+pub const GRACEFUL_SHUTDOWN_TIMEOUT: &str = "graceful_shutdown_timeout";
+/// oslo.service's default of [`GRACEFUL_SHUTDOWN_TIMEOUT`].
+pub const GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT: u64 = 60;
+
+/// [`GRACEFUL_SHUTDOWN_TIMEOUT`] in seconds, 0 for no limit. The operator reads it too,
+/// to give the pods a longer grace period.
+pub fn graceful_shutdown_timeout(config: &Config) -> Result<u64, ConfError> {
+    config.get_u64(
+        DEFAULT_SECTION,
+        GRACEFUL_SHUTDOWN_TIMEOUT,
+        GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT,
+    )
+}
+
+/// A timeout option in seconds, 0 meaning none.
+fn timeout(config: &Config, option: &str, default: u64) -> Result<Option<Duration>, ConfError> {
+    let seconds = config.get_u64(DEFAULT_SECTION, option, default)?;
+    Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
+}
 
 /// Settings that make glance-api refuse to start.
 #[derive(Debug, Error)]
@@ -126,6 +155,13 @@ pub struct ApiSettings {
     pub image_tag_quota: i64,
     /// `image_location_quota`: locations an image may have (negative: unlimited).
     pub image_location_quota: i64,
+    /// `client_socket_timeout`: how long a client may send or read nothing (a request
+    /// head or body it does not send, an answer it does not read, a kept-alive connection
+    /// without a next request); None (0) for no limit.
+    pub client_socket_timeout: Option<Duration>,
+    /// `graceful_shutdown_timeout`: how long a stop lets the requests in flight finish;
+    /// None (0) for no limit.
+    pub graceful_shutdown_timeout: Option<Duration>,
 }
 
 impl ApiSettings {
@@ -177,6 +213,16 @@ impl ApiSettings {
             image_property_quota: quota(config, "image_property_quota")?,
             image_tag_quota: quota(config, "image_tag_quota")?,
             image_location_quota: quota(config, "image_location_quota")?,
+            client_socket_timeout: timeout(
+                config,
+                CLIENT_SOCKET_TIMEOUT,
+                CLIENT_SOCKET_TIMEOUT_DEFAULT,
+            )?,
+            graceful_shutdown_timeout: timeout(
+                config,
+                GRACEFUL_SHUTDOWN_TIMEOUT,
+                GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT,
+            )?,
         })
     }
 }

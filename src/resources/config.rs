@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 
 use super::meta::{Component, child_meta};
+use crate::api::settings::{GRACEFUL_SHUTDOWN_TIMEOUT, GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT};
 use crate::crd::validate::{KeystoneSettings, ValidGlance};
 use crate::keystone::options::SECTION as KEYSTONE_SECTION;
 
@@ -51,6 +52,9 @@ pub fn render_config(glance: &ValidGlance, database_connection: Option<&str>) ->
         "bind_host = 0.0.0.0".to_owned(),
         format!("bind_port = {API_PORT}"),
         format!("enabled_backends = {BACKEND}:file"),
+        // Written out, so that the pods' grace period visibly outlasts it; see
+        // `super::statefulset::termination_grace_period`.
+        format!("{GRACEFUL_SHUTDOWN_TIMEOUT} = {GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT}"),
     ];
     if let Some(cache) = &glance.cache {
         lines.extend([

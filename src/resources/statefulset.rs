@@ -14,12 +14,16 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config::{API_PORT, ConfigSecret, KEYSTONE_PASSWORD_ENV, KEYSTONE_USERNAME_ENV};
+use super::config::{
+    API_PORT, ConfigSecret, KEYSTONE_PASSWORD_ENV, KEYSTONE_USERNAME_ENV, extra_config_file,
+};
 use super::dbsync::DB_SYNC_CONTAINER;
 use super::meta::{Component, child_meta, labels, selector_labels};
 use super::pod::{Mounts, glance_container, pod_spec, volumes};
 use super::service::pod_url;
-use crate::crd::validate::{KeystoneSettings, ValidGlance};
+use crate::api::settings::{GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT, graceful_shutdown_timeout};
+use crate::conf::Config;
+use crate::crd::validate::{KeystoneSettings, ValidGlance, effective_config};
 use crate::quantity;
 
 /// Pod template annotation carrying the hash of the configuration Secret, of the
@@ -36,6 +40,56 @@ const POD_NAME_ENV: &str = "POD_NAME";
 /// that one config Secret serves every pod while each pod names itself.
 pub const SELF_REFERENCE_ENV: &str = "OS_DEFAULT__WORKER_SELF_REFERENCE_URL";
 const HTTP_PORT_NAME: &str = "http";
+
+/// Seconds the pods' grace period adds to glance-api's `graceful_shutdown_timeout`: time
+/// for glance-api to close the connections still busy and exit before the kubelet kills
+/// it.
+pub const SHUTDOWN_GRACE_MARGIN: u64 = 15;
+/// The pods' grace period when `graceful_shutdown_timeout = 0` (glance-api waits for
+/// every request, without limit): an hour, after which the kubelet kills it.
+pub const UNLIMITED_DRAIN_GRACE: i64 = 3600;
+
+/// `graceful_shutdown_timeout` as glance-api will read it from its config directory: the
+/// rendered `00-config.conf`, then customServiceConfig, then the files of the
+/// customServiceConfigSecrets Secrets (`extra`) in name order. A value glance-api would
+/// refuse counts as the default (glance-api then does not start at all).
+pub fn drain_seconds(glance: &ValidGlance, extra: &[ConfigSecret]) -> u64 {
+    let Some(mut config) = effective_config(glance) else {
+        return GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT;
+    };
+    let mut files: Vec<(String, &[u8])> = extra
+        .iter()
+        .enumerate()
+        .flat_map(|(position, secret)| {
+            secret.data.iter().map(move |(key, value)| {
+                (
+                    extra_config_file(position, &secret.name, key),
+                    value.0.as_slice(),
+                )
+            })
+        })
+        .collect();
+    files.sort();
+    for (name, bytes) in files {
+        if let Some(file) = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| Config::from_str(&name, text).ok())
+        {
+            config.merge(file);
+        }
+    }
+    graceful_shutdown_timeout(&config).unwrap_or(GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT)
+}
+
+/// The pods' terminationGracePeriodSeconds for glance-api draining for `drain` seconds
+/// ([`drain_seconds`]): longer by [`SHUTDOWN_GRACE_MARGIN`], so that the kubelet's
+/// SIGKILL never cuts the drain short; [`UNLIMITED_DRAIN_GRACE`] for 0 (no limit).
+pub fn termination_grace_period(drain: u64) -> i64 {
+    if drain == 0 {
+        return UNLIMITED_DRAIN_GRACE;
+    }
+    i64::try_from(drain.saturating_add(SHUTDOWN_GRACE_MARGIN)).unwrap_or(i64::MAX)
+}
 
 fn healthcheck_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
@@ -164,6 +218,9 @@ pub fn statefulset(
                 }),
                 spec: Some(PodSpec {
                     init_containers,
+                    termination_grace_period_seconds: Some(termination_grace_period(
+                        drain_seconds(glance, extra),
+                    )),
                     ..pod_spec(glance, container, volumes)
                 }),
             },
