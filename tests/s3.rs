@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+use common::process::rss_split;
 use common::proxy::Proxy;
 use common::server::{Server, call, create, data, start_conf};
 use md5::{Digest, Md5};
@@ -752,34 +753,6 @@ impl std::io::Read for Generated {
         self.left -= n as u64;
         Ok(n)
     }
-}
-
-/// glance-api's resident memory now: (the pages of its own executable, everything else).
-/// The first are code and static data, which depend on how it was built: this
-/// unoptimised test build's are several times a release build's.
-fn rss_split(pid: u32, exe: &str) -> (u64, u64) {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let (mut code, mut data) = (0, 0);
-    let mut own = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or_default();
-        if first.contains('-') && !first.ends_with(':') {
-            own = line.ends_with(exe);
-        } else if let Some(kib) = line.strip_prefix("Rss:") {
-            let kib: u64 = kib
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(0);
-            if own {
-                code += kib * 1024;
-            } else {
-                data += kib * 1024;
-            }
-        }
-    }
-    (code, data)
 }
 
 /// glance-api's peak resident memory (VmHWM), everything counted.

@@ -45,6 +45,9 @@ const MAX_HEAD: usize = 64 << 10;
 
 /// How long a client has to send a whole request head (hyper's default too); a shorter
 /// `client_socket_timeout` shortens it.
+/// hyper's buffer of a connection: a request head (at most [`MAX_HEAD`]) fits it.
+const MAX_BUF: usize = 2 * MAX_HEAD;
+
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a connection waits for a whole request head, the next one on a kept-alive
@@ -272,7 +275,7 @@ async fn prepare_cached(
     token: Option<&str>,
 ) -> Result<Prepared, ()> {
     let caller = access::caller(state, token).await.map_err(drop)?;
-    data::prepare(state, &caller, id, range, true)
+    data::prepare(state, &caller, id, range, data::Ask::CachedOnly)
         .await
         .map_err(drop)
 }
@@ -383,6 +386,10 @@ async fn with_hyper(
     let mut connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout(idle))
+        // Answers queue at most this much in hyper before it polls the body again, so
+        // that a hundred downloads of one image do not hold hundreds of MiB; a larger
+        // chunk (a store read's) still goes out whole.
+        .max_buf_size(MAX_BUF)
         .serve_connection(TokioIo::new(feed), service);
     let mut stopping = false;
     // Biased: the connection is polled first, so a request already read is in flight

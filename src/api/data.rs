@@ -14,11 +14,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::access::{Caller, authorize_image, permit, visible};
+use super::cache_api::CacheApi;
 use super::error::ApiError;
+use super::fill::{Fill, Progress, Rest, follow};
 use super::images::path_id;
 use super::state::{AppState, blocking};
 use crate::buffers::Pool;
-use crate::cache::CacheWriter;
+use crate::cache::CacheError;
 use crate::db::{Activation, Image};
 use crate::format::{Inspection, Refusal};
 pub use crate::store::Span;
@@ -34,6 +36,9 @@ pub const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10
 /// 40 s of its uploader's death.
 pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 const LEASE_LOST: &str = "was reclaimed during the upload: its upload lease expired";
+
+/// Size of the pieces of a cached copy that hyper sends (see [`Prepared::into_response`]).
+const CACHED_CHUNK: usize = super::fill::FOLLOW_CHUNK;
 
 /// Size of the chunks read from disk and sent to clients.
 pub const CHUNK: usize = 1 << 20;
@@ -446,9 +451,10 @@ pub enum Source {
     Nothing,
     /// The cached copy, already opened, its hit counted.
     Cache(File),
-    /// The store, opened at the span, through the cache tee when the read fills the
-    /// cache.
+    /// The store, opened at the span.
     Store(Box<Image>, Reader),
+    /// A fill of the cache in flight, followed as it writes ([`super::fill`]).
+    Fill(Box<Image>, Arc<Fill>),
 }
 
 /// A GET of image data, decided before a byte is sent: the status and headers of the
@@ -467,16 +473,29 @@ pub struct Prepared {
     pub source: Source,
 }
 
-/// Decides a GET of image `raw` with an optional Range header value. It looks the image
-/// up and, when the cache holds it, opens the cached copy and counts a hit.
-/// `counted`: a GET (a HEAD is no hit).
+/// What a download asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// A GET: a whole one is a hit, or starts (or follows) a fill of the cache.
+    Get,
+    /// A HEAD: no hit, no fill.
+    Head,
+    /// A GET that only a cached copy answers (the sendfile path): anything else gives
+    /// [`Source::Nothing`] without opening the store, and is decided again by hyper.
+    CachedOnly,
+}
+
+/// Decides a GET (or HEAD) of image `raw` with an optional Range header value. It looks
+/// the image up and, when the cache holds it, opens the cached copy and counts a hit (a
+/// whole GET only, as upstream counts them).
 pub async fn prepare(
     state: &Shared,
     caller: &Caller,
     raw: &str,
     range: Option<&str>,
-    counted: bool,
+    ask: Ask,
 ) -> Result<Prepared, ApiError> {
+    let counted = ask != Ask::Head;
     let id = path_id(raw)?;
     let image = image_to_check(state, caller, &id).await?;
     // As upstream: not visible is 404, a deactivated image is refused to all but
@@ -563,9 +582,29 @@ pub async fn prepare(
         });
         // The store is opened before the answer starts, so that a store that fails
         // gets a JSON error naming it rather than a cut-off body.
-        let source = match cached {
-            Some((file, _)) => Source::Cache(file),
-            None => {
+        let fills = status == StatusCode::OK && counted && size > 0;
+        let source = match (cached, &state.cache) {
+            (Some((file, _)), _) => Source::Cache(file),
+            (None, _) if ask == Ask::CachedOnly => Source::Nothing,
+            // A whole GET of an uncached image that fits follows the image's fill, which
+            // the first such GET starts: one store read however many clients ask.
+            (None, Some(cache)) if fills && size <= cache.max_size => {
+                let (fill, lead) = state.fills.join(&image.id, size);
+                if lead {
+                    let (state, image, fill) = (state.clone(), image.clone(), fill.clone());
+                    let runtime = runtime.clone();
+                    tokio::task::spawn_blocking(move || run_fill(&state, &runtime, &image, &fill));
+                }
+                runtime
+                    .block_on(fill.started())
+                    .map_err(|(status, message)| ApiError {
+                        status: StatusCode::from_u16(status)
+                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        message,
+                    })?;
+                Source::Fill(Box::new(image), fill)
+            }
+            (None, _) => {
                 let reader = state.open_data(&runtime, &image.id, span)?;
                 Source::Store(Box::new(image), reader)
             }
@@ -608,16 +647,38 @@ impl Prepared {
         } = self;
         let body = match source {
             Source::Nothing => Body::empty(),
+            Source::Fill(image, fill) => {
+                let size = fill.size;
+                let rest: Rest = Box::new(move |offset, tx| {
+                    let runtime = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || {
+                        let span = Span {
+                            start: offset,
+                            len: size - offset,
+                        };
+                        let sent = state
+                            .open_data(&runtime, &image.id, span)
+                            .map_err(|e| io::Error::other(e.message))
+                            .and_then(|reader| pump(reader, span.len, CHUNK, &tx));
+                        if let Err(e) = sent {
+                            let _ = tx.blocking_send(Err(e));
+                        }
+                    });
+                });
+                Body::from_stream(follow(fill, rest))
+            }
             source => {
-                // Chunks read ahead of the client. A read from the store may fill the cache,
-                // and its MD5 thread (the slowest part) then has more to work on while the
-                // client's side hiccups: 0.91 of md5sum with 4, 0.94-0.95 with 8 (9 runs).
+                // Chunks read ahead of the client: a read from the store keeps more in
+                // flight while the client's side hiccups.
+                // A cached copy (which sendfile did not take: a fill ended between the two
+                // looks) comes from the page cache in small pieces, as a fill's followers
+                // read it: a storm of them does not add up to much memory.
                 let ahead = match source {
                     Source::Store(..) => 8,
-                    _ => 4,
+                    _ => 2,
                 };
                 let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(ahead);
-                tokio::task::spawn_blocking(move || send(&state, source, status, span, tx));
+                tokio::task::spawn_blocking(move || send(source, span, tx));
                 Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
                     rx.recv().await.map(|item| (item, rx))
                 }))
@@ -639,34 +700,31 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let counted = method == axum::http::Method::GET;
-    Ok(prepare(&state, &caller, &raw, range, counted)
+    let ask = if method == axum::http::Method::HEAD {
+        Ask::Head
+    } else {
+        Ask::Get
+    };
+    Ok(prepare(&state, &caller, &raw, range, ask)
         .await?
         .into_response(state))
 }
 
 /// Streams the `span` of `source` into `tx`. A full read (200) from the store fills the
 /// cache on the way when the image fits and no one else is filling it.
-fn send(
-    state: &AppState,
-    source: Source,
-    status: StatusCode,
-    span: Span,
-    tx: mpsc::Sender<io::Result<Bytes>>,
-) {
+fn send(source: Source, span: Span, tx: mpsc::Sender<io::Result<Bytes>>) {
     let (id, result) = match source {
         Source::Nothing => return,
         Source::Cache(mut file) => {
             debug!("serving from the cache");
             let result = file
                 .seek(SeekFrom::Start(span.start))
-                .and_then(|_| pump(file, span.len, None, &tx));
+                .and_then(|_| pump(file, span.len, CACHED_CHUNK, &tx));
             (None, result)
         }
-        Source::Store(image, reader) => {
-            let result = from_store(state, &image, reader, status == StatusCode::OK, span, &tx);
-            (Some(image.id), result)
-        }
+        Source::Store(image, reader) => (Some(image.id), pump(reader, span.len, CHUNK, &tx)),
+        // Streamed by `Prepared::into_response` itself.
+        Source::Fill(..) => return,
     };
     if let Err(e) = result {
         if e.kind() != io::ErrorKind::BrokenPipe {
@@ -676,95 +734,141 @@ fn send(
     }
 }
 
-fn from_store(
-    state: &AppState,
-    image: &Image,
-    reader: Reader,
-    whole: bool,
-    span: Span,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> io::Result<()> {
-    if let Some(cache) = &state.cache
-        && whole
-        && span.len <= cache.max_size
-    {
-        // A cache that cannot take the image leaves the download to the store alone.
-        let writer = cache
-            .cache
-            .open_for_write(&image.id, image.checksum.as_deref())
-            .inspect_err(|e| warn!(image = %image.id, error = %e, "not cached: the cache write did not start"))
-            .ok()
-            .flatten();
-        if let Some(writer) = writer {
-            let admit = |writer: CacheWriter<'_>| {
-                if let Err(e) = cache.cache.admit(writer, cache.max_size) {
-                    warn!(image = %image.id, error = %e, "not cached");
-                }
-            };
-            return pump(reader, span.len, Some((writer, &admit)), tx);
-        }
-    }
-    pump(reader, span.len, None, tx)
-}
-
-/// A cache write fed by a download, and what to do with it once the data is complete.
-type Tee<'a, 'c> = (CacheWriter<'c>, &'a dyn Fn(CacheWriter<'c>));
-
 /// Copies `len` bytes of `source` to the client in CHUNK pieces; a source that ends
-/// early is an error (the client was promised every byte). With a tee, each
-/// piece is written to the cache too, and the last piece is held back until the cache
-/// write is published, so a client that has every byte can rely on the next read being a
-/// hit. A client that goes away stops the copy (BrokenPipe) and the cache write is dropped.
+/// early is an error (the client was promised every byte). A client that goes away stops
+/// the copy (BrokenPipe).
 fn pump(
     mut source: impl Read,
     len: u64,
-    mut tee: Option<Tee<'_, '_>>,
+    chunk: usize,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
-    let send = |chunk: Bytes| {
-        tx.blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
-    };
     let mut remaining = len;
-    let mut held: Option<Bytes> = None;
     // Buffers come back once hyper has written them.
-    let pool = Pool::new(CHUNK);
+    let pool = Pool::new(chunk);
     while remaining > 0 {
-        let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
+        let want = usize::try_from(remaining.min(chunk as u64)).unwrap_or(chunk);
         let mut buf = pool.take();
         let n = read_full(&mut source, &mut buf[..want])?;
         if n == 0 {
             return Err(short(remaining));
         }
         remaining = remaining.saturating_sub(n as u64);
-        let chunk = pool.lend(buf, n);
-        match tee.as_mut().map(|(writer, _)| writer.write_bytes(&chunk)) {
-            Some(Ok(())) => {
-                if let Some(previous) = held.replace(chunk) {
-                    send(previous)?;
-                }
+        tx.blocking_send(Ok(pool.lend(buf, n)))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+    }
+    Ok(())
+}
+
+/// Fills the cache with image `image` for [`Source::Fill`]'s followers: one read of the
+/// store, written to `incomplete/<id>`, verified and published; every step reported to
+/// the followers. It runs to its end whatever its followers do.
+fn run_fill(state: &AppState, runtime: &tokio::runtime::Handle, image: &Image, fill: &Arc<Fill>) {
+    let span = Span {
+        start: 0,
+        len: fill.size,
+    };
+    let outcome = (|| {
+        let cache = state.cache.as_ref()?;
+        let reader = match state.open_data(runtime, &image.id, span) {
+            Ok(reader) => reader,
+            Err(e) => {
+                return Some(Progress::Failed {
+                    status: e.status.as_u16(),
+                    message: e.message,
+                });
             }
-            // A cache that fails (a full volume, an I/O error) never breaks the download:
-            // its partial file goes, and the rest is served from the store alone.
-            Some(Err(e)) => {
-                if let Some((writer, _)) = tee.take() {
-                    warn!(image = %writer.id(), error = %e, "not cached: the cache write failed");
-                    writer.remove();
-                }
-                if let Some(previous) = held.take() {
-                    send(previous)?;
-                }
-                send(chunk)?;
+        };
+        Some(fill_from(cache, image, fill, reader, || {
+            state.fills.stopped()
+        }))
+    })()
+    .unwrap_or(Progress::Uncached(0));
+    fill.report(outcome);
+    state.fills.end(&image.id, fill);
+}
+
+/// The fill's copy from `reader` to the cache; its last word to the followers.
+fn fill_from(
+    cache: &CacheApi,
+    image: &Image,
+    fill: &Fill,
+    mut reader: Reader,
+    stopped: impl Fn() -> bool,
+) -> Progress {
+    let writer = match cache
+        .cache
+        .open_for_write(&image.id, image.checksum.as_deref())
+    {
+        Ok(Some(writer)) => writer,
+        // Another process writes it (a prefetcher), or the cache cannot start one: the
+        // followers read the store themselves.
+        Ok(None) => return Progress::Uncached(0),
+        Err(e) => {
+            warn!(image = %image.id, error = %e, "not cached: the cache write did not start");
+            return Progress::Uncached(0);
+        }
+    };
+    let mut writer = match writer.reader() {
+        Ok(file) => {
+            fill.set_file(file);
+            writer
+        }
+        Err(e) => {
+            warn!(image = %image.id, error = %e, "not cached: the cache write cannot be read back");
+            writer.remove();
+            return Progress::Uncached(0);
+        }
+    };
+    fill.report(Progress::Writing(0));
+    let mut written = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    while written < fill.size {
+        if stopped() {
+            return failed(io::Error::other("glance-api stopped"));
+        }
+        let want = usize::try_from((fill.size - written).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let n = match read_full(&mut reader, &mut buf[..want]) {
+            Ok(0) => {
+                let e = short(fill.size - written);
+                warn!(image = %image.id, error = %e, "download failed");
+                return failed(e);
             }
-            None => send(chunk)?,
+            Ok(n) => n,
+            Err(e) => {
+                warn!(image = %image.id, error = %e, "download failed");
+                return failed(e);
+            }
+        };
+        // A cache that fails (a full volume, an I/O error) never breaks the download: its
+        // file goes (still readable to the followers up to here), and the rest is the
+        // store's.
+        if let Err(e) = writer.write_bytes(&Bytes::copy_from_slice(&buf[..n])) {
+            warn!(image = %image.id, error = %e, "not cached: the cache write failed");
+            writer.remove();
+            return Progress::Uncached(written);
+        }
+        written += n as u64;
+        fill.report(Progress::Writing(written));
+    }
+    match cache.cache.admit(writer, cache.max_size) {
+        Ok(_) => Progress::Done,
+        Err(e @ CacheError::ChecksumMismatch { .. }) => {
+            warn!(image = %image.id, error = %e, "download failed: the data does not match its checksum");
+            failed(io::Error::other(e.to_string()))
+        }
+        // Every byte is in the file and was checked as it came; only keeping it failed.
+        Err(e) => {
+            warn!(image = %image.id, error = %e, "not cached");
+            Progress::Uncached(written)
         }
     }
-    if let Some((writer, finish)) = tee {
-        finish(writer);
-    }
-    match held {
-        Some(last) => send(last),
-        None => Ok(()),
+}
+
+fn failed(e: io::Error) -> Progress {
+    Progress::Failed {
+        status: StatusCode::BAD_GATEWAY.as_u16(),
+        message: e.to_string(),
     }
 }
 
@@ -776,7 +880,7 @@ pub fn short(remaining: u64) -> io::Error {
     )
 }
 
-fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match source.read(&mut buf[filled..]) {

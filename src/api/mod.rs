@@ -7,6 +7,7 @@ pub mod connection;
 pub mod data;
 pub mod discovery;
 pub mod error;
+pub mod fill;
 pub mod images;
 pub mod members;
 pub mod sendfile;

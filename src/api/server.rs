@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::cache_api::{self, CacheApi};
 use super::error::ApiError;
+use super::fill::Fills;
 use super::settings::ApiSettings;
 use super::state::{AppState, DbCatalog};
 use super::{access, connection, data, discovery, images, members};
@@ -84,6 +85,7 @@ pub async fn build_state(settings: ApiSettings) -> Result<Arc<AppState>, ServeEr
         settings,
         auth,
         policy,
+        fills: Fills::default(),
     }))
 }
 
@@ -336,6 +338,8 @@ async fn accept_until(
         // next chunk and goes to invalid/ instead of being published.
         connections.shutdown().await;
     }
+    // Fills still running stop too: a fill cut off by the stop is never published.
+    state.fills.stop();
     Ok(())
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::cache_api::{CacheApi, ImageCatalog};
 use super::error::ApiError;
+use super::fill::Fills;
 use super::settings::ApiSettings;
 use crate::cache::ImageId;
 use crate::db::Db;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub auth: Option<Arc<AuthToken>>,
     /// Glance's policies (defaults and `[oslo_policy] policy_file`).
     pub policy: Policy,
+    /// The cache fills in flight ([`super::fill`]).
+    pub fills: Fills,
 }
 
 /// The database as the cache API sees it. The cache API asks from its blocking threads,

@@ -136,6 +136,12 @@ impl<'a> CacheWriter<'a> {
         &self.id
     }
 
+    /// A read handle of the file being written: it reads what is written so far, and
+    /// stays readable once the file is published, or removed.
+    pub fn reader(&self) -> io::Result<File> {
+        File::open(self.cache.layout.incomplete(&self.id))
+    }
+
     /// Gives the write up and removes its partial file (a failed write: on a full
     /// volume, moving it to invalid/ would free nothing).
     pub fn remove(mut self) {

@@ -356,6 +356,12 @@ impl Stores {
 
     /// Opens `span` of the data at `url` (recorded with metadata `store`).
     pub fn open(&self, url: &str, store: Option<&str>, span: Span) -> Result<Reader, StoreError> {
+        tracing::debug!(
+            url,
+            start = span.start,
+            len = span.len,
+            "opening image data"
+        );
         self.reader_of(url, store)?.open(url, span)
     }
 

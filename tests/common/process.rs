@@ -29,13 +29,18 @@ impl Process {
     /// Starts glance-api with the config `text`, whose `bind_port` must be `port`, and
     /// waits until it answers `/healthcheck`. `name` names its files in `dir`.
     pub fn start(dir: &Path, name: &str, port: u16, text: &str) -> Process {
+        Self::start_logging(dir, name, port, text, "info")
+    }
+
+    /// [`Process::start`] with `RUST_LOG` at `filter`.
+    pub fn start_logging(dir: &Path, name: &str, port: u16, text: &str, filter: &str) -> Process {
         let conf = dir.join(format!("{name}.conf"));
         std::fs::write(&conf, text).expect("write config");
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_glance-api"))
             .arg("--config-file")
             .arg(&conf)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -76,6 +81,22 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of its `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("process status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("memory field")
+    }
+
     /// SIGKILL: the process dies at once, in the middle of whatever it does.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -87,4 +108,32 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// glance-api's resident memory now: (the pages of its own executable, everything else).
+/// The first are code and static data, which depend on how it was built: this
+/// unoptimised test build's are several times a release build's.
+pub fn rss_split(pid: u32, exe: &str) -> (u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut code, mut data) = (0, 0);
+    let mut own = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            own = line.ends_with(exe);
+        } else if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            if own {
+                code += kib * 1024;
+            } else {
+                data += kib * 1024;
+            }
+        }
+    }
+    (code, data)
 }
