@@ -198,3 +198,117 @@ async fn a_fill_whose_writer_was_killed_is_taken_over_by_the_next_miss() {
         .json();
     assert_eq!(hits(&listing, &id), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_store_answers_413_and_the_image_goes_back_to_queued() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+    let store = dir.path().join("images");
+    let _tmpfs = Tmpfs::mount(&store, "1m");
+    let connection = fresh_catalogue(dir.path()).await;
+    let text = conf_with_database(dir.path(), 0, None, "", &connection);
+    let server = start_conf(dir.clone(), connection, &text).await;
+    let addr = server.addr;
+    let image = common::server::create(
+        addr,
+        json!({"disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    let id = image["id"].as_str().expect("id").to_owned();
+    let reply = call(
+        addr,
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Accept", "application/json"),
+        ],
+        data(4 << 20, 5),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        413,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Image storage media is full")),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let shown = call(addr, "GET", &format!("/v2/images/{id}"), &[], vec![])
+        .await
+        .json();
+    assert_eq!(shown["status"], "queued");
+    assert!(
+        files(&store).is_empty(),
+        "no partial data: {:?}",
+        files(&store)
+    );
+    // A smaller image fits afterwards.
+    assert_eq!(
+        common::server::upload(addr, &id, &data(100_000, 6)).await,
+        204
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_size_cap_answers_413_announced_or_not() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+    let connection = fresh_catalogue(dir.path()).await;
+    let text = conf_with_database(dir.path(), 0, None, "", &connection).replacen(
+        "[DEFAULT]\n",
+        "[DEFAULT]\nimage_size_cap = 100000\n",
+        1,
+    );
+    let server = start_conf(dir.clone(), connection, &text).await;
+    let addr = server.addr;
+    for chunked in [false, true] {
+        let image = common::server::create(
+            addr,
+            json!({"disk_format": "raw", "container_format": "bare"}),
+        )
+        .await;
+        let id = image["id"].as_str().expect("id").to_owned();
+        let body = data(300_000, 7);
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = if chunked {
+            format!(
+                "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+        } else {
+            format!(
+                "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(head.as_bytes()).await.expect("head");
+        for piece in body.chunks(50_000) {
+            let sent = if chunked {
+                let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                framed.extend_from_slice(piece);
+                framed.extend_from_slice(b"\r\n");
+                stream.write_all(&framed).await
+            } else {
+                stream.write_all(piece).await
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        if chunked {
+            let _ = stream.write_all(b"0\r\n\r\n").await;
+        }
+        let mut answer = vec![0u8; 12];
+        stream.read_exact(&mut answer).await.expect("answer");
+        assert_eq!(&answer[9..12], b"413", "chunked: {chunked}");
+        let shown = call(addr, "GET", &format!("/v2/images/{id}"), &[], vec![])
+            .await
+            .json();
+        assert_eq!(shown["status"], "queued", "chunked: {chunked}");
+    }
+    assert!(files(&dir.path().join("images")).is_empty());
+}

@@ -58,12 +58,20 @@ pub async fn upload(
             .map(|(id, lease, expected)| (id, lease, store, expected)),
         Err(e) => Err(e),
     };
+    let size: Option<u64> = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    // More than image_size_cap announced: refused before the image is touched.
+    let claimed = match claimed {
+        Ok((id, lease, _, _)) if size.is_some_and(|n| n > state.settings.image_size_cap) => {
+            let _ = state.db.release_upload(&id, &lease).await;
+            Err(too_large(state.settings.image_size_cap))
+        }
+        other => other,
+    };
     match claimed {
         Ok((id, lease, store, expected)) => {
-            let size = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
             // In a task of its own: should hyper drop this handler (the client gone), the
             // upload still ends, making the image active or moving it back to queued.
             tokio::spawn(store_body(state, id, lease, store, size, body, expected))
@@ -301,7 +309,9 @@ async fn store_body(
         }
     });
     let mut stream = body.into_data_stream();
-    let mut body_error = None;
+    let mut cut = None;
+    let mut received = 0u64;
+    let cap = state.settings.image_size_cap;
     let mut writer_gone = false;
     // The lease is renewed while the body streams; a lost lease (reclaimed after it
     // expired, or the image deleted) ends the upload.
@@ -317,7 +327,7 @@ async fn store_body(
                 match state.db.renew_upload(&id, &lease).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        body_error = Some(LEASE_LOST.to_owned());
+                        cut = Some(Cut::LeaseLost);
                         break;
                     }
                     // The database is away: the lease may still hold when it is back.
@@ -327,16 +337,24 @@ async fn store_body(
             }
         };
         match chunk {
-            // Once the writer failed, the rest is read and dropped (see `drain`).
-            Ok(chunk) if !writer_gone => writer_gone = tx.send(Piece::Chunk(chunk)).await.is_err(),
-            Ok(_) => {}
+            Ok(chunk) => {
+                received = received.saturating_add(chunk.len() as u64);
+                if received > cap {
+                    cut = Some(Cut::TooLarge);
+                    break;
+                }
+                // Once the writer failed, the rest is read and dropped (see `drain`).
+                if !writer_gone {
+                    writer_gone = tx.send(Piece::Chunk(chunk)).await.is_err();
+                }
+            }
             Err(e) => {
-                body_error = Some(e.to_string());
+                cut = Some(Cut::Body(e.to_string()));
                 break;
             }
         }
     }
-    if body_error.is_none() {
+    if cut.is_none() {
         let _ = tx.send(Piece::End).await;
     }
     drop(tx);
@@ -347,12 +365,15 @@ async fn store_body(
             source: io::Error::other(format!("the upload's writer failed: {e}")),
         }))
     });
-    let failure = match (body_error, stored) {
-        (Some(e), _) if e == LEASE_LOST => ApiError {
+    let failure = match (cut, stored) {
+        (Some(Cut::LeaseLost), _) => ApiError {
             status: StatusCode::CONFLICT,
             message: format!("Image {id} {LEASE_LOST}"),
         },
-        (Some(e), _) => ApiError::bad_request(format!("Error reading the image data: {e}")),
+        (Some(Cut::TooLarge), _) => too_large(cap),
+        (Some(Cut::Body(e)), _) => {
+            ApiError::bad_request(format!("Error reading the image data: {e}"))
+        }
         // Deleted meanwhile: the delete removed the partial data under the writer.
         (None, Err(Unstored::Store(_))) if matches!(state.db.get_row(&id).await, Ok(None)) => {
             deleted_during_upload(&id)
@@ -395,6 +416,26 @@ async fn store_body(
     // then try.
     let _ = state.db.release_upload(&id, &lease).await;
     Err(failure)
+}
+
+/// Why an upload's body stopped being read before its end.
+enum Cut {
+    /// The upload's lease was reclaimed, or its image deleted.
+    LeaseLost,
+    /// More than `image_size_cap` bytes.
+    TooLarge,
+    /// The client's body failed (cut off, or idle past client_socket_timeout).
+    Body(String),
+}
+
+/// Upstream's 413 for data beyond `image_size_cap`.
+fn too_large(cap: u64) -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!(
+            "The incoming image is too large: The provided image is too large (image_size_cap is {cap} bytes)."
+        ),
+    }
 }
 
 /// Upstream's 410 for an upload whose image went away (deleted, or reclaimed after its

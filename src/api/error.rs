@@ -86,6 +86,19 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         warn!(error = %e, "store failure");
         let status = match &e {
+            // Upstream's answers for a store that ran out of room.
+            StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                return Self {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("Image storage media is full: {e}"),
+                };
+            }
+            StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::EDQUOT) => {
+                return Self {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("Image exceeds the storage quota: {e}"),
+                };
+            }
             StoreError::Remote { failure, .. } if *failure == Failure::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

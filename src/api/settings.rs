@@ -149,6 +149,8 @@ pub struct ApiSettings {
     pub policy: Policy,
     /// `image_member_quota`: members an image may have (negative: unlimited).
     pub image_member_quota: i64,
+    /// `image_size_cap`: the most bytes an image may have (upstream's default, 1 TiB).
+    pub image_size_cap: u64,
     /// `image_property_quota`: properties an image may have (negative: unlimited).
     pub image_property_quota: i64,
     /// `image_tag_quota`: tags an image may have (negative: unlimited).
@@ -210,6 +212,7 @@ impl ApiSettings {
             keystone,
             policy: Policy::from_config(config)?,
             image_member_quota: quota(config, "image_member_quota")?,
+            image_size_cap: config.get_u64(DEFAULT_SECTION, "image_size_cap", 1 << 40)?,
             image_property_quota: quota(config, "image_property_quota")?,
             image_tag_quota: quota(config, "image_tag_quota")?,
             image_location_quota: quota(config, "image_location_quota")?,
