@@ -184,3 +184,33 @@ async fn a_fill_that_fails_fails_every_client_and_caches_nothing() {
     let incomplete = dir.path().join("image-cache/incomplete").join(&id);
     assert!(!incomplete.exists(), "the failed fill left incomplete/");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fill_whose_data_does_not_match_its_checksum_fails_every_client() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = storm_server(dir.path()).await;
+    let bytes = data(8 << 20, 13);
+    let id = active_image(server.addr, &bytes).await;
+    // One byte of the stored data changes behind glance-api's back: same length.
+    let stored = dir.path().join("images").join(&id);
+    let mut changed = bytes.clone();
+    changed[4 << 20] ^= 0xff;
+    std::fs::write(&stored, &changed).expect("change");
+    let addr = server.addr;
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let id = id.clone();
+            std::thread::spawn(move || get(addr, &id))
+        })
+        .collect();
+    for client in clients {
+        let (status, body) = client.join().expect("client");
+        assert!(
+            status == 0 || status >= 500,
+            "no client gets the corrupt image whole: {status}, {} bytes",
+            body.len()
+        );
+        assert!(body.len() < bytes.len(), "the last bytes are held back");
+    }
+    assert!(!dir.path().join("image-cache").join(&id).exists());
+}
