@@ -312,3 +312,82 @@ async fn image_size_cap_answers_413_announced_or_not() {
     }
     assert!(files(&dir.path().join("images")).is_empty());
 }
+
+/// Bytes of every file under the cache directory: finished, incomplete and invalid.
+fn cache_bytes(dir: &Path) -> u64 {
+    ["", "incomplete", "invalid"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_fills_never_take_the_cache_over_its_maximum() {
+    let max: u64 = 100 << 20;
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+    let connection = fresh_catalogue(dir.path()).await;
+    let text = conf_with_database(dir.path(), 0, Some(max), "cachemanagement", &connection);
+    let server = start_conf(dir.clone(), connection, &text).await;
+    let addr = server.addr;
+    let mut images = Vec::new();
+    for n in 0..4 {
+        let bytes = data(40 << 20, 20 + n);
+        let id = active_image(addr, &bytes).await;
+        images.push((id, hex::encode(Md5::digest(&bytes))));
+    }
+    let cache_dir = dir.path().join("image-cache");
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, cache_dir) = (sampling.clone(), cache_dir.clone());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(cache_bytes(&cache_dir));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        })
+    };
+    let downloads: Vec<_> = images
+        .iter()
+        .map(|(id, _)| {
+            tokio::spawn(call(
+                addr,
+                "GET",
+                &format!("/v2/images/{id}/file"),
+                &[],
+                vec![],
+            ))
+        })
+        .collect();
+    for (download, (_, md5)) in downloads.into_iter().zip(&images) {
+        let got = download.await.expect("download");
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            hex::encode(Md5::digest(&got.body)),
+            *md5,
+            "every client gets its image"
+        );
+    }
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.join().expect("sampler");
+    println!(
+        "4 concurrent fills of 40 MiB into a 100 MiB cache: peak {} MiB",
+        peak >> 20
+    );
+    assert!(
+        peak <= max,
+        "the cache went to {peak} bytes, over its {max}"
+    );
+    assert!(cache_bytes(&cache_dir) <= max);
+    let cached = images
+        .iter()
+        .filter(|(id, _)| cache_dir.join(id).exists())
+        .count();
+    assert!(cached >= 1, "the images that fit are cached");
+}

@@ -837,6 +837,19 @@ fn fill_from(
     mut reader: Reader,
     stopped: impl Fn() -> bool,
 ) -> Progress {
+    // The image's room is reserved before a byte is written: concurrent fills never
+    // take the cache over image_cache_max_size.
+    let _room = match cache.cache.reserve(fill.size, cache.max_size) {
+        Ok(Some(room)) => room,
+        Ok(None) => {
+            debug!(image = %image.id, "not cached: no room even after evicting");
+            return Progress::Uncached(0);
+        }
+        Err(e) => {
+            warn!(image = %image.id, error = %e, "not cached: no room reserved");
+            return Progress::Uncached(0);
+        }
+    };
     let writer = match cache
         .cache
         .open_for_write(&image.id, image.checksum.as_deref())

@@ -20,6 +20,24 @@ pub struct PruneReport {
     pub remaining: u64,
 }
 
+/// Room in the cache reserved for a write in flight ([`Cache::reserve`]); given back
+/// when dropped.
+pub struct Reservation<'a> {
+    cache: &'a Cache,
+    size: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut reserved = self
+            .cache
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *reserved = reserved.saturating_sub(self.size);
+    }
+}
+
 /// What a clean removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CleanReport {
@@ -82,6 +100,28 @@ impl Cache {
             bytes,
             remaining: total,
         })
+    }
+
+    /// Room for a write of `size` bytes, reserved before the write begins and held until
+    /// the returned guard is dropped (once the image is published, or given up). The
+    /// reservations of the writes in flight count toward the cache's size, so that
+    /// concurrent writes never take it over `max_size`: least recently used images are
+    /// evicted to make room, and None says that there is none even then (the image is
+    /// then served uncached). Bytes already written by the writes in flight count twice,
+    /// in their files and in their reservations: the bound errs on the safe side.
+    pub fn reserve(&self, size: u64, max_size: u64) -> Result<Option<Reservation<'_>>, CacheError> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = reserved.saturating_add(size);
+        if wanted > max_size {
+            return Ok(None);
+        }
+        // Makes room for the reservations, this one included.
+        let left = self.prune(max_size - wanted)?.remaining;
+        if left.saturating_add(wanted) > max_size {
+            return Ok(None);
+        }
+        *reserved = wanted;
+        Ok(Some(Reservation { cache: self, size }))
     }
 
     /// Publishes a finished write after evicting least recently used images, so that the

@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 
 pub use central::CentralDb;
 pub use image_id::{ImageId, InvalidImageId};
-pub use maintenance::{CleanReport, PruneReport};
+pub use maintenance::{CleanReport, PruneReport, Reservation};
 pub use writer::CacheWriter;
 
 use layout::{Layout, epoch_seconds, list, names, remove, stat};
@@ -161,6 +161,8 @@ enum Metadata {
 pub struct Cache {
     layout: Layout,
     metadata: Metadata,
+    /// Bytes reserved by this process's writes in flight ([`Cache::reserve`]).
+    reserved: std::sync::Mutex<u64>,
 }
 
 impl Cache {
@@ -185,7 +187,11 @@ impl Cache {
                 Metadata::Xattr
             }
         };
-        Ok(Self { layout, metadata })
+        Ok(Self {
+            layout,
+            metadata,
+            reserved: std::sync::Mutex::new(0),
+        })
     }
 
     /// Opens the cache at `dir` with the centralized_db driver: files here, rows in the
@@ -201,6 +207,7 @@ impl Cache {
         Ok(Self {
             layout,
             metadata: Metadata::Central(central),
+            reserved: std::sync::Mutex::new(0),
         })
     }
 
