@@ -428,30 +428,13 @@ fn our_conf(dir: &Path, port: u16, url: &str) -> Result<PathBuf> {
 
 /// db_sync, then glance-api on a free port; waits for /healthcheck.
 fn start_ours(dir: &Path, url: &str) -> Result<(Server, u16)> {
-    fs::create_dir_all(dir.join("images")).context(|| format!("creating {}", dir.display()))?;
-    let port = free_port();
-    let conf = our_conf(dir, port, url)?;
-    let out = Command::new(env!("CARGO_BIN_EXE_glance-manage"))
-        .arg("--config-file")
-        .arg(&conf)
-        .arg("db_sync")
-        .env_remove("RUST_LOG")
-        .output()
-        .context(|| "running glance-manage db_sync".to_owned())?;
-    if !out.status.success() {
-        return Err(format!(
-            "glance-manage db_sync failed: {}{}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glance-api"));
-    cmd.arg("--config-file").arg(&conf).env_remove("RUST_LOG");
-    let mut server = Server::spawn("glance-api", cmd, dir.join("glance-api.log"));
-    wait_ready(&mut server, || {
-        request(port, &Req::get("/healthcheck".to_owned())).is_ok_and(|r| r.status == 200)
-    });
-    Ok((server, port))
+    start_build(
+        dir,
+        url,
+        Path::new(env!("CARGO_BIN_EXE_glance-api")),
+        Path::new(env!("CARGO_BIN_EXE_glance-manage")),
+        "",
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -716,19 +699,8 @@ fn run() -> Result<()> {
     let warmup = env_usize("BENCH_WARMUP", 20);
     let list_warmup = warmup.min(5);
 
-    let base = bench_base(1 << 30);
-    fs::create_dir_all(&base).context(|| format!("creating {}", base.display()))?;
-    remove_stale(&base);
-    let tmp = TempDir::new(base.join(format!("{DIR_PREFIX}{}", std::process::id())));
-
     // Dropped in reverse order: upstream and ours stop before the database servers.
-    let (db_servers, server_url) = match std::env::var("GLANCE_TEST_MYSQL_URL") {
-        Ok(url) if !url.is_empty() => (None, url),
-        _ => {
-            let (servers, url) = DbServers::start(&tmp.path().join(DB_SERVERS_DIR))?;
-            (Some(servers), url)
-        }
-    };
+    let (tmp, db_servers, server_url) = workspace()?;
     let db_pids: Vec<u32> = db_servers
         .as_ref()
         .and_then(DbServers::mariadb_pid)
@@ -1056,8 +1028,9 @@ fn run() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // Concurrent PATCHes of one image
 
-/// The concurrent section alone: its own MariaDB (or GLANCE_TEST_MYSQL_URL), no upstream.
-fn run_concurrent_only() -> Result<()> {
+/// The bench's directory, and the MariaDB server at GLANCE_TEST_MYSQL_URL or one started
+/// here (with its URL).
+fn workspace() -> Result<(TempDir, Option<DbServers>, String)> {
     let base = bench_base(1 << 30);
     fs::create_dir_all(&base).context(|| format!("creating {}", base.display()))?;
     remove_stale(&base);
@@ -1069,6 +1042,12 @@ fn run_concurrent_only() -> Result<()> {
             (Some(servers), url)
         }
     };
+    Ok((tmp, db_servers, server_url))
+}
+
+/// The concurrent section alone: its own MariaDB (or GLANCE_TEST_MYSQL_URL), no upstream.
+fn run_concurrent_only() -> Result<()> {
+    let (tmp, db_servers, server_url) = workspace()?;
     let mut admin = Admin::connect(&server_url)?;
     concurrent_section(tmp.path(), &server_url, &mut admin)?;
     drop(admin);
@@ -1104,7 +1083,8 @@ concurrent PATCHes of one image ({total} in all, each adding a property of its o
         admin.execute(format!("DROP DATABASE IF EXISTS {database}"))?;
         admin.execute(format!("CREATE DATABASE {database}"))?;
         let url = with_database(server_url, &database)?;
-        let (server, port) = start_build(&dir.join(&database), &url, api, manage)?;
+        let unlimited = "image_property_quota = -1\n";
+        let (server, port) = start_build(&dir.join(&database), &url, api, manage, unlimited)?;
         let mut line = format!("  {name:<11}");
         for clients in [1usize, 8, 64] {
             let (rate, lost) = patch_storm(port, clients, total)?;
@@ -1132,16 +1112,22 @@ concurrent PATCHes of one image ({total} in all, each adding a property of its o
     Ok(())
 }
 
-/// db_sync with `manage`, then `api` on a free port.
-fn start_build(dir: &Path, url: &str, api: &Path, manage: &Path) -> Result<(Server, u16)> {
+/// db_sync with `manage`, then `api` on a free port with `extra` lines in `[DEFAULT]`;
+/// waits for /healthcheck.
+fn start_build(
+    dir: &Path,
+    url: &str,
+    api: &Path,
+    manage: &Path,
+    extra: &str,
+) -> Result<(Server, u16)> {
     fs::create_dir_all(dir.join("images")).context(|| format!("creating {}", dir.display()))?;
     let port = free_port();
     let conf = our_conf(dir, port, url)?;
-    let quotas = "image_property_quota = -1\n";
     let text = fs::read_to_string(&conf).context(|| "reading the config".to_owned())?;
     fs::write(
         &conf,
-        text.replacen("[DEFAULT]\n", &format!("[DEFAULT]\n{quotas}"), 1),
+        text.replacen("[DEFAULT]\n", &format!("[DEFAULT]\n{extra}"), 1),
     )
     .context(|| "writing the config".to_owned())?;
     let out = Command::new(manage)
@@ -1153,7 +1139,8 @@ fn start_build(dir: &Path, url: &str, api: &Path, manage: &Path) -> Result<(Serv
         .context(|| "running glance-manage db_sync".to_owned())?;
     if !out.status.success() {
         return Err(format!(
-            "glance-manage db_sync failed: {}",
+            "glance-manage db_sync failed: {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }

@@ -391,3 +391,60 @@ async fn concurrent_fills_never_take_the_cache_over_its_maximum() {
         .count();
     assert!(cached >= 1, "the images that fit are cached");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_being_read_is_not_evicted_to_make_room() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tmp"));
+    let connection = fresh_catalogue(dir.path()).await;
+    let text = conf_with_database(
+        dir.path(),
+        0,
+        Some(100 << 20),
+        "cachemanagement",
+        &connection,
+    );
+    let server = start_conf(dir.clone(), connection, &text).await;
+    let addr = server.addr;
+    let cache_dir = dir.path().join("image-cache");
+    let first = data(60 << 20, 31);
+    let second = data(60 << 20, 32);
+    let a = active_image(addr, &first).await;
+    let b = active_image(addr, &second).await;
+    assert!(
+        call(addr, "GET", &format!("/v2/images/{a}/file"), &[], vec![])
+            .await
+            .body
+            == first
+    );
+    assert!(cache_dir.join(&a).exists());
+
+    // A client reads A slowly: A may not go to make room for B, which is served uncached.
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    write!(slow, "GET /v2/images/{a}/file HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut some = vec![0u8; 1 << 16];
+    slow.read_exact(&mut some).expect("first bytes");
+    let got = call(addr, "GET", &format!("/v2/images/{b}/file"), &[], vec![]).await;
+    assert!(got.status == 200 && got.body == second, "B is served whole");
+    assert!(cache_dir.join(&a).exists(), "A, being read, stays");
+    assert!(
+        !cache_dir.join(&b).exists(),
+        "B, with no room, is not cached"
+    );
+
+    // Once no one reads A, it makes room for B.
+    drop(slow);
+    let started = std::time::Instant::now();
+    loop {
+        let got = call(addr, "GET", &format!("/v2/images/{b}/file"), &[], vec![]).await;
+        assert!(got.body == second);
+        if cache_dir.join(&b).exists() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "B never cached"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!cache_dir.join(&a).exists(), "A was evicted for B");
+}

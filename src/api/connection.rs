@@ -230,7 +230,7 @@ pub async fn serve(
             {
                 Ok(
                     prepared @ Prepared {
-                        source: Source::Cache(_),
+                        source: Source::Cache(..),
                         ..
                     },
                 ) => {
@@ -312,7 +312,7 @@ async fn send_cached(
         status,
         headers,
         span,
-        source: Source::Cache(file),
+        source: Source::Cache(file, _reading),
     } = prepared
     else {
         return Err(io::Error::other(

@@ -20,7 +20,7 @@ use super::fill::{Fill, Progress, Rest, follow};
 use super::images::path_id;
 use super::state::{AppState, blocking};
 use crate::buffers::Pool;
-use crate::cache::CacheError;
+use crate::cache::{CacheError, Reading};
 use crate::db::{Activation, Image};
 use crate::format::{Inspection, Refusal};
 pub use crate::store::Span;
@@ -490,8 +490,9 @@ pub fn parse_range(value: &str, size: u64) -> Option<Span> {
 pub enum Source {
     /// No bytes: the image has no data yet (204) or the range is unsatisfiable (416).
     Nothing,
-    /// The cached copy, already opened, its hit counted.
-    Cache(File),
+    /// The cached copy, already opened, its hit counted, kept from eviction while it is
+    /// read.
+    Cache(File, Reading),
     /// The store, opened at the span.
     Store(Box<Image>, Reader),
     /// A fill of the cache in flight, followed as it writes ([`super::fill`]).
@@ -616,6 +617,7 @@ pub async fn prepare(
                 .inspect_err(|e| warn!(image = %image.id, error = %e, "cached copy not read; serving from the store"))
                 .ok()
                 .flatten()
+                .map(|(file, _)| (file, cache.cache.reading(&image.id)))
         });
         let span = span.unwrap_or(Span {
             start: 0,
@@ -625,7 +627,7 @@ pub async fn prepare(
         // gets a JSON error naming it rather than a cut-off body.
         let fills = status == StatusCode::OK && counted && size > 0;
         let source = match (cached, &state.cache) {
-            (Some((file, _)), _) => Source::Cache(file),
+            (Some((file, reading)), _) => Source::Cache(file, reading),
             (None, _) if ask == Ask::CachedOnly => Source::Nothing,
             // A whole GET of an uncached image that fits follows the image's fill, which
             // the first such GET starts: one store read however many clients ask.
@@ -756,7 +758,7 @@ pub async fn download(
 fn send(source: Source, span: Span, tx: mpsc::Sender<io::Result<Bytes>>) {
     let (id, result) = match source {
         Source::Nothing => return,
-        Source::Cache(mut file) => {
+        Source::Cache(mut file, _reading) => {
             debug!("serving from the cache");
             let result = file
                 .seek(SeekFrom::Start(span.start))

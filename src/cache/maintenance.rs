@@ -70,7 +70,8 @@ impl Cache {
         Ok(dropped)
     }
 
-    /// Evicts least recently accessed images until the cache is at most `max_size` bytes.
+    /// Evicts least recently accessed images that no one in this process is reading until
+    /// the cache is at most `max_size` bytes.
     /// It works on one snapshot of the entries, so it always terminates; when partial
     /// writes alone exceed `max_size` it stops after evicting every finished image.
     pub fn prune(&self, max_size: u64) -> Result<PruneReport, CacheError> {
@@ -88,6 +89,10 @@ impl Cache {
         for entry in entries {
             if total <= max_size {
                 break;
+            }
+            // An image someone is reading now stays.
+            if self.is_read(&entry.image_id) {
+                continue;
             }
             total = total.saturating_sub(entry.size);
             bytes = bytes.saturating_add(entry.size);

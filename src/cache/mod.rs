@@ -28,6 +28,7 @@ pub mod xattr_meta;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use thiserror::Error;
@@ -163,6 +164,27 @@ pub struct Cache {
     metadata: Metadata,
     /// Bytes reserved by this process's writes in flight ([`Cache::reserve`]).
     reserved: std::sync::Mutex<u64>,
+    /// The images this process is reading now, and how many times ([`Cache::reading`]).
+    readers: Arc<std::sync::Mutex<std::collections::HashMap<ImageId, usize>>>,
+}
+
+/// A read of a cached image in progress ([`Cache::reading`]): eviction skips the image
+/// until it is dropped.
+pub struct Reading {
+    readers: Arc<std::sync::Mutex<std::collections::HashMap<ImageId, usize>>>,
+    id: ImageId,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = readers.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                readers.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl Cache {
@@ -191,6 +213,7 @@ impl Cache {
             layout,
             metadata,
             reserved: std::sync::Mutex::new(0),
+            readers: Arc::default(),
         })
     }
 
@@ -208,6 +231,7 @@ impl Cache {
             layout,
             metadata: Metadata::Central(central),
             reserved: std::sync::Mutex::new(0),
+            readers: Arc::default(),
         })
     }
 
@@ -232,6 +256,25 @@ impl Cache {
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         self.layout.base()
+    }
+
+    /// Marks image `id` as being read until the returned guard is dropped: eviction
+    /// leaves it alone meanwhile (in this process).
+    pub fn reading(&self, id: &ImageId) -> Reading {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        *readers.entry(id.clone()).or_insert(0) += 1;
+        Reading {
+            readers: self.readers.clone(),
+            id: id.clone(),
+        }
+    }
+
+    /// Whether this process is reading image `id` now.
+    fn is_read(&self, id: &ImageId) -> bool {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
     }
 
     /// True when the finished image is in the cache.
