@@ -634,9 +634,19 @@ pub async fn prepare(
             (None, Some(cache)) if fills && size <= cache.max_size => {
                 let (fill, lead) = state.fills.join(&image.id, size);
                 if lead {
-                    let (state, image, fill) = (state.clone(), image.clone(), fill.clone());
+                    // A thread of its own, outside the blocking pool that the requests
+                    // waiting for it may fill up.
+                    let (filler, image_copy, fill_copy) =
+                        (state.clone(), image.clone(), fill.clone());
                     let runtime = runtime.clone();
-                    tokio::task::spawn_blocking(move || run_fill(&state, &runtime, &image, &fill));
+                    let spawned = std::thread::Builder::new()
+                        .name("cache-fill".to_owned())
+                        .spawn(move || run_fill(&filler, &runtime, &image_copy, &fill_copy));
+                    if let Err(e) = spawned {
+                        warn!(error = %e, "not cached: no thread for the fill");
+                        fill.report(Progress::Uncached(0));
+                        state.fills.end(&image.id, &fill);
+                    }
                 }
                 runtime
                     .block_on(fill.started())
