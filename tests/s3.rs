@@ -591,10 +591,16 @@ async fn a_download_whose_store_stays_away_is_cut_and_caches_nothing() {
     );
     let server = start(&options).await;
     let id = new_image(server.addr).await;
-    let bytes = data(64 << 20, 13);
+    let bytes = data(128 << 20, 13);
     assert_eq!(put(server.addr, &id, &bytes, None).await.status, 204);
 
     let (addr, path) = (server.addr, format!("/v2/images/{id}/file"));
+    let filling = server
+        .dir
+        .path()
+        .join("image-cache")
+        .join("incomplete")
+        .join(&id);
     let reader = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(addr).expect("connect");
@@ -614,7 +620,13 @@ async fn a_download_whose_store_stays_away_is_cut_and_caches_nothing() {
         }
         all
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The fill reads the store on its own, at the store's pace: the store goes away as
+    // soon as the fill has begun.
+    let started = std::time::Instant::now();
+    while !filling.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no fill");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     proxy.cut();
     let response = reader.await.expect("reader");
     let split = response

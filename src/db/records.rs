@@ -426,9 +426,10 @@ impl Db {
                 continue;
             }
             // A name keeps its one row (unique per image): a changed property, or one
-            // removed before and set again, has its row rewritten and revived.
+            // removed before and set again, has its row rewritten and revived (its
+            // deleted_at left as it was, as upstream's _image_property_update leaves it).
             let n = statement(d.sql(&format!(
-                "UPDATE image_properties SET value = ?, deleted = false, deleted_at = NULL, updated_at = {} WHERE image_id = ? AND name = ?",
+                "UPDATE image_properties SET value = ?, deleted = false, updated_at = {} WHERE image_id = ? AND name = ?",
                 d.ts()
             )))
             .bind(value.as_str())
@@ -664,20 +665,24 @@ impl Db {
         if n == 0 {
             return Ok(false);
         }
-        self.drop_lease(&mut tx, id, &now).await?;
+        self.drop_lease(&mut tx, id).await?;
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
     }
 
-    /// Soft-deletes the upload lease of `id`.
-    async fn drop_lease(
-        &self,
-        conn: &mut AnyConnection,
-        id: &ImageId,
-        now: &str,
-    ) -> Result<(), DbError> {
-        self.soft_delete(conn, Child::Properties, id, &[UPLOAD_LEASE], now)
-            .await
+    /// Removes the upload lease of `id`: its row goes (not soft-deleted), so that the
+    /// image's rows are upstream's own once the upload ends.
+    async fn drop_lease(&self, conn: &mut AnyConnection, id: &ImageId) -> Result<(), DbError> {
+        statement(
+            self.dialect()
+                .sql("DELETE FROM image_properties WHERE image_id = ? AND name = ?"),
+        )
+        .bind(id.as_str())
+        .bind(UPLOAD_LEASE)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
     }
 
     /// saving -> active with the data's size, digests and location, and the upload's
@@ -722,7 +727,7 @@ impl Db {
         if n == 0 {
             return Ok(false);
         }
-        self.drop_lease(&mut tx, id, &now).await?;
+        self.drop_lease(&mut tx, id).await?;
         let meta = location_meta(&data.store);
         statement(d.sql(&format!(
             "INSERT INTO image_locations (image_id, value, created_at, updated_at, deleted, meta_data, status) VALUES (?, ?, {ts}, {ts}, false, ?, 'active')",
