@@ -68,6 +68,20 @@ fn get(addr: SocketAddr, id: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// Ten whole GETs of `id` at once: (status, body) of each, as [`get`] gives them.
+fn ten_gets(addr: SocketAddr, id: &str) -> Vec<(u16, Vec<u8>)> {
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let id = id.to_owned();
+            std::thread::spawn(move || get(addr, &id))
+        })
+        .collect();
+    clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect()
+}
+
 fn md5(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
 }
@@ -164,15 +178,7 @@ async fn a_fill_that_fails_fails_every_client_and_caches_nothing() {
         .open(&stored)
         .and_then(|f| f.set_len(8 << 20))
         .expect("truncate");
-    let addr = server.addr;
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
-            let id = id.clone();
-            std::thread::spawn(move || get(addr, &id))
-        })
-        .collect();
-    for client in clients {
-        let (status, body) = client.join().expect("client");
+    for (status, body) in ten_gets(server.addr, &id) {
         assert!(
             status == 0 || status >= 500,
             "no client gets a success with a short body: {status}, {} bytes",
@@ -196,15 +202,7 @@ async fn a_fill_whose_data_does_not_match_its_checksum_fails_every_client() {
     let mut changed = bytes.clone();
     changed[4 << 20] ^= 0xff;
     std::fs::write(&stored, &changed).expect("change");
-    let addr = server.addr;
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
-            let id = id.clone();
-            std::thread::spawn(move || get(addr, &id))
-        })
-        .collect();
-    for client in clients {
-        let (status, body) = client.join().expect("client");
+    for (status, body) in ten_gets(server.addr, &id) {
         assert!(
             status == 0 || status >= 500,
             "no client gets the corrupt image whole: {status}, {} bytes",

@@ -36,14 +36,7 @@ impl CacheApi {
     /// are gone from the catalogue: deleted through another replica, or by upstream
     /// Glance. Returns how many copies it removed.
     pub fn drop_deleted(&self) -> Result<usize, ApiError> {
-        let held = self.cache.held()?;
-        if held.is_empty() {
-            return Ok(0);
-        }
-        let live: std::collections::HashSet<ImageId> =
-            self.catalog.live(&held)?.into_iter().collect();
-        let gone: Vec<ImageId> = held.into_iter().filter(|id| !live.contains(id)).collect();
-        Ok(self.cache.forget(&gone)?)
+        self.cache.forget_absent(|held| self.catalog.live(held))
     }
 }
 

@@ -48,27 +48,23 @@ fn run(args: &ConfigArgs) -> Result<(), ToolError> {
 
 /// Removes the cached copies of images that the catalogue (`[database]`) no longer has.
 fn forget_deleted(tool: &CacheTool) -> Result<usize, ToolError> {
-    let held = tool.cache.held()?;
-    if held.is_empty() {
-        return Ok(0);
-    }
     if tool.config.get("database", "connection").is_none() {
         // No catalogue named: nothing to ask (and no SQLite file to create by asking).
         return Ok(0);
     }
-    let mut options = DbOptions::from_config(&tool.config, DEFAULT_CONNECTION)?;
-    // One attempt: a catalogue that is away is asked again on the next run.
-    options.max_retries = Some(0);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ToolError::Db(DbError::Sql(format!("no runtime: {e}"))))?;
-    let live = runtime.block_on(async {
-        let db = Db::connect(&options).await?;
-        let live = db.live(&held).await;
-        db.close().await;
-        live
-    })?;
-    let gone: Vec<_> = held.into_iter().filter(|id| !live.contains(id)).collect();
-    Ok(tool.cache.forget(&gone)?)
+    tool.cache.forget_absent(|held| {
+        let mut options = DbOptions::from_config(&tool.config, DEFAULT_CONNECTION)?;
+        // One attempt: a catalogue that is away is asked again on the next run.
+        options.max_retries = Some(0);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ToolError::Db(DbError::Sql(format!("no runtime: {e}"))))?;
+        Ok(runtime.block_on(async {
+            let db = Db::connect(&options).await?;
+            let live = db.live(held).await;
+            db.close().await;
+            live
+        })?)
+    })
 }

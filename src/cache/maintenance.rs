@@ -50,18 +50,22 @@ pub struct CleanReport {
 }
 
 impl Cache {
-    /// Every image this cache holds: what [`Cache::forget`] may be asked to drop once
-    /// the catalogue says which of them are gone. (Queued images are left to the
-    /// prefetcher, which skips those the catalogue does not have.)
-    pub fn held(&self) -> Result<Vec<ImageId>, CacheError> {
-        Ok(self.cached()?.into_iter().map(|e| e.image_id).collect())
-    }
-
-    /// Removes the cached copies of `gone`, images deleted from the catalogue (through
-    /// another replica, or by upstream Glance); how many copies went.
-    pub fn forget(&self, gone: &[ImageId]) -> Result<usize, CacheError> {
+    /// Removes the cached copies of the images that `live` does not name: images deleted
+    /// from the catalogue (through another replica, or by upstream Glance). `live` is asked
+    /// once, with every image the cache holds, and only when it holds some. Queued images
+    /// are left to the prefetcher, which skips those the catalogue does not have. Returns
+    /// how many copies went.
+    pub fn forget_absent<E: From<CacheError>>(
+        &self,
+        live: impl FnOnce(&[ImageId]) -> Result<Vec<ImageId>, E>,
+    ) -> Result<usize, E> {
+        let held: Vec<ImageId> = self.cached()?.into_iter().map(|e| e.image_id).collect();
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let live: std::collections::HashSet<ImageId> = live(&held)?.into_iter().collect();
         let mut dropped = 0;
-        for id in gone {
+        for id in held.iter().filter(|id| !live.contains(*id)) {
             if self.delete(id)? {
                 dropped += 1;
                 info!(image = %id, "cached copy of a deleted image removed");
