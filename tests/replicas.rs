@@ -105,9 +105,11 @@ async fn concurrent_patches_and_tag_puts_through_two_processes_all_take_effect()
         let reply = request.await.expect("join");
         assert!(
             reply.status == 200 || reply.status == 204,
-            "{}: {}",
+            "{}: {}\nreplica a's warnings:\n{}\nreplica b's warnings:\n{}",
             reply.status,
-            String::from_utf8_lossy(&reply.body)
+            String::from_utf8_lossy(&reply.body),
+            a.warnings(),
+            b.warnings()
         );
     }
     println!(
@@ -155,8 +157,11 @@ async fn concurrent_patches_and_tag_puts_through_two_processes_all_take_effect()
         let reply = request.await.expect("join");
         assert!(
             reply.status == 200 || reply.status == 204,
-            "{}",
-            reply.status
+            "{}: {}\nreplica a's warnings:\n{}\nreplica b's warnings:\n{}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body),
+            a.warnings(),
+            b.warnings()
         );
     }
     let shown = show(a.addr, &id).await;

@@ -251,13 +251,30 @@ pub(crate) fn db_time_ago(secs: i64) -> String {
 }
 
 /// How long a request waits for a connection before glance-api asks whether the server
-/// takes connections at all ([`Db::server_accepts`]): if it does, the request waits on,
-/// up to `pool_timeout` (the server or the pool is busy); if not, the server is away
+/// takes connections at all ([`Db::probe`]): if it does, the request waits on, up to
+/// `pool_timeout` (the server or the pool is busy); if it refuses, the server is away
 /// and the request is answered 503 at once, not after `pool_timeout`.
 const CONNECT_BUDGET: Duration = Duration::from_millis(1000);
 
 /// How long that question waits for the server's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// A server that gave this process a working connection this recently is taken for
+/// busy, not away, when it does not answer the probe in time: a server swamped with new
+/// connections lets its listen queue overflow, and a connect then goes unanswered
+/// although every open connection works.
+const ALIVE_WINDOW: Duration = Duration::from_secs(5);
+
+/// What the probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The server took the connection.
+    Accepted,
+    /// The connect failed: refused, no such socket, no route.
+    Refused,
+    /// No answer within [`PROBE_TIMEOUT`].
+    Silent,
+}
 
 /// How to ask whether the server takes connections.
 #[derive(Debug, Clone)]
@@ -314,6 +331,12 @@ pub struct Db {
     held_until: Mutex<Option<(Instant, String)>>,
     /// How to ask whether the server takes connections.
     probe: Probe,
+    /// When a connection of the pool last proved to work (acquired: pinged or opened).
+    alive_at: Mutex<Option<Instant>>,
+    /// The last probe's answer and when it was had: one probe at a time, shared by the
+    /// requests that wait meanwhile, so that a storm of slow requests does not become a
+    /// storm of connects that fills the server's listen queue.
+    probed: tokio::sync::Mutex<Option<(Instant, Answer)>>,
 }
 
 impl Db {
@@ -340,6 +363,8 @@ impl Db {
             location: options.url.location.clone(),
             held_until: Mutex::new(None),
             probe: Probe::of(&options.url),
+            alive_at: Mutex::new(None),
+            probed: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -416,47 +441,95 @@ impl Db {
             });
         }
         let started = Instant::now();
-        match tokio::time::timeout(CONNECT_BUDGET, self.pool.acquire()).await {
-            Ok(acquired) => acquired.map_err(|e| self.error(e)),
-            // Slow: while the server takes connections, this is load, and the request
-            // waits for one as long as pool_timeout says.
-            Err(_) if self.server_accepts().await => {
-                let rest = self
-                    .pool
-                    .options()
-                    .get_acquire_timeout()
-                    .saturating_sub(started.elapsed());
-                match tokio::time::timeout(rest, self.pool.acquire()).await {
-                    Ok(acquired) => acquired.map_err(|e| self.error(e)),
-                    Err(_) => Err(self.error(sqlx::Error::PoolTimedOut)),
-                }
+        let first = match tokio::time::timeout(CONNECT_BUDGET, self.pool.acquire()).await {
+            Ok(acquired) => return self.acquired(acquired),
+            Err(_) => self.probe().await,
+        };
+        // Slow: while the server takes connections, or has just given one that works,
+        // this is load, and the request waits for one as long as pool_timeout says.
+        let busy = match first {
+            Answer::Accepted => true,
+            Answer::Refused => false,
+            Answer::Silent => self.alive_within(ALIVE_WINDOW),
+        };
+        if !busy {
+            let reason = match first {
+                Answer::Silent => "the server does not answer connections",
+                _ => "the server does not accept connections",
             }
-            Err(_) => {
-                let reason = "the server does not accept connections".to_owned();
-                self.hold(&reason);
-                Err(DbError::Unavailable {
-                    location: self.location.clone(),
-                    reason,
-                })
-            }
+            .to_owned();
+            self.hold(&reason);
+            return Err(DbError::Unavailable {
+                location: self.location.clone(),
+                reason,
+            });
+        }
+        let rest = self
+            .pool
+            .options()
+            .get_acquire_timeout()
+            .saturating_sub(started.elapsed());
+        match tokio::time::timeout(rest, self.pool.acquire()).await {
+            Ok(acquired) => self.acquired(acquired),
+            Err(_) => Err(self.error(sqlx::Error::PoolTimedOut)),
         }
     }
 
+    /// The pool's answer, noting a connection that works as the server's sign of life.
+    fn acquired(
+        &self,
+        acquired: Result<PoolConnection<Any>, sqlx::Error>,
+    ) -> Result<PoolConnection<Any>, DbError> {
+        let conn = acquired.map_err(|e| self.error(e))?;
+        if let Ok(mut at) = self.alive_at.lock() {
+            *at = Some(Instant::now());
+        }
+        Ok(conn)
+    }
+
+    /// Whether a connection of the pool proved to work within `window`.
+    fn alive_within(&self, window: Duration) -> bool {
+        self.alive_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < window)
+    }
+
     /// Whether the server accepts a connection now (a bare TCP or unix-socket connect,
-    /// no login), within [`PROBE_TIMEOUT`]. A SQLite file always does.
-    async fn server_accepts(&self) -> bool {
-        match &self.probe {
-            Probe::File => true,
+    /// no login), within [`PROBE_TIMEOUT`]. A SQLite file always does. An answer is
+    /// shared for [`PROBE_TIMEOUT`] by every request that asks meanwhile.
+    async fn probe(&self) -> Answer {
+        let mut probed = self.probed.lock().await;
+        if let Some((at, answer)) = *probed
+            && at.elapsed() < PROBE_TIMEOUT
+        {
+            return answer;
+        }
+        let answer = self.connect_probe().await;
+        *probed = Some((Instant::now(), answer));
+        answer
+    }
+
+    /// One bare connect to the server, for [`Db::probe`].
+    async fn connect_probe(&self) -> Answer {
+        let connected = match &self.probe {
+            Probe::File => return Answer::Accepted,
             Probe::Tcp(addr) => {
                 tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr.as_str()))
                     .await
-                    .is_ok_and(|c| c.is_ok())
+                    .map(|c| c.map(drop))
             }
             Probe::Unix(path) => {
                 tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(path))
                     .await
-                    .is_ok_and(|c| c.is_ok())
+                    .map(|c| c.map(drop))
             }
+        };
+        match connected {
+            Ok(Ok(())) => Answer::Accepted,
+            Ok(Err(_)) => Answer::Refused,
+            Err(_) => Answer::Silent,
         }
     }
 

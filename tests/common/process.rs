@@ -81,6 +81,15 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The lines it logged at WARN or ERROR so far.
+    pub fn warnings(&self) -> String {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Its process ID.
     pub fn pid(&self) -> u32 {
         self.child.id()
