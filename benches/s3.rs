@@ -13,8 +13,19 @@
 //! 3. upload: PUT /v2/images/{id}/file of the same bytes to a new image vs a multipart
 //!    upload of them straight to the S3 server, with the part size and the number of
 //!    parts in flight glance-api uses;
-//! 4. glance-api's memory while it uploads a 2 GiB image (BENCH_S3_RSS_MIB): VmRSS sampled
+//! 4. glance-api against upstream Glance 33.0.0 with glance_store's s3 store on the same S3
+//!    server and bucket (benches/upstream/glance_api.sh: uWSGI, 2 processes, cache on, the
+//!    same part size): the upload of the image to a new image, then its cold GET (the new
+//!    image is in neither cache; both fill their cache on the way, which is checked);
+//!    target 2x upstream's throughput (BENCH_SKIP_UPSTREAM=1 skips it);
+//! 5. glance-api's memory while it uploads a 2 GiB image (BENCH_S3_RSS_MIB): VmRSS sampled
 //!    every 10 ms and VmHWM of a fresh glance-api (the requirement: at most 64 MiB).
+//!
+//! The digests' floor: before anything else, one pass of MD5 and one of SHA-512 over the
+//! image in this process, with glance-api's own digest code (`glance_operator::digest`),
+//! timed in CPU seconds of the hashing thread. The CPU glance-api spends per GiB on an
+//! upload (which computes both) and on a cold GET (which checks the MD5) is printed as a
+//! ratio to it; target: at most 1.2x for the upload.
 //!
 //! The S3 server is Ceph's RADOS Gateway (one mon, mgr, osd with memstore, radosgw):
 //! the one GLANCE_TEST_S3_* name when GLANCE_TEST_S3_ENDPOINT is set (`tests/s3/rgw.sh
@@ -63,15 +74,17 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use glance_operator::digest::{Algorithm, Hasher};
 use glance_operator::store::s3::UPLOAD_BUDGET;
 use tokio::runtime::Runtime;
 
 mod common;
 use common::{
     Api, CpuMeter, DIR_PREFIX, MIB, Placement, RGW_DIR, Row, Samples, Server, TempDir, bench_base,
-    children_cpu_secs, compare, compare_as, curl, curl_fetch, curl_get_url, curl_put, env_usize,
-    gbps, hash_tool, interleave, machine, make_data, parse_curl, print_summary, proc_status_mib,
-    remove_stale, root, start_glance, verify_url,
+    children_cpu_secs, compare, compare_as, curl, curl_fetch, curl_get_url, curl_put, env_flag,
+    env_usize, gbps, hash_tool, interleave, machine, make_data, parse_curl, print_summary,
+    proc_status_mib, process_tree, remove_stale, root, start_glance, start_upstream_with,
+    verify_url,
 };
 
 /// glance-api's memory limit while it uploads (section 4).
@@ -464,6 +477,14 @@ fn machine_busy_secs() -> f64 {
 }
 
 impl CpuUse {
+    /// CPU seconds per GiB of the process named `name`.
+    fn secs_per_gib(&self, name: &str) -> f64 {
+        self.meters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(f64::NAN, |(_, m)| m.ms_per_gib() / 1e3)
+    }
+
     fn new(processes: &[(&'static str, u32)]) -> Self {
         Self {
             meters: processes
@@ -578,6 +599,40 @@ fn version(program: &str) -> String {
         .unwrap_or_default()
 }
 
+/// CPU seconds of the calling thread.
+fn thread_cpu_secs() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+}
+
+/// The least CPU seconds per GiB of three passes of `algorithm` over `data`, 1 MiB at a
+/// time as glance-api feeds it, on this thread; and the digest, hex.
+fn digest_floor(algorithm: Algorithm, data: &[u8]) -> (f64, String) {
+    let gib = data.len() as f64 / (1u64 << 30) as f64;
+    let mut best = f64::MAX;
+    let mut hex = String::new();
+    for _ in 0..3 {
+        let start = thread_cpu_secs();
+        let mut hasher = Hasher::new(algorithm);
+        for chunk in data.chunks(MIB as usize) {
+            hasher.update(chunk).expect("hash");
+        }
+        hex = hasher.finish().expect("digest");
+        best = best.min((thread_cpu_secs() - start) / gib);
+    }
+    (best, hex)
+}
+
+/// "N.NN s per GiB, M.MMx the floor".
+fn against_floor(secs: f64, floor: f64) -> String {
+    format!("{secs:.2} s per GiB, {:.2}x the floor", secs / floor)
+}
+
 fn main() {
     // cargo bench passes --bench; a filter argument is accepted and ignored.
     let runs = env_usize("BENCH_RUNS", 5);
@@ -672,6 +727,18 @@ fn main() {
     make_data(&big, size, 0x9e37_79b9_7f4a_7c15);
     let (md5, _) = hash_tool("md5sum", &big);
     let (sha512, _) = hash_tool("sha512sum", &big);
+    let (md5_floor, sha512_floor) = {
+        let bytes = fs::read(&big).expect("read the data");
+        let (md5_floor, md5_hex) = digest_floor(Algorithm::Md5, &bytes);
+        let (sha512_floor, sha512_hex) = digest_floor(Algorithm::Sha512, &bytes);
+        assert_eq!((md5_hex, sha512_hex), (md5.clone(), sha512.clone()));
+        (md5_floor, sha512_floor)
+    };
+    let floor = md5_floor + sha512_floor;
+    println!(
+        "  the digests' floor (glance_operator::digest, CPU of one thread, best of 3): MD5 \
+         {md5_floor:.2} s per GiB, SHA-512 {sha512_floor:.2} s per GiB; both {floor:.2} s per GiB"
+    );
 
     let (mut glance, api) = start_glance(&state, &stores);
     let port = api.port();
@@ -783,6 +850,11 @@ fn main() {
         println!("  glance-api cold GET: {}", cold_cpu.show());
         println!("  direct S3 GET:       {}", direct_cpu.show());
         println!(
+            "  glance-api's CPU on the cold GET (it checks the MD5): {}; MD5's floor alone \
+             {md5_floor:.2} s per GiB",
+            against_floor(cold_cpu.secs_per_gib("glance-api"), floor)
+        );
+        println!(
             "  (cache entry listed {:.0} ms median after the last byte)",
             commit_lag.median()
         );
@@ -883,11 +955,164 @@ fn main() {
         );
         println!("  glance-api upload: {}", our_cpu.show());
         println!("  direct S3 upload:  {}", their_cpu.show());
+        let secs = our_cpu.secs_per_gib("glance-api");
+        println!(
+            "  glance-api's CPU on the upload (MD5 and SHA-512): {} (target at most 1.2x): {}",
+            against_floor(secs, floor),
+            if secs / floor <= 1.2 { "met" } else { "MISSED" }
+        );
+        rows.push(Row {
+            what: format!("3b. upload CPU {}", mib(size)),
+            ours: format!("{secs:.2} s/GiB"),
+            reference: format!(
+                "floor {floor:.2}: {:.2}x (<= 1.2{})",
+                secs / floor,
+                if secs / floor <= 1.2 { "" } else { ", MISSED" }
+            ),
+            ratio: None,
+        });
         let _ = fs::remove_dir_all(data.join("parts"));
     }
 
-    // 4. Memory while uploading, in a fresh glance-api.
-    if want(4) {
+    // 4. Against upstream Glance with the s3 store on the same S3 server.
+    if want(4) && !env_flag("BENCH_SKIP_UPSTREAM") {
+        println!(
+            "\n4. glance-api vs upstream Glance 33.0.0 (uWSGI, 2 processes, cache on), both with \
+             the s3 store on this S3 server: upload of the {} image to a new image, then its \
+             cold GET",
+            mib(size)
+        );
+        let upstream_conf = format!(
+            "[ceph]\n\
+             s3_store_host = {}\n\
+             s3_store_access_key = {}\n\
+             s3_store_secret_key = {}\n\
+             s3_store_bucket = {}\n\
+             s3_store_bucket_url_format = path\n\
+             s3_store_large_object_chunk_size = {chunk_mib}\n",
+            env.endpoint, env.access_key, env.secret_key, bucket.name
+        );
+        match start_upstream_with(
+            &tmp.path().join("upstream"),
+            &[
+                ("GLANCE_API_ENABLED_BACKENDS", "ceph:s3"),
+                ("GLANCE_API_DEFAULT_BACKEND", "ceph"),
+                ("GLANCE_API_STORE_CONF", &upstream_conf),
+            ],
+        ) {
+            Err(e) => println!("  upstream Glance did not start: {e}"),
+            Ok((upstream, upstream_port)) => {
+                let theirs_api = Api::new(upstream_port);
+                let upstream_pid = upstream.pid().expect("uWSGI's pid");
+                // Upstream's processes where glance-api's are: with the curl clients.
+                let upstream_pinned = pinned.as_ref().and_then(|_| {
+                    Placement::new(
+                        &process_tree(upstream_pid)
+                            .into_iter()
+                            .map(|p| (p, OUR_CPU))
+                            .collect::<Vec<_>>(),
+                        OUR_CPU,
+                    )
+                });
+                let upstream_processes = {
+                    let mut all = vec![("upstream", upstream_pid)];
+                    all.extend(processes(&glance).into_iter().skip(1));
+                    all
+                };
+                // Upload to a new image, check it, GET it cold, check that the GET filled
+                // the cache, delete it: the same on both sides.
+                let round = |api: &Api,
+                             name: &str,
+                             uploads: &mut Samples,
+                             gets: &mut Samples,
+                             upload_cpu: &mut CpuUse,
+                             get_cpu: &mut CpuUse| {
+                    let mut id = String::new();
+                    upload_cpu.measure(|| {
+                        let (new, secs) = upload(api, name, &big, size);
+                        id = new;
+                        uploads.push(gbps(size, secs));
+                        (size, secs)
+                    });
+                    let image = api.image(&id);
+                    assert_eq!(image["checksum"], md5.as_str(), "{name}");
+                    assert_eq!(image["os_hash_value"], sha512.as_str(), "{name}");
+                    assert!(!api.is_cached(&id), "{name}: cached before its first GET");
+                    let url = format!("http://127.0.0.1:{}/v2/images/{id}/file", api.port());
+                    let (bytes, secs) = get_cpu.measure(|| curl_fetch(&url));
+                    assert_eq!(bytes, size, "{name}: GET");
+                    gets.push(gbps(bytes, secs));
+                    api.wait_cached(&id, Duration::from_millis(20));
+                    api.expect("DELETE", &format!("/v2/images/{id}"), None, 204);
+                    assert_eq!(s3.size(&bucket.name, &id), None, "{name}: object left");
+                    s3.collect_garbage();
+                };
+                let (mut our_uploads, mut our_gets) = (Samples::new(), Samples::new());
+                let (mut their_uploads, mut their_gets) = (Samples::new(), Samples::new());
+                let mut cpu: Vec<CpuUse> = (0..2)
+                    .map(|_| CpuUse::new(&processes(&glance)))
+                    .chain((0..2).map(|_| CpuUse::new(&upstream_processes)))
+                    .collect();
+                let [our_up_cpu, our_get_cpu, their_up_cpu, their_get_cpu] = &mut cpu[..] else {
+                    unreachable!()
+                };
+                let mut n = 0;
+                let mut m = 0;
+                interleave(
+                    runs,
+                    || {
+                        n += 1;
+                        round(
+                            &api,
+                            &format!("ours-{n}"),
+                            &mut our_uploads,
+                            &mut our_gets,
+                            our_up_cpu,
+                            our_get_cpu,
+                        );
+                    },
+                    || {
+                        m += 1;
+                        round(
+                            &theirs_api,
+                            &format!("upstream-{m}"),
+                            &mut their_uploads,
+                            &mut their_gets,
+                            their_up_cpu,
+                            their_get_cpu,
+                        );
+                    },
+                );
+                println!("  upload:");
+                compare(
+                    &mut rows,
+                    &format!("4a. upload {} vs upstream", mib(size)),
+                    &our_uploads,
+                    "upstream:",
+                    &their_uploads,
+                    2.0,
+                );
+                println!("  glance-api: {}", our_up_cpu.show());
+                println!("  upstream:   {}", their_up_cpu.show());
+                println!("  cold GET:");
+                compare(
+                    &mut rows,
+                    &format!("4b. cold GET {} vs upstream", mib(size)),
+                    &our_gets,
+                    "upstream:",
+                    &their_gets,
+                    2.0,
+                );
+                println!("  glance-api: {}", our_get_cpu.show());
+                println!("  upstream:   {}", their_get_cpu.show());
+                drop(upstream_pinned);
+                upstream.stop();
+            }
+        }
+    }
+
+    // 5. Memory while uploading, in a fresh glance-api.
+    if want(5) {
         println!(
             "\n4. glance-api memory while it uploads a {} image (limit {RSS_LIMIT_MIB} MiB)",
             mib(rss_size)
@@ -952,7 +1177,7 @@ fn main() {
         api.expect("DELETE", &format!("/v2/images/{rss_id}"), None, 204);
         s3.collect_garbage();
         rows.push(Row {
-            what: format!("4. VmHWM upload {}", mib(rss_size)),
+            what: format!("5. VmHWM upload {}", mib(rss_size)),
             ours: format!("{hwm:.1} MiB"),
             reference: format!(
                 "limit {RSS_LIMIT_MIB} MiB{}",

@@ -27,12 +27,13 @@ step() {
   fi
 }
 
-# kubectl (kustomize), and qemu-img, which builds the disk images the format inspector
-# tests upload.
+# kubectl (kustomize); qemu-img, which builds the disk images the format inspector
+# tests upload; and OpenSSL's headers, for the digests.
 install_tools() {
   local packages=()
   command -v kubectl >/dev/null || packages+=(kubectl)
   command -v qemu-img >/dev/null || packages+=(qemu-utils)
+  pkg-config --exists openssl 2>/dev/null || packages+=(libssl-dev pkg-config)
   if ((${#packages[@]})); then
     sudo_cmd=()
     [[ "$(id -u)" == 0 ]] || sudo_cmd=(sudo)

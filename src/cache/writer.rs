@@ -8,13 +8,12 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use md5::Md5;
 use tracing::warn;
 
 use super::layout::{epoch_seconds, remove};
 use super::sqlite::Row;
 use super::{Cache, CacheError, Entry, ImageId, Metadata, xattr_meta};
-use crate::digest::BackgroundDigest;
+use crate::digest::{Algorithm, BackgroundDigest};
 
 /// A write in progress into `incomplete/<id>`. Commit it to publish the image; dropping
 /// it without commit moves the partial file to invalid/, as upstream's rollback does.
@@ -125,7 +124,7 @@ impl<'a> CacheWriter<'a> {
             cache,
             id: id.clone(),
             file: Some(file),
-            md5: BackgroundDigest::new::<Md5>(),
+            md5: BackgroundDigest::new(Algorithm::Md5),
             size: 0,
             expected_md5: expected_md5.map(str::to_ascii_lowercase),
         }))

@@ -9,12 +9,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use md5::Md5;
-use sha2::Sha512;
 
 use super::Stored;
 use crate::cache::ImageId;
-use crate::digest::BackgroundDigest;
+use crate::digest::{Algorithm, BackgroundDigest};
 
 /// Image files on a local filesystem.
 #[derive(Debug, Clone)]
@@ -92,8 +90,8 @@ impl FileStore {
             file: Some(file),
             tmp,
             target: self.path(id),
-            md5: BackgroundDigest::new::<Md5>(),
-            sha512: BackgroundDigest::new::<Sha512>(),
+            md5: BackgroundDigest::new(Algorithm::Md5),
+            sha512: BackgroundDigest::new(Algorithm::Sha512),
             size: 0,
         })
     }

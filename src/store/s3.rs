@@ -30,8 +30,6 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use bytes::Bytes;
-use md5::Md5;
-use sha2::Sha512;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -39,7 +37,7 @@ use tracing::{debug, warn};
 use super::config::{S3Options, UrlFormat};
 use super::{Failure, Span, StoreError, Stored};
 use crate::buffers::Pool;
-use crate::digest::BackgroundDigest;
+use crate::digest::{Algorithm, BackgroundDigest};
 
 /// The most bytes an upload holds in memory: the part being filled and the parts being
 /// sent and hashed. With 10 MiB parts, one is sent while the next fills.
@@ -290,8 +288,8 @@ impl S3Store {
             buf: Vec::new(),
             filled: 0,
             multipart: None,
-            md5: BackgroundDigest::new::<Md5>(),
-            sha512: BackgroundDigest::new::<Sha512>(),
+            md5: BackgroundDigest::new(Algorithm::Md5),
+            sha512: BackgroundDigest::new(Algorithm::Sha512),
             size: 0,
         })
     }
