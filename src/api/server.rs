@@ -179,6 +179,7 @@ impl ImageSource for LocalImages<'_> {
                 Some(image) => Lookup::Found {
                     status: image.status,
                     checksum: image.checksum,
+                    size: image.size.and_then(|s| u64::try_from(s).ok()),
                 },
                 None => Lookup::Missing,
             },

@@ -16,12 +16,14 @@ use crate::cache::{Cache, CacheError, ImageId};
 pub enum Lookup {
     /// No such image.
     Missing,
-    /// The image, with its status and MD5.
+    /// The image, with its status, MD5 and size.
     Found {
         /// queued, active, ...
         status: String,
         /// MD5, hex.
         checksum: Option<String>,
+        /// Bytes, once known.
+        size: Option<u64>,
     },
 }
 
@@ -39,6 +41,7 @@ impl ImageSource for ApiClient {
             Ok(image) => Ok(Lookup::Found {
                 status: image.status,
                 checksum: image.checksum,
+                size: image.size,
             }),
             Err(ClientError::Status { status: 404, .. }) => Ok(Lookup::Missing),
             Err(e) => Err(e.to_string()),
@@ -137,7 +140,7 @@ fn try_fetch(
         dequeue()?;
         return Ok(Outcome::Skipped("already cached"));
     }
-    let checksum = match source.lookup(id)? {
+    let (checksum, size) = match source.lookup(id)? {
         Lookup::Missing => {
             dequeue()?;
             return Ok(Outcome::Skipped("image no longer exists"));
@@ -145,7 +148,18 @@ fn try_fetch(
         Lookup::Found { status, .. } if status != "active" => {
             return Ok(Outcome::Deferred(format!("image is {status}")));
         }
-        Lookup::Found { checksum, .. } => checksum,
+        Lookup::Found { checksum, size, .. } => (checksum, size.unwrap_or(0)),
+    };
+    if size > max_size {
+        dequeue()?;
+        return Ok(Outcome::Skipped("larger than the whole cache"));
+    }
+    // Room for the whole image before a byte is written, as for glance-api's fills: the
+    // writes in flight of this process never take the cache over max_size together.
+    let Some(_room) = cache.reserve(size, max_size).map_err(|e| e.to_string())? else {
+        return Ok(Outcome::Failed(format!(
+            "no room in the cache for {size} bytes now (image_cache_max_size {max_size})"
+        )));
     };
     let Some(mut writer) = cache
         .open_for_write(id, checksum.as_deref())
@@ -163,4 +177,82 @@ fn try_fetch(
     let entry = cache.admit(writer, max_size).map_err(|e| e.to_string())?;
     dequeue()?;
     Ok(Outcome::Fetched(entry.size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::DriverKind;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const SIZE: u64 = 3 << 20;
+
+    /// Images of SIZE bytes, served slowly enough that every worker's fetch overlaps the
+    /// others'; the cache's size is sampled while they write.
+    struct Slow<'a> {
+        cache: &'a Cache,
+        peak: AtomicU64,
+    }
+
+    impl ImageSource for Slow<'_> {
+        fn lookup(&self, _: &ImageId) -> Result<Lookup, String> {
+            Ok(Lookup::Found {
+                status: "active".to_owned(),
+                checksum: None,
+                size: Some(SIZE),
+            })
+        }
+
+        fn open(&self, _: &ImageId) -> Result<Box<dyn Read + '_>, String> {
+            Ok(Box::new(SlowReader {
+                source: self,
+                left: SIZE,
+            }))
+        }
+    }
+
+    struct SlowReader<'a, 'b> {
+        source: &'a Slow<'b>,
+        left: u64,
+    }
+
+    impl Read for SlowReader<'_, '_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(256 << 10).min(self.left as usize);
+            buf[..n].fill(7);
+            self.left -= n as u64;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let now = self.source.cache.total_size().unwrap_or(0);
+            self.source.peak.fetch_max(now, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn concurrent_prefetches_reserve_room_and_never_take_the_cache_over_its_maximum() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = Cache::open(dir.path(), DriverKind::Xattr, "cache.db")
+            .or_else(|_| Cache::open(dir.path(), DriverKind::Sqlite, "cache.db"))
+            .expect("cache");
+        // Room for two of the eight images at once.
+        let max_size = 2 * SIZE + SIZE / 2;
+        for _ in 0..8 {
+            cache.queue(&ImageId::random()).expect("queue");
+        }
+        let source = Slow {
+            cache: &cache,
+            peak: AtomicU64::new(0),
+        };
+        let report = prefetch(&cache, &source, 8, max_size).expect("prefetch");
+        let peak = source.peak.load(Ordering::Relaxed);
+        assert!(
+            peak <= max_size,
+            "the cache reached {peak} bytes, over its maximum of {max_size}"
+        );
+        assert!(report.fetched >= 2, "{report:?}");
+        assert_eq!(report.fetched + report.failed, 8, "{report:?}");
+        assert!(cache.total_size().expect("size") <= max_size);
+        // What found no room stays queued for the next run.
+        assert_eq!(cache.queued().expect("queued").len(), report.failed);
+    }
 }
