@@ -84,22 +84,37 @@ pub fn digest(algorithm: Algorithm, data: &[u8]) -> io::Result<String> {
     hasher.finish()
 }
 
-/// Bytes fed but not yet hashed, at most (one larger chunk is let through alone).
+/// Bytes fed but not yet hashed, at most (one larger batch is let through alone).
 pub const MAX_QUEUED: usize = 8 << 20;
+
+/// Chunks are handed to the hashing thread in batches of at least this many bytes (the
+/// last one excepted): a request body arrives in chunks of 128 KiB or less, and waking
+/// the thread for each costs CPU.
+pub const BATCH: usize = 1 << 20;
 
 /// A running digest on a helper thread; `finish` returns it as hex.
 pub struct BackgroundDigest {
-    chunks: Option<Sender<Bytes>>,
+    chunks: Option<Sender<Vec<Bytes>>>,
+    /// Chunks fed and not yet handed over, and their bytes.
+    batch: Vec<Bytes>,
+    batched: usize,
     queued: Arc<Queued>,
     thread: Option<JoinHandle<io::Result<String>>>,
 }
 
-/// The bytes fed and not yet hashed, whether the hashing thread has ended, and a signal
-/// when either changes.
+/// The bytes handed over and not yet hashed, whether the hashing thread has ended, and
+/// whether a feeder waits for room; with a signal for the feeder.
 #[derive(Default)]
 struct Queued {
-    state: Mutex<(usize, bool)>,
+    state: Mutex<QueueState>,
     changed: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    bytes: usize,
+    ended: bool,
+    waiting: bool,
 }
 
 impl Queued {
@@ -108,26 +123,29 @@ impl Queued {
     fn add(&self, len: usize) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let (bytes, ended) = *state;
-            if ended {
+            if state.ended {
                 return Err(io::Error::other("digest thread stopped"));
             }
-            if bytes == 0 || bytes + len <= MAX_QUEUED {
-                state.0 += len;
+            if state.bytes == 0 || state.bytes + len <= MAX_QUEUED {
+                state.bytes += len;
                 return Ok(());
             }
+            state.waiting = true;
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
 
+    /// Counts `len` bytes hashed; wakes the feeder only if it waits.
     fn remove(&self, len: usize) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.0 = state.0.saturating_sub(len);
-        self.changed.notify_all();
+        state.bytes = state.bytes.saturating_sub(len);
+        if std::mem::take(&mut state.waiting) {
+            self.changed.notify_all();
+        }
     }
 
     fn end(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).ended = true;
         self.changed.notify_all();
     }
 }
@@ -144,39 +162,66 @@ impl Drop for EndOnDrop {
 impl BackgroundDigest {
     /// Starts a thread computing `algorithm`'s digest.
     pub fn new(algorithm: Algorithm) -> Self {
-        let (tx, rx) = channel::<Bytes>();
+        let (tx, rx) = channel::<Vec<Bytes>>();
         let queued = Arc::new(Queued::default());
         let hashed = EndOnDrop(queued.clone());
         let thread = std::thread::spawn(move || {
             let mut digest = Hasher::new(algorithm);
-            for chunk in rx {
-                // An error ends the thread, and with it the queue: the feeder then gets
-                // an error too, and `finish` this one.
-                digest.update(&chunk)?;
-                hashed.0.remove(chunk.len());
+            for batch in rx {
+                let mut len = 0;
+                for chunk in &batch {
+                    // An error ends the thread, and with it the queue: the feeder then
+                    // gets an error too, and `finish` this one.
+                    digest.update(chunk)?;
+                    len += chunk.len();
+                }
+                // The chunks are let go before room is made for more.
+                drop(batch);
+                hashed.0.remove(len);
             }
             digest.finish()
         });
         Self {
             chunks: Some(tx),
+            batch: Vec::new(),
+            batched: 0,
             queued,
             thread: Some(thread),
         }
     }
 
-    /// Hands one chunk to the thread (a reference-counted clone, not a copy).
-    /// Waits while MAX_QUEUED bytes are already waiting.
-    pub fn feed(&self, chunk: &Bytes) -> io::Result<()> {
-        self.queued.add(chunk.len())?;
+    /// Takes one chunk for the thread (a reference-counted clone, not a copy), handed
+    /// over with the chunks before it once they make a [`BATCH`]. Waits while
+    /// MAX_QUEUED bytes are already waiting.
+    pub fn feed(&mut self, chunk: &Bytes) -> io::Result<()> {
+        if self.chunks.is_none() {
+            return Err(io::Error::other("digest finished"));
+        }
+        self.batch.push(chunk.clone());
+        self.batched += chunk.len();
+        if self.batched >= BATCH {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batch to the thread.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.queued.add(self.batched)?;
+        self.batched = 0;
         self.chunks
             .as_ref()
             .ok_or_else(|| io::Error::other("digest finished"))?
-            .send(chunk.clone())
+            .send(std::mem::take(&mut self.batch))
             .map_err(|_| io::Error::other("digest thread stopped"))
     }
 
     /// Waits for the thread and returns the digest, hex.
     pub fn finish(&mut self) -> io::Result<String> {
+        self.hand_over()?;
         self.chunks = None;
         self.thread
             .take()

@@ -233,10 +233,14 @@ impl From<StoreError> for Unstored {
 /// What the request handler hands the store's writer thread.
 enum Piece {
     /// More data.
-    Chunk(Bytes),
+    Chunks(Vec<Bytes>),
     /// The body ended where the client said it would.
     End,
 }
+
+/// An upload's body goes to its writer thread in batches of chunks of at least this
+/// many bytes: waking the thread for each chunk of 128 KiB or less cost more CPU.
+const UPLOAD_BATCH: usize = 1 << 20;
 
 /// Streams the body into `store` and records size and digests. With `expected`, the
 /// data's format is inspected on the way (`crate::format`, only header regions kept) and
@@ -253,9 +257,9 @@ async fn store_body(
     body: Body,
     expected: Option<Expected>,
 ) -> Result<StatusCode, ApiError> {
-    // A blocking thread writes, hashes and inspects; the request body is fed to it chunk
-    // by chunk.
-    let (tx, mut rx) = mpsc::channel::<Piece>(8);
+    // A blocking thread writes, hashes and inspects; the request body is handed to it in
+    // batches of chunks of at least UPLOAD_BATCH bytes.
+    let (tx, mut rx) = mpsc::channel::<Piece>(2);
     let (writer_store, writer_id) = (store.clone(), id.clone());
     let writer = tokio::task::spawn_blocking(move || -> Result<(Stored, Option<u64>), Unstored> {
         let mut upload = writer_store.begin_upload(&writer_id, size)?;
@@ -265,20 +269,22 @@ async fn store_body(
         let mut judged = false;
         loop {
             match rx.blocking_recv() {
-                Some(Piece::Chunk(chunk)) => {
-                    if let Some((expected, inspection)) = &mut inspection {
-                        inspection.feed(&chunk);
-                        if !judged && let Some(found) = inspection.found() {
-                            judged = true;
-                            if let Err(refusal) =
-                                found.check_upload(expected.disk_format.as_deref())
-                            {
-                                upload.abort();
-                                return Err(Unstored::Refused(refusal));
+                Some(Piece::Chunks(chunks)) => {
+                    for chunk in chunks {
+                        if let Some((expected, inspection)) = &mut inspection {
+                            inspection.feed(&chunk);
+                            if !judged && let Some(found) = inspection.found() {
+                                judged = true;
+                                if let Err(refusal) =
+                                    found.check_upload(expected.disk_format.as_deref())
+                                {
+                                    upload.abort();
+                                    return Err(Unstored::Refused(refusal));
+                                }
                             }
                         }
+                        upload.write(&chunk)?
                     }
-                    upload.write(&chunk)?
                 }
                 Some(Piece::End) => {
                     let virtual_size = match inspection {
@@ -313,6 +319,8 @@ async fn store_body(
     let mut received = 0u64;
     let cap = state.settings.image_size_cap;
     let mut writer_gone = false;
+    let mut batch = Vec::new();
+    let mut batched = 0;
     // The lease is renewed while the body streams; a lost lease (reclaimed after it
     // expired, or the image deleted) ends the upload.
     let mut renewal = tokio::time::interval(LEASE_RENEWAL);
@@ -345,7 +353,13 @@ async fn store_body(
                 }
                 // Once the writer failed, the rest is read and dropped (see `drain`).
                 if !writer_gone {
-                    writer_gone = tx.send(Piece::Chunk(chunk)).await.is_err();
+                    batched += chunk.len();
+                    batch.push(chunk);
+                    if batched >= UPLOAD_BATCH {
+                        batched = 0;
+                        let chunks = std::mem::take(&mut batch);
+                        writer_gone = tx.send(Piece::Chunks(chunks)).await.is_err();
+                    }
                 }
             }
             Err(e) => {
@@ -355,6 +369,9 @@ async fn store_body(
         }
     }
     if cut.is_none() {
+        if !batch.is_empty() {
+            let _ = tx.send(Piece::Chunks(batch)).await;
+        }
         let _ = tx.send(Piece::End).await;
     }
     drop(tx);

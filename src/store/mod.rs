@@ -123,7 +123,7 @@ pub enum Store {
 /// An upload in progress to one store.
 pub enum Upload {
     /// Into a file of the named store.
-    File(file::Upload, String),
+    File(Box<file::Upload>, String),
     /// Into an S3 object.
     S3(Box<s3::S3Upload>),
 }
@@ -153,7 +153,7 @@ impl Store {
         match self {
             Store::File(store) => store
                 .begin_upload(id)
-                .map(|upload| Upload::File(upload, store.backend().to_owned()))
+                .map(|upload| Upload::File(Box::new(upload), store.backend().to_owned()))
                 .map_err(|source| self.io(source)),
             Store::S3(store) => store
                 .begin_upload(id.as_str(), size)
