@@ -905,12 +905,15 @@ fn fill_from(
     };
     fill.report(Progress::Writing(0));
     let mut written = 0u64;
-    let mut buf = vec![0u8; CHUNK];
+    // The chunks are read into buffers of a pool and handed to the cache writer (and its
+    // digest thread) as they are: no copy, and a few allocations for the whole image.
+    let pool = Pool::new(CHUNK);
     while written < fill.size {
         if stopped() {
             return failed(io::Error::other("glance-api stopped"));
         }
         let want = usize::try_from((fill.size - written).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let mut buf = pool.take();
         let n = match read_full(&mut reader, &mut buf[..want]) {
             Ok(0) => {
                 let e = short(fill.size - written);
@@ -926,7 +929,7 @@ fn fill_from(
         // A cache that fails (a full volume, an I/O error) never breaks the download: its
         // file goes (still readable to the followers up to here), and the rest is the
         // store's.
-        if let Err(e) = writer.write_bytes(&Bytes::copy_from_slice(&buf[..n])) {
+        if let Err(e) = writer.write_bytes(&pool.lend(buf, n)) {
             warn!(image = %image.id, error = %e, "not cached: the cache write failed");
             writer.remove();
             return Progress::Uncached(written);

@@ -588,6 +588,10 @@ fn wait_oldest(store: &S3Store, multipart: &mut Multipart) -> Result<(), StoreEr
 /// How long an abort that S3 could not take is retried in the background.
 const ABORT_PATIENCE: Duration = Duration::from_secs(600);
 
+/// The longest pause between two of those retries: the parts go within this long of
+/// S3's return (an abort is one small request).
+const ABORT_PAUSE_MAX: Duration = Duration::from_secs(5);
+
 impl S3Upload {
     /// Stops the parts in flight and aborts the multipart upload, waiting for S3's
     /// answer, so that a failed upload leaves no parts behind. When S3 cannot be
@@ -648,7 +652,7 @@ async fn abort_until_done(store: S3Store, key: String, multipart: Multipart) {
             }
             Err(e) if e.is_unavailable() && started.elapsed() < ABORT_PATIENCE => {
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
+                pause = (pause * 2).min(ABORT_PAUSE_MAX);
             }
             Err(e) => {
                 warn!(%key, upload_id = %multipart.upload_id, error = %e, "multipart upload left behind");
