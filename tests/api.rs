@@ -746,8 +746,8 @@ async fn cached_copies_go_out_with_sendfile_between_requests_for_hyper() {
     );
     assert_eq!(
         sendfile_count(&id),
-        0,
-        "a miss is streamed (and cached) by hyper"
+        1,
+        "a miss follows its fill of the cache with sendfile too"
     );
 
     // Pipelined in one write: cached reads for the connection loop, and between them
@@ -793,7 +793,7 @@ async fn cached_copies_go_out_with_sendfile_between_requests_for_hyper() {
     assert_eq!(created.json()["name"], json!("second"));
     assert_eq!(
         sendfile_count(&id),
-        3,
+        4,
         "every cached read, before and after hyper's turns"
     );
 
@@ -818,7 +818,7 @@ async fn cached_copies_go_out_with_sendfile_between_requests_for_hyper() {
     stream.write_all(&request).await.expect("requests");
     assert_eq!(read_response(&mut stream, &mut received).await.status, 204);
     assert!(read_response(&mut stream, &mut received).await.body == bytes);
-    assert_eq!(sendfile_count(&id), 4);
+    assert_eq!(sendfile_count(&id), 5);
     let stored = call(addr, "GET", &format!("/v2/images/{third}"), &[], vec![])
         .await
         .json();
@@ -842,7 +842,15 @@ async fn cached_copies_go_out_with_sendfile_between_requests_for_hyper() {
     assert_eq!(read_response(&mut stream, &mut received).await.status, 204);
     let by_hyper = read_response(&mut stream, &mut received).await;
     assert!(by_hyper.body == bytes);
-    assert_eq!(sendfile_count(&id), 4, "served by hyper");
+    assert_eq!(sendfile_count(&id), 5, "served by hyper");
+    // On that connection, hyper also serves a miss, following its fill as a stream.
+    stream
+        .write_all(format!("GET /v2/images/{second}/file HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let miss = read_response(&mut stream, &mut received).await;
+    assert_eq!((miss.status, miss.body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(sendfile_count(&second), 0, "a miss served by hyper");
     let without_date = |r: &Reply| {
         let mut h: Vec<_> = r
             .headers
@@ -866,7 +874,7 @@ async fn cached_copies_go_out_with_sendfile_between_requests_for_hyper() {
     assert!(reply.body == bytes);
     assert_eq!(reply.header("connection"), Some("close"));
     assert!(closed(&mut stream).await);
-    assert_eq!(sendfile_count(&id), 5);
+    assert_eq!(sendfile_count(&id), 6);
 
     // Every hit was counted, whichever transport served it; the range is no hit.
     let listing = call(addr, "GET", "/v2/cache", &[], vec![]).await.json();

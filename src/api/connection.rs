@@ -29,13 +29,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Sleep;
 use tower::ServiceExt;
 use tracing::debug;
 
 use super::access;
-use super::data::{self, Prepared, Source};
+use super::data::{self, Prepared, Source, Span};
+use super::fill::{self, Fill, Progress};
 use super::sendfile;
 use super::state::AppState;
 use crate::keystone::Secret;
@@ -230,7 +231,7 @@ pub async fn serve(
             {
                 Ok(
                     prepared @ Prepared {
-                        source: Source::Cache(..),
+                        source: Source::Cache(..) | Source::Fill(..),
                         ..
                     },
                 ) => {
@@ -238,7 +239,7 @@ pub async fn serve(
                     // A stop during the answer closes the connection after it: say so.
                     let close = close || *stop.borrow();
                     let bytes = prepared.span.len;
-                    match send_cached(&stream, prepared, close, idle).await {
+                    match send_cached(&stream, &state, prepared, close, idle).await {
                         Ok(()) => debug!(image = %id, bytes, "sent with sendfile"),
                         Err(e) => {
                             debug!(image = %id, error = %e, "sending a cached image");
@@ -300,10 +301,12 @@ async fn read_head(stream: &mut TcpStream, buffered: &mut BytesMut) -> io::Resul
     }
 }
 
-/// Sends a prepared answer whose bytes are a cached copy; a client that takes nothing for
-/// `idle` (or [`sendfile::SEND_TIMEOUT`], when shorter) is given up.
+/// Sends a prepared answer whose bytes are a cached copy or a fill of the cache; a
+/// client that takes nothing for `idle` (or [`sendfile::SEND_TIMEOUT`], when shorter) is
+/// given up.
 async fn send_cached(
     stream: &TcpStream,
+    state: &Arc<AppState>,
     prepared: Prepared,
     close: bool,
     idle: Option<Duration>,
@@ -312,13 +315,8 @@ async fn send_cached(
         status,
         headers,
         span,
-        source: Source::Cache(file, _reading),
-    } = prepared
-    else {
-        return Err(io::Error::other(
-            "only cached copies are sent with sendfile",
-        ));
-    };
+        source,
+    } = prepared;
     let mut head = format!(
         "HTTP/1.1 {} {}\r\n",
         status.as_str(),
@@ -344,7 +342,74 @@ async fn send_cached(
     let patience = idle.map_or(sendfile::SEND_TIMEOUT, |idle| {
         idle.min(sendfile::SEND_TIMEOUT)
     });
-    sendfile::send(stream, &head, &file, span, patience).await
+    match source {
+        Source::Cache(file, _reading) => sendfile::send(stream, &head, &file, span, patience).await,
+        Source::Fill(image, fill) => {
+            follow_fill(stream, state, &head, *image, fill, patience).await
+        }
+        _ => Err(io::Error::other(
+            "only cached copies and fills are sent with sendfile",
+        )),
+    }
+}
+
+/// Sends a whole image as its fill writes it, with sendfile from the growing file, by
+/// the rules of [`fill::follow`]: the last byte once the MD5 is checked, a failed fill
+/// cuts the connection, and the bytes the cache did not keep come from the store.
+async fn follow_fill(
+    stream: &TcpStream,
+    state: &Arc<AppState>,
+    head: &[u8],
+    image: crate::db::Image,
+    fill: Arc<Fill>,
+    patience: Duration,
+) -> io::Result<()> {
+    let size = fill.size;
+    let mut progress = fill.watch();
+    let mut head = Some(head);
+    let mut offset = 0;
+    loop {
+        let now = progress.borrow_and_update().clone();
+        let readable = fill::readable(&now, size).map_err(io::Error::other)?;
+        if offset < readable {
+            let file = fill
+                .file()
+                .ok_or_else(|| io::Error::other("the cache fill has no file"))?;
+            if let Some(head) = head.take() {
+                sendfile::send_bytes(stream, head, true, patience).await?;
+            }
+            let span = Span {
+                start: offset,
+                len: readable - offset,
+            };
+            sendfile::send_span(stream, &file, span, patience).await?;
+            offset = readable;
+            continue;
+        }
+        if offset >= size {
+            return Ok(());
+        }
+        if matches!(now, Progress::Uncached(_)) {
+            // The cache gave up: the rest from the store, as any uncached download.
+            if let Some(head) = head.take() {
+                sendfile::send_bytes(stream, head, true, patience).await?;
+            }
+            let (tx, mut rx) = mpsc::channel(2);
+            data::store_rest(state.clone(), image, size)(offset, tx);
+            while let Some(chunk) = rx.recv().await {
+                let chunk = chunk?;
+                sendfile::send_bytes(stream, &chunk, false, patience).await?;
+                offset += chunk.len() as u64;
+            }
+            return match size - offset {
+                0 => Ok(()),
+                missing => Err(data::short(missing)),
+            };
+        }
+        if progress.changed().await.is_err() {
+            return Err(io::Error::other("the cache fill stopped"));
+        }
+    }
 }
 
 /// Serves with hyper the next `request` bytes of the connection (`u64::MAX`: all of it),

@@ -539,8 +539,10 @@ pub enum Ask {
     Get,
     /// A HEAD: no hit, no fill.
     Head,
-    /// A GET that only a cached copy answers (the sendfile path): anything else gives
-    /// [`Source::Nothing`] without opening the store, and is decided again by hyper.
+    /// A GET that the connection loop answers with sendfile: from a cached copy, or
+    /// following a fill of the cache (which a whole GET starts or joins, as [`Ask::Get`]
+    /// does). Anything else gives [`Source::Nothing`] without opening the store, and is
+    /// decided again by hyper.
     CachedOnly,
 }
 
@@ -645,7 +647,6 @@ pub async fn prepare(
         let fills = status == StatusCode::OK && counted && size > 0;
         let source = match (cached, &state.cache) {
             (Some((file, reading)), _) => Source::Cache(file, reading),
-            (None, _) if ask == Ask::CachedOnly => Source::Nothing,
             // A whole GET of an uncached image that fits follows the image's fill, which
             // the first such GET starts: one store read however many clients ask.
             (None, Some(cache)) if fills && size <= cache.max_size => {
@@ -674,6 +675,7 @@ pub async fn prepare(
                     })?;
                 Source::Fill(Box::new(image), fill)
             }
+            (None, _) if ask == Ask::CachedOnly => Source::Nothing,
             (None, _) => {
                 let reader = state.open_data(&runtime, &image.id, span)?;
                 Source::Store(Box::new(image), reader)
@@ -718,23 +720,7 @@ impl Prepared {
         let body = match source {
             Source::Nothing => Body::empty(),
             Source::Fill(image, fill) => {
-                let size = fill.size;
-                let rest: Rest = Box::new(move |offset, tx| {
-                    let runtime = tokio::runtime::Handle::current();
-                    tokio::task::spawn_blocking(move || {
-                        let span = Span {
-                            start: offset,
-                            len: size - offset,
-                        };
-                        let sent = state
-                            .open_data(&runtime, &image.id, span)
-                            .map_err(|e| io::Error::other(e.message))
-                            .and_then(|reader| pump(reader, span.len, CHUNK, &tx));
-                        if let Err(e) = sent {
-                            let _ = tx.blocking_send(Err(e));
-                        }
-                    });
-                });
+                let rest = store_rest(state, *image, fill.size);
                 Body::from_stream(follow(fill, rest))
             }
             source => {
@@ -759,6 +745,28 @@ impl Prepared {
         *response.headers_mut() = headers;
         response
     }
+}
+
+/// The rest of image `image` (`size` bytes) from an offset, read from the store on a
+/// blocking thread into the channel given: what a follower of a fill that the cache gave
+/// up sends after the bytes the cache kept.
+pub fn store_rest(state: Shared, image: Image, size: u64) -> Rest {
+    Box::new(move |offset, tx| {
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let span = Span {
+                start: offset,
+                len: size - offset,
+            };
+            let sent = state
+                .open_data(&runtime, &image.id, span)
+                .map_err(|e| io::Error::other(e.message))
+                .and_then(|reader| pump(reader, span.len, CHUNK, &tx));
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+    })
 }
 
 /// GET /v2/images/{id}/file

@@ -14,7 +14,9 @@
 //! readable to the followers up to what was written, and each follower reads the rest
 //! from the store on its own: the download never breaks because of the cache.
 //!
-//! Followers read in small pieces from the page cache, so memory does not grow with
+//! Followers on glance-api's own connection loop (`super::connection`) send the file's
+//! bytes with sendfile as they are written; those that hyper serves ([`follow`]) read
+//! them in small pieces from the page cache. Either way, memory does not grow with
 //! their number.
 
 use std::collections::HashMap;
@@ -73,6 +75,16 @@ impl Fill {
         if let Ok(mut slot) = self.file.lock() {
             *slot = Some(Arc::new(file));
         }
+    }
+
+    /// The file being written, once the fill has one.
+    pub fn file(&self) -> Option<Arc<File>> {
+        self.file.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Its progress, as it changes.
+    pub fn watch(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
     }
 
     /// Waits until the fill has started or failed; its failure if it failed.
@@ -158,6 +170,18 @@ fn new_fill(size: u64) -> Arc<Fill> {
     })
 }
 
+/// How many bytes of the image a follower may send from the file at `progress` (the last
+/// one waits for the MD5 check); the failure that must cut the follower if it failed.
+pub fn readable(progress: &Progress, size: u64) -> Result<u64, String> {
+    match progress {
+        Progress::Starting => Ok(0),
+        Progress::Writing(n) => Ok((*n).min(size.saturating_sub(1))),
+        Progress::Done => Ok(size),
+        Progress::Uncached(n) => Ok(*n),
+        Progress::Failed { message, .. } => Err(message.clone()),
+    }
+}
+
 /// Where a follower's bytes come from once the cache gave up: the store, from an offset,
 /// on a thread of its own, into the channel given.
 pub type Rest = Box<dyn FnOnce(u64, mpsc::Sender<io::Result<Bytes>>) + Send>;
@@ -179,7 +203,7 @@ struct Follower {
 /// before the bytes were written, `rest` reads them from the store.
 pub fn follow(fill: Arc<Fill>, rest: Rest) -> impl Stream<Item = io::Result<Bytes>> + Send {
     let follower = Follower {
-        progress: fill.progress.subscribe(),
+        progress: fill.watch(),
         fill,
         offset: 0,
         pool: Pool::new(FOLLOW_CHUNK),
@@ -210,15 +234,9 @@ impl Follower {
                 return None;
             }
             let progress = self.progress.borrow_and_update().clone();
-            // The last byte waits for the verification.
-            let readable = match &progress {
-                Progress::Starting => 0,
-                Progress::Writing(n) => (*n).min(size.saturating_sub(1)),
-                Progress::Done => size,
-                Progress::Uncached(n) => *n,
-                Progress::Failed { message, .. } => {
-                    return Some(Err(io::Error::other(message.clone())));
-                }
+            let readable = match readable(&progress, size) {
+                Ok(readable) => readable,
+                Err(message) => return Some(Err(io::Error::other(message))),
             };
             if self.offset < readable {
                 return Some(self.read(readable));
@@ -242,10 +260,7 @@ impl Follower {
     fn read(&mut self, readable: u64) -> io::Result<Bytes> {
         let file = self
             .fill
-            .file
-            .lock()
-            .ok()
-            .and_then(|f| f.clone())
+            .file()
             .ok_or_else(|| io::Error::other("the cache fill has no file"))?;
         let want = usize::try_from((readable - self.offset).min(FOLLOW_CHUNK as u64))
             .unwrap_or(FOLLOW_CHUNK);

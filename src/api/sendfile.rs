@@ -37,13 +37,25 @@ pub async fn send(
     span: Span,
     patience: Duration,
 ) -> io::Result<()> {
-    let socket = stream.as_raw_fd();
-    let mut offset = libc::off_t::try_from(span.start).map_err(io::Error::other)?;
     // MSG_MORE holds the head back until the file's first bytes join it in one segment.
-    let flags = libc::MSG_NOSIGNAL | if span.len > 0 { libc::MSG_MORE } else { 0 };
+    send_bytes(stream, head, span.len > 0, patience).await?;
+    send_span(stream, file, span, patience).await
+}
+
+/// Writes `bytes` to `stream`; with `more`, the kernel may hold them back for what
+/// follows (MSG_MORE). Gives up (TimedOut) when the client leaves the socket full for
+/// `patience`.
+pub async fn send_bytes(
+    stream: &TcpStream,
+    bytes: &[u8],
+    more: bool,
+    patience: Duration,
+) -> io::Result<()> {
+    let socket = stream.as_raw_fd();
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     let mut sent = 0;
-    while sent < head.len() {
-        let rest = &head[sent..];
+    while sent < bytes.len() {
+        let rest = &bytes[sent..];
         sent += when_writable(stream, patience, || {
             // SAFETY: `rest` is a live slice and `socket` is open while `stream` lives.
             let n = unsafe { libc::send(socket, rest.as_ptr().cast(), rest.len(), flags) };
@@ -51,6 +63,18 @@ pub async fn send(
         })
         .await?;
     }
+    Ok(())
+}
+
+/// Writes the `span` of `file` to `stream` with sendfile; gives up as [`send_bytes`].
+pub async fn send_span(
+    stream: &TcpStream,
+    file: &File,
+    span: Span,
+    patience: Duration,
+) -> io::Result<()> {
+    let socket = stream.as_raw_fd();
+    let mut offset = libc::off_t::try_from(span.start).map_err(io::Error::other)?;
     let mut remaining = span.len;
     while remaining > 0 {
         let count = usize::try_from(remaining.min(MAX_PER_CALL)).map_err(io::Error::other)?;
