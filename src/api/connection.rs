@@ -366,7 +366,8 @@ async fn follow_fill(
 ) -> io::Result<()> {
     let size = fill.size;
     let mut progress = fill.watch();
-    let mut head = Some(head);
+    // The head goes out at once, as hyper's does: a fill that fails later cuts the body.
+    sendfile::send_bytes(stream, head, false, patience).await?;
     let mut offset = 0;
     loop {
         let now = progress.borrow_and_update().clone();
@@ -375,9 +376,6 @@ async fn follow_fill(
             let file = fill
                 .file()
                 .ok_or_else(|| io::Error::other("the cache fill has no file"))?;
-            if let Some(head) = head.take() {
-                sendfile::send_bytes(stream, head, true, patience).await?;
-            }
             let span = Span {
                 start: offset,
                 len: readable - offset,
@@ -391,9 +389,6 @@ async fn follow_fill(
         }
         if matches!(now, Progress::Uncached(_)) {
             // The cache gave up: the rest from the store, as any uncached download.
-            if let Some(head) = head.take() {
-                sendfile::send_bytes(stream, head, true, patience).await?;
-            }
             let (tx, mut rx) = mpsc::channel(2);
             data::store_rest(state.clone(), image, size)(offset, tx);
             while let Some(chunk) = rx.recv().await {
