@@ -103,6 +103,9 @@ default_backend = default_backend
 [default_backend]
 filesystem_store_datadir = /var/lib/glance/images
 
+[os_glance_staging_store]
+filesystem_store_datadir = /var/lib/glance/os_glance_staging_store
+
 [database]
 connection = mysql+pymysql://glance:secret@openstack.openstack.svc/glance
 
@@ -1840,4 +1843,40 @@ fn the_pods_grace_period_outlasts_the_drain_glance_api_reads() {
     let (refused, grace) = build_with("[DEFAULT]\ngraceful_shutdown_timeout = -5\n", vec![]);
     assert_eq!(refused, None);
     assert_eq!(grace, (drain + SHUTDOWN_GRACE_MARGIN) as i64);
+}
+
+#[test]
+fn imports_stage_on_the_storage_volume_or_in_the_pods_tmp_without_one() {
+    use glance_operator::crd::validate::StorageUse;
+    use glance_operator::resources::config::render_config;
+    let mut glance = valid("seed.yaml");
+    let staging = |text: &str| {
+        text.lines()
+            .skip_while(|l| *l != "[os_glance_staging_store]")
+            .nth(1)
+            .map(str::to_owned)
+    };
+    let mounted = render_config(&glance, Some(DB_URL));
+    assert_eq!(
+        staging(&mounted).as_deref(),
+        Some("filesystem_store_datadir = /var/lib/glance/os_glance_staging_store")
+    );
+    // Several replicas on remote stores only mount no storage volume: the pod's /tmp.
+    glance.storage_use = StorageUse::Unmounted;
+    let unmounted = render_config(&glance, Some(DB_URL));
+    assert_eq!(
+        staging(&unmounted).as_deref(),
+        Some("filesystem_store_datadir = /tmp/os_glance_staging_store")
+    );
+    let children = build(&glance, &Observed::default());
+    let pod = serde_json::to_value(&children.statefulset).expect("json");
+    let mounts = &pod["spec"]["template"]["spec"]["containers"][0]["volumeMounts"];
+    assert!(
+        mounts
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["mountPath"] == "/tmp"),
+        "{mounts}"
+    );
 }

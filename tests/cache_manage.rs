@@ -318,3 +318,65 @@ async fn the_cache_api_answers_like_upstream() {
         204
     );
 }
+
+/// The requests glance-cache-manage sends, as a server sees them: heads and bodies.
+/// Answers each with `status` and an empty body.
+fn recording_server(
+    status: u16,
+    requests: usize,
+) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let recorder = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..requests {
+            let (stream, _) = listener.accept().expect("accept");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).expect("line") == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            // A chunked body's bytes, whatever they are, are recorded too.
+            if head.contains("transfer-encoding: chunked") {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("chunk");
+                head.push_str(&format!("chunk: {line}"));
+                let _ = reader.read(&mut [0u8; 16]);
+            }
+            seen.push(head);
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .expect("answer");
+        }
+        seen
+    });
+    (addr, recorder)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_request_has_an_empty_body_that_upstreams_json_parser_takes() {
+    // Upstream reads any request with Transfer-Encoding as a JSON body, and answers 400
+    // "Malformed JSON" for an empty chunked one: the PUT says Content-Length: 0.
+    let (addr, recorder) = recording_server(202, 1);
+    let image = "6f1c2d3e-0000-4000-8000-000000000077";
+    let (ok, _, err) = manage(addr, &["queue-image", image], "y\n").await;
+    assert!(ok, "{err}");
+    let seen = recorder.join().expect("recorder");
+    assert!(
+        seen[0].starts_with(&format!("put /v2/cache/{image} http/1.1")),
+        "{seen:?}"
+    );
+    assert!(seen[0].contains("content-length: 0\r\n"), "{seen:?}");
+    assert!(!seen[0].contains("transfer-encoding"), "{seen:?}");
+}

@@ -193,3 +193,97 @@ async fn relative_file_locations_are_read_and_db_sync_makes_them_absolute() {
     .await;
     assert_eq!(got.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadefs_load_from_upstreams_files_export_and_unload() {
+    let backend = common::db::backend();
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite:///{}/glance.sqlite", dir.path().display()),
+        server => common::db::create_database(server).await,
+    };
+    let conf = dir.path().join("glance-api.conf");
+    std::fs::write(&conf, format!("[database]\nconnection = {url}\n")).expect("conf");
+    assert_eq!(manage(&conf, &["db_sync"]).2, 0);
+    // Two files in upstream's format (as the glance package's etc/metadefs has them).
+    let files = dir.path().join("metadefs");
+    std::fs::create_dir(&files).expect("dir");
+    let watchdog = serde_json::json!({
+        "namespace": "OS::Compute::Watchdog", "display_name": "Watchdog Behavior",
+        "description": "d", "visibility": "public", "protected": true,
+        "resource_type_associations": [{"name": "OS::Glance::Image"}, {"name": "OS::Nova::Flavor", "prefix": "hw:"}],
+        "properties": {"hw_watchdog_action": {"title": "Watchdog Action", "type": "string", "enum": ["disabled", "reset"]}},
+        "objects": [{"name": "Watchdog", "required": [], "properties": {"action": {"title": "A", "type": "string"}}}],
+        "tags": [{"name": "watch"}],
+    });
+    std::fs::write(files.join("compute-watchdog.json"), watchdog.to_string()).expect("file");
+    std::fs::write(
+        files.join("software.json"),
+        r#"{"namespace": "OS::Software::DBMS", "display_name": "Database Software", "visibility": "public"}"#,
+    )
+    .expect("file");
+    std::fs::write(files.join("notes.txt"), "not a definition").expect("file");
+    let path = files.display().to_string();
+    let (out, err, code) = manage(&conf, &["db_load_metadefs", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "Loaded namespace OS::Compute::Watchdog\nLoaded namespace OS::Software::DBMS\n"
+    );
+    let (out, _, _) = manage(&conf, &["db_load_metadefs", "--path", &path]);
+    assert!(
+        out.contains("Skipping namespace OS::Compute::Watchdog"),
+        "{out}"
+    );
+    let (_, err, code) = manage(&conf, &["db_load_metadefs", &path, "--overwrite"]);
+    assert_eq!(code, 1, "--overwrite needs --merge");
+    assert!(err.contains("--merge"), "{err}");
+    let (out, _, code) = manage(
+        &conf,
+        &["db_load_metadefs", &path, "--merge", "--overwrite"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Loaded namespace OS::Compute::Watchdog"),
+        "{out}"
+    );
+
+    // The export writes upstream's format back, one file a namespace.
+    let out_dir = dir.path().join("export");
+    let (out, err, code) = manage(
+        &conf,
+        &["db_export_metadefs", &out_dir.display().to_string()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let exported: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("WatchdogBehavior.json")).expect("exported"),
+    )
+    .expect("json");
+    assert_eq!(exported["namespace"], "OS::Compute::Watchdog");
+    assert_eq!(exported["protected"], true);
+    assert_eq!(exported["properties"], watchdog["properties"]);
+    assert_eq!(
+        exported["objects"][0]["properties"],
+        watchdog["objects"][0]["properties"]
+    );
+    assert_eq!(exported["tags"], watchdog["tags"]);
+    assert_eq!(
+        exported["resource_type_associations"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    let (out, _, code) = manage(&conf, &["db_unload_metadefs"]);
+    assert_eq!(
+        (out.as_str(), code),
+        ("Unloaded 2 metadata definition namespaces\n", 0)
+    );
+    let (out, _, _) = manage(&conf, &["db_load_metadefs", &path]);
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "loaded again after the unload: {out}"
+    );
+}

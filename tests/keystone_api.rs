@@ -1065,3 +1065,248 @@ async fn a_member_removed_and_offered_again_at_once_is_one_row_revived() {
     let r = g.get(MEMBER_A, "/v2/images?member_status=maybe").await;
     assert_eq!(refused(&r), (400, "Invalid status: maybe".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivated_images_are_downloaded_by_administrators_only_until_reactivated() {
+    let g = Glance::start().await;
+    let bytes = data(2 << 20, 11);
+    let id = g
+        .create_id(
+            MEMBER_A,
+            "deactivate-me",
+            json!({"visibility": "community"}),
+        )
+        .await;
+    let action = |token: &'static str, verb: &'static str| {
+        let path = format!("/v2/images/{id}/actions/{verb}");
+        let g = &g;
+        async move { g.send(Some(token), "POST", &path, "", vec![]).await }
+    };
+    // Only an active image can be deactivated.
+    let r = action(ADMIN_A, "deactivate").await;
+    assert_eq!(
+        refused(&r),
+        (
+            403,
+            "Not allowed to deactivate image in status 'queued'".to_owned()
+        )
+    );
+    assert_eq!(g.upload(MEMBER_A, &id, &bytes).await.status, 204);
+    // Upstream's default rule: an administrator, or a member of the image's project.
+    let r = action(MEMBER_B, "deactivate").await;
+    assert_eq!(refused(&r), not_authorized("deactivate"));
+    let r = action(MEMBER_A, "deactivate").await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    assert_eq!(
+        g.get(ADMIN_A, &format!("/v2/images/{id}")).await.json()["status"],
+        "deactivated"
+    );
+    // Again: nothing to do, and no error.
+    assert_eq!(action(ADMIN_A, "deactivate").await.status, 204);
+
+    let file = format!("/v2/images/{id}/file");
+    let forbidden = (
+        403,
+        "The requested image has been deactivated. Image data download is forbidden.".to_owned(),
+    );
+    for token in [MEMBER_A, MEMBER_B] {
+        assert_eq!(refused(&g.get(token, &file).await), forbidden, "{token}");
+        let (status, _) = raw_download(g.addr(), &id, token).await;
+        assert_eq!(status, 403, "{token} on the connection loop");
+    }
+    let r = g.get(ADMIN_A, &file).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert!(r.body == bytes);
+    // That download cached it: the cached copy is refused alike.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !g.cached().await.contains(&id) {
+        assert!(Instant::now() < deadline, "not cached within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = sendfile_count(&id);
+    let (status, _) = raw_download(g.addr(), &id, MEMBER_B).await;
+    assert_eq!(status, 403, "a cached copy on the connection loop");
+    assert_eq!(sendfile_count(&id), sent, "nothing sent");
+
+    let r = action(MEMBER_B, "reactivate").await;
+    assert_eq!(refused(&r), not_authorized("reactivate"));
+    assert_eq!(action(ADMIN_A, "reactivate").await.status, 204);
+    assert_eq!(
+        action(MEMBER_A, "reactivate").await.status,
+        204,
+        "already active"
+    );
+    let (status, body) = raw_download(g.addr(), &id, MEMBER_B).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes);
+    assert!(
+        sendfile_count(&id) > sent,
+        "active again, sent from the cached copy"
+    );
+    let missing = "6f1c2d3e-0000-4000-8000-000000000077";
+    let r = g
+        .send(
+            Some(ADMIN_A),
+            "POST",
+            &format!("/v2/images/{missing}/actions/deactivate"),
+            "",
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", text(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_details_are_for_administrators() {
+    let g = Glance::start().await;
+    let r = g.get(MEMBER_A, "/v2/info/stores/detail").await;
+    assert_eq!(refused(&r), not_authorized("stores_info_detail"));
+    let r = g.get(ADMIN_A, "/v2/info/stores/detail").await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["stores"][0]["type"], "file");
+    assert_eq!(g.get(MEMBER_A, "/v2/info/stores").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_project_stages_imports_or_copies_into_another_projects_image() {
+    let g = Glance::start().await;
+    let id = g
+        .create_id(
+            MEMBER_A,
+            "theirs",
+            json!({"visibility": "community", "disk_format": "raw", "container_format": "bare"}),
+        )
+        .await;
+    let stage = |token: &'static str| {
+        let path = format!("/v2/images/{id}/stage");
+        let g = &g;
+        async move {
+            g.send(
+                Some(token),
+                "PUT",
+                &path,
+                "application/octet-stream",
+                b"data".to_vec(),
+            )
+            .await
+        }
+    };
+    let import = |token: &'static str, body: Value| {
+        let path = format!("/v2/images/{id}/import");
+        let g = &g;
+        async move { g.json(token, "POST", &path, body).await }
+    };
+    assert_eq!(
+        refused(&stage(MEMBER_B).await),
+        not_authorized("modify_image")
+    );
+    let direct = json!({"method": {"name": "glance-direct"}});
+    assert_eq!(stage(MEMBER_A).await.status, 204);
+    assert_eq!(
+        refused(&import(MEMBER_B, direct.clone()).await),
+        not_authorized("modify_image")
+    );
+    let r = import(MEMBER_A, direct).await;
+    assert_eq!(r.status, 202, "{}", text(&r));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while g.get(MEMBER_A, &format!("/v2/images/{id}")).await.json()["status"] != "active" {
+        assert!(Instant::now() < deadline, "not imported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Copies are the copy_image rule's: administrators only by default.
+    let copy = json!({"method": {"name": "copy-image"}, "all_stores": true});
+    assert_eq!(
+        refused(&import(MEMBER_A, copy.clone()).await),
+        not_authorized("copy_image")
+    );
+    assert_eq!(import(ADMIN_A, copy).await.status, 202);
+    // The tasks API is for administrators (tasks_api_access).
+    assert_eq!(
+        refused(&g.get(MEMBER_A, "/v2/tasks").await),
+        not_authorized("tasks_api_access")
+    );
+    let tasks = g.get(ADMIN_A, "/v2/tasks").await;
+    assert_eq!(tasks.status, 200, "{}", text(&tasks));
+    assert_eq!(tasks.json()["tasks"][0]["owner"], PROJECT_A);
+    // The image's own tasks, to whoever may see the image.
+    let r = g.get(MEMBER_B, &format!("/v2/images/{id}/tasks")).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["tasks"][0]["type"], "api_image_import");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadefs_are_written_by_administrators_and_read_by_visibility() {
+    let g = Glance::start().await;
+    let create = |token: &'static str, name: &'static str, visibility: &'static str| {
+        let g = &g;
+        async move {
+            g.json(
+                token,
+                "POST",
+                "/v2/metadefs/namespaces",
+                json!({"namespace": name, "visibility": visibility}),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        refused(&create(MEMBER_A, "mine", "public").await),
+        not_authorized("add_metadef_namespace")
+    );
+    assert_eq!(create(ADMIN_A, "open", "public").await.status, 201);
+    assert_eq!(create(ADMIN_A, "closed", "private").await.status, 201);
+    // A reader sees public namespaces and its own project's private ones.
+    let names = |r: Reply| -> Vec<String> {
+        r.json()["namespaces"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|n| n["namespace"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut seen = names(g.get(MEMBER_A, "/v2/metadefs/namespaces").await);
+    seen.sort();
+    assert_eq!(seen, ["closed", "open"]);
+    assert_eq!(
+        names(g.get(READER_B, "/v2/metadefs/namespaces").await),
+        ["open"]
+    );
+    assert_eq!(
+        g.get(READER_B, "/v2/metadefs/namespaces/closed")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        g.get(READER_B, "/v2/metadefs/namespaces/open").await.status,
+        200
+    );
+    let r = g
+        .json(
+            MEMBER_A,
+            "POST",
+            "/v2/metadefs/namespaces/open/tags/t",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(refused(&r), not_authorized("add_metadef_tag"));
+    assert_eq!(
+        g.json(
+            ADMIN_A,
+            "POST",
+            "/v2/metadefs/namespaces/open/tags/t",
+            Value::Null
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        g.get(READER_B, "/v2/metadefs/namespaces/open/tags/t")
+            .await
+            .status,
+        200
+    );
+}

@@ -546,3 +546,89 @@ async fn a_database_outage_is_answered_503_within_2_s_and_recovery_is_immediate(
     download(addr, &id).await;
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_whose_glance_api_dies_fails_its_task_and_its_image_is_queued_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let connection = fresh_catalogue(dir.path()).await;
+    let bytes = data(4 << 20, 13);
+    let web = common::web::serve(bytes.clone()).await;
+    let filter = format!(
+        "[import_filtering_opts]\nallowed_hosts = 127.0.0.1\nallowed_ports = {}\n",
+        web.port()
+    );
+    let start = |name: &str| {
+        let port = free_port();
+        let text = format!(
+            "{}{filter}",
+            replica_conf(dir.path(), port, &connection, None, "")
+        );
+        Process::start(dir.path(), name, port, &text)
+    };
+    let survivor = start("survivor");
+    let mut doomed = start("doomed");
+    let id = create(
+        survivor.addr,
+        json!({"disk_format": "raw", "container_format": "bare"}),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let import = |addr: SocketAddr, path: &'static str| {
+        let body = json!({"method": {"name": "web-download", "uri": format!("http://127.0.0.1:{}{path}", web.port())}});
+        call(
+            addr,
+            "POST",
+            &format!("/v2/images/{id}/import"),
+            &[("Content-Type", "application/json")],
+            body.to_string().into_bytes(),
+        )
+    };
+    // The download stalls after its first bytes; its glance-api is killed then.
+    assert_eq!(import(doomed.addr, "/stall").await.status, 202);
+    let staged = dir.path().join("staging").join(&id);
+    let started = Instant::now();
+    while !staged.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing staged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(show(survivor.addr, &id).await["status"], "importing");
+    doomed.kill();
+    let killed = Instant::now();
+    // Meanwhile another import is refused: the first still holds the image.
+    assert_eq!(import(survivor.addr, "/image").await.status, 409);
+    wait_for_status(survivor.addr, &id, "queued", Duration::from_secs(60)).await;
+    println!(
+        "image queued again {:?} after its importer was killed",
+        killed.elapsed()
+    );
+    let image = show(survivor.addr, &id).await;
+    assert!(image.get("os_glance_import_task").is_none(), "{image}");
+    assert!(!staged.exists(), "the staged data is removed");
+    let tasks = call(
+        survivor.addr,
+        "GET",
+        &format!("/v2/images/{id}/tasks"),
+        &[],
+        vec![],
+    )
+    .await
+    .json();
+    assert_eq!(tasks["tasks"][0]["status"], "failure", "{tasks}");
+    // And the image can be imported again.
+    assert_eq!(import(survivor.addr, "/image").await.status, 202);
+    wait_for_status(survivor.addr, &id, "active", Duration::from_secs(30)).await;
+    let got = call(
+        survivor.addr,
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert!(got.body == bytes, "the imported bytes");
+}

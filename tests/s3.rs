@@ -192,6 +192,7 @@ fn cached(server: &Server, id: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn a_multipart_upload_is_recorded_as_glance_store_records_it_and_downloads_through_the_cache()
 {
     let s3 = s3();
@@ -264,6 +265,7 @@ async fn a_multipart_upload_is_recorded_as_glance_store_records_it_and_downloads
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn a_range_of_an_uncached_image_is_a_ranged_get_and_never_caches() {
     let s3 = s3();
     let bucket = bucket();
@@ -313,6 +315,7 @@ async fn a_range_of_an_uncached_image_is_a_ranged_get_and_never_caches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn stores_are_listed_chosen_by_header_and_deleted_with_the_image() {
     let s3 = s3();
     let bucket = bucket();
@@ -405,6 +408,7 @@ fn store_error(reply: &common::server::Reply, status: u16, mentions: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn wrong_credentials_and_a_missing_bucket_are_named_and_leave_the_image_queued() {
     let s3 = s3();
     let bucket = bucket();
@@ -445,6 +449,7 @@ async fn wrong_credentials_and_a_missing_bucket_are_named_and_leave_the_image_qu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn s3_down_answers_503_naming_the_store_and_caches_nothing() {
     let s3 = s3();
     let bucket = bucket();
@@ -483,6 +488,7 @@ async fn s3_down_answers_503_naming_the_store_and_caches_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn a_hanging_s3_times_out_as_configured_with_503_naming_the_store() {
     let s3 = s3();
     let bucket = bucket();
@@ -525,6 +531,7 @@ async fn a_hanging_s3_times_out_as_configured_with_503_naming_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn a_download_cut_mid_object_resumes_from_the_next_byte() {
     let s3 = s3();
     let bucket = bucket();
@@ -578,6 +585,7 @@ async fn a_download_cut_mid_object_resumes_from_the_next_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn a_download_whose_store_stays_away_is_cut_and_caches_nothing() {
     let s3 = s3();
     let bucket = bucket();
@@ -653,6 +661,7 @@ async fn a_download_whose_store_stays_away_is_cut_and_caches_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn an_upload_cut_by_the_client_aborts_its_multipart_upload() {
     let s3 = s3();
     let bucket = bucket();
@@ -698,6 +707,7 @@ async fn an_upload_cut_by_the_client_aborts_its_multipart_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn an_upload_whose_store_goes_away_fails_and_its_parts_are_aborted_once_it_is_back() {
     let s3 = s3();
     let bucket = bucket();
@@ -783,6 +793,7 @@ fn peak_rss(pid: u32) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Ceph's RADOS Gateway (GLANCE_TEST_S3_*), which tests/run.sh starts"]
 async fn uploading_2_gib_to_s3_holds_its_memory_to_the_part_buffers() {
     let s3 = s3();
     let bucket = bucket();

@@ -57,6 +57,11 @@ impl Caller {
         }
     }
 
+    /// The token's user.
+    pub fn user_id(&self) -> Option<&str> {
+        self.context.as_deref().map(|c| c.user_id.as_str())
+    }
+
     /// The caller's project (upstream's `context.owner`).
     pub fn project(&self) -> Option<&str> {
         self.context

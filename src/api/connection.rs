@@ -37,8 +37,8 @@ use tracing::debug;
 use super::access;
 use super::data::{self, Prepared, Source, Span};
 use super::fill::{self, Fill, Progress};
-use super::sendfile;
 use super::state::AppState;
+use super::{request_id, sendfile};
 use crate::keystone::Secret;
 
 /// The largest request head read here; a larger one goes to hyper, under its own limits.
@@ -83,6 +83,9 @@ pub enum Head {
         token: Option<Secret>,
         /// The client asked to close the connection after this answer.
         close: bool,
+        /// The `x-openstack-request-id` the client sent, at most `request_id::MAX_LEN`
+        /// characters long.
+        request_id: Option<String>,
     },
     /// Another HTTP/1.1 request that ends `len + body` bytes from its start.
     Sized {
@@ -117,6 +120,7 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
     let mut range: Option<Option<String>> = None;
     let mut token: Option<Option<String>> = None;
     let mut storage_token: Option<Option<String>> = None;
+    let mut request_id: Option<Option<String>> = None;
     let mut close = false;
     let mut body: Option<u64> = None;
     for h in request.headers.iter() {
@@ -134,6 +138,8 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
             token.get_or_insert_with(read);
         } else if name.eq_ignore_ascii_case("x-storage-token") {
             storage_token.get_or_insert_with(read);
+        } else if name.eq_ignore_ascii_case(request_id::HEADER.as_str()) {
+            request_id.get_or_insert_with(read);
         } else if name.eq_ignore_ascii_case("connection") {
             close |= value.is_some_and(|v| {
                 v.split(',')
@@ -165,13 +171,17 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
     {
         return Some(Head::Other);
     }
+    // An id too long to answer with is refused by the router's middleware.
+    let request_id = request_id.flatten();
+    let acceptable = request_id::answer_id(request_id.as_deref()).is_ok();
     Some(match download_id(path) {
-        Some(id) if method == "GET" && body == 0 => Head::Download {
+        Some(id) if method == "GET" && body == 0 && acceptable => Head::Download {
             len,
             id: id.to_owned(),
             range: range.flatten(),
             token: token.or(storage_token).flatten().map(Secret::new),
             close,
+            request_id,
         },
         _ => Head::Sized { len, body, close },
     })
@@ -221,6 +231,7 @@ pub async fn serve(
                 range,
                 token,
                 close,
+                request_id,
             } => match prepare_cached(
                 &state,
                 &id,
@@ -239,7 +250,9 @@ pub async fn serve(
                     // A stop during the answer closes the connection after it: say so.
                     let close = close || *stop.borrow();
                     let bytes = prepared.span.len;
-                    match send_cached(&stream, &state, prepared, close, idle).await {
+                    let request_id =
+                        request_id::answer_id(request_id.as_deref()).unwrap_or_default();
+                    match send_cached(&stream, &state, prepared, close, &request_id, idle).await {
                         Ok(()) => debug!(image = %id, bytes, "sent with sendfile"),
                         Err(e) => {
                             debug!(image = %id, error = %e, "sending a cached image");
@@ -309,6 +322,7 @@ async fn send_cached(
     state: &Arc<AppState>,
     prepared: Prepared,
     close: bool,
+    request_id: &str,
     idle: Option<Duration>,
 ) -> io::Result<()> {
     let Prepared {
@@ -329,6 +343,7 @@ async fn send_cached(
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
+    head.extend_from_slice(format!("{}: {request_id}\r\n", request_id::HEADER).as_bytes());
     if close {
         head.extend_from_slice(b"connection: close\r\n");
     }
@@ -775,6 +790,7 @@ mod tests {
             range: range.map(str::to_owned),
             token: None,
             close,
+            request_id: None,
         })
     }
 

@@ -87,7 +87,7 @@ pub async fn upload(
 
 /// Reads a body to its end, so that the client sees the answer rather than a connection
 /// reset while it is still sending.
-async fn drain(body: Body) {
+pub(super) async fn drain(body: Body) {
     let mut stream = body.into_data_stream();
     while let Some(Ok(_)) = stream.next().await {}
 }
@@ -110,12 +110,13 @@ fn target_store(state: &Shared, headers: &HeaderMap) -> Result<Store, ApiError> 
 
 /// What an upload's data is inspected against (`crate::format`): the image's
 /// disk_format. Upstream inspects the data of `bare` images only.
-struct Expected {
+#[derive(Debug, Clone)]
+pub(super) struct Expected {
     disk_format: Option<String>,
 }
 
 impl Expected {
-    fn of(image: &Image) -> Option<Self> {
+    pub(super) fn of(image: &Image) -> Option<Self> {
         crate::format::inspects(image.container_format.as_deref()).then(|| Expected {
             disk_format: image.disk_format.clone(),
         })
@@ -217,7 +218,7 @@ pub async fn image_to_check(
 }
 
 /// Why the store's writer thread did not store an upload.
-enum Unstored {
+pub(super) enum Unstored {
     /// The store failed.
     Store(StoreError),
     /// The format inspection refused the data (see `crate::format`).
@@ -236,6 +237,93 @@ enum Piece {
     Chunks(Vec<Bytes>),
     /// The body ended where the client said it would.
     End,
+}
+
+/// Image data on its way into a store, on a blocking thread: written, hashed, and, for
+/// the formats that are, inspected (`crate::format`), the inspection decided on as soon as
+/// it is settled and again at the end, before the data is made durable. Refused or failed
+/// data is aborted: nothing is left in the store.
+pub(super) struct Ingest {
+    /// None once aborted.
+    upload: Option<crate::store::Upload>,
+    inspection: Option<(Expected, Inspection)>,
+    /// The inspection was settled and judged.
+    judged: bool,
+}
+
+impl Ingest {
+    /// Starts writing image `id` (of `size` bytes, when known) into `store`.
+    pub(super) fn begin(
+        store: &Store,
+        id: &crate::cache::ImageId,
+        size: Option<u64>,
+        expected: Option<Expected>,
+    ) -> Result<Self, Unstored> {
+        Ok(Self {
+            upload: Some(store.begin_upload(id, size)?),
+            inspection: expected.map(|e| (e, Inspection::new())),
+            judged: false,
+        })
+    }
+
+    /// Takes the next chunk; a refusal aborts what was written.
+    pub(super) fn feed(&mut self, chunk: &Bytes) -> Result<(), Unstored> {
+        if let Some((expected, inspection)) = &mut self.inspection {
+            inspection.feed(chunk);
+            if !self.judged
+                && let Some(found) = inspection.found()
+            {
+                self.judged = true;
+                if let Err(refusal) = found.check_upload(expected.disk_format.as_deref()) {
+                    if let Some(upload) = self.upload.take() {
+                        upload.abort();
+                    }
+                    return Err(Unstored::Refused(refusal));
+                }
+            }
+        }
+        match &mut self.upload {
+            Some(upload) => Ok(upload.write(chunk)?),
+            None => Err(Unstored::Store(StoreError::Io {
+                store: String::new(),
+                source: io::Error::other("the data was refused already"),
+            })),
+        }
+    }
+
+    /// The data ended: the inspection's verdict, then the data made durable; what was
+    /// stored and the virtual size the inspection found.
+    pub(super) fn finish(self) -> Result<(Stored, Option<u64>), Unstored> {
+        let Some(upload) = self.upload else {
+            return Err(Unstored::Store(StoreError::Io {
+                store: String::new(),
+                source: io::Error::other("the data was refused already"),
+            }));
+        };
+        let virtual_size = match self.inspection {
+            None => None,
+            Some((expected, inspection)) => {
+                match inspection
+                    .finish()
+                    .check_upload(expected.disk_format.as_deref())
+                {
+                    Ok(virtual_size) => virtual_size,
+                    Err(refusal) => {
+                        upload.abort();
+                        return Err(Unstored::Refused(refusal));
+                    }
+                }
+            }
+        };
+        Ok((upload.finish()?, virtual_size))
+    }
+
+    /// Gives up: what was written goes.
+    pub(super) fn abort(self) {
+        if let Some(upload) = self.upload {
+            upload.abort();
+        }
+    }
 }
 
 /// An upload's body goes to its writer thread in batches of chunks of at least this
@@ -262,50 +350,17 @@ async fn store_body(
     let (tx, mut rx) = mpsc::channel::<Piece>(2);
     let (writer_store, writer_id) = (store.clone(), id.clone());
     let writer = tokio::task::spawn_blocking(move || -> Result<(Stored, Option<u64>), Unstored> {
-        let mut upload = writer_store.begin_upload(&writer_id, size)?;
-        let mut inspection = expected.map(|e| (e, Inspection::new()));
-        // Judged once, as soon as the inspection is settled: a refusal then stores no
-        // more (the rest of the body is read and dropped).
-        let mut judged = false;
+        let mut ingest = Ingest::begin(&writer_store, &writer_id, size, expected)?;
         loop {
             match rx.blocking_recv() {
                 Some(Piece::Chunks(chunks)) => {
                     for chunk in chunks {
-                        if let Some((expected, inspection)) = &mut inspection {
-                            inspection.feed(&chunk);
-                            if !judged && let Some(found) = inspection.found() {
-                                judged = true;
-                                if let Err(refusal) =
-                                    found.check_upload(expected.disk_format.as_deref())
-                                {
-                                    upload.abort();
-                                    return Err(Unstored::Refused(refusal));
-                                }
-                            }
-                        }
-                        upload.write(&chunk)?
+                        ingest.feed(&chunk)?;
                     }
                 }
-                Some(Piece::End) => {
-                    let virtual_size = match inspection {
-                        None => None,
-                        Some((expected, inspection)) => {
-                            match inspection
-                                .finish()
-                                .check_upload(expected.disk_format.as_deref())
-                            {
-                                Ok(virtual_size) => virtual_size,
-                                Err(refusal) => {
-                                    upload.abort();
-                                    return Err(Unstored::Refused(refusal));
-                                }
-                            }
-                        }
-                    };
-                    return Ok((upload.finish()?, virtual_size));
-                }
+                Some(Piece::End) => return ingest.finish(),
                 None => {
-                    upload.abort();
+                    ingest.abort();
                     return Err(Unstored::Store(StoreError::Io {
                         store: writer_store.name().to_owned(),
                         source: io::Error::other("the upload ended before its data did"),
@@ -416,6 +471,7 @@ async fn store_body(
                 location: location.clone(),
                 store: store.name().to_owned(),
                 virtual_size: virtual_size.and_then(|v| i64::try_from(v).ok()),
+                also: Vec::new(),
             };
             let failure = match state.db.activate(&id, &lease, &activation).await {
                 Ok(true) => return Ok(StatusCode::NO_CONTENT),

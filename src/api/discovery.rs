@@ -3,31 +3,54 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::access::{Caller, authorize, proposed_target};
 use super::error::ApiError;
 use super::images::{CONTAINER_FORMATS, DISK_FORMATS};
 use super::state::AppState;
 
-/// Image API versions advertised: the cache API needs 2.14 or later.
+/// The Image API versions served, newest first, in upstream's choice of them: the cache
+/// API's (2.14, 2.16) with the cache, the multi-store ones (2.8, 2.10 to 2.13) with
+/// `enabled_backends`. Upstream's 2.17 (the location API, POST /v2/images/{id}/locations)
+/// and 2.18, which includes it, are not served, so not listed: clients that need them
+/// (Tempest's location tests among them) see so and skip.
+fn served(cache: bool, multi: bool) -> Vec<&'static str> {
+    let mut ids = if cache {
+        vec!["2.16", "2.15", "2.14"]
+    } else {
+        vec!["2.15"]
+    };
+    if multi {
+        ids.extend(["2.13", "2.12", "2.11", "2.10", "2.9", "2.8"]);
+    } else {
+        ids.push("2.9");
+    }
+    ids.extend(["2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0"]);
+    ids
+}
+
+/// The versions document; the newest served version is CURRENT.
 fn versions(state: &AppState, headers: &HeaderMap) -> Value {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost:9292");
     let href = format!("http://{host}/v2/");
-    let cache = state.cache.is_some();
-    let mut list =
-        vec![json!({"id": "v2.18", "status": "CURRENT", "links": [{"rel": "self", "href": href}]})];
-    for minor in (0..=17).rev() {
-        if (14..=17).contains(&minor) && !cache {
-            continue;
-        }
-        list.push(json!({"id": format!("v2.{minor}"), "status": "SUPPORTED", "links": [{"rel": "self", "href": href}]}));
-    }
+    let list: Vec<Value> = served(state.cache.is_some(), state.stores.multi())
+        .into_iter()
+        .enumerate()
+        .map(|(n, id)| {
+            json!({
+                "id": format!("v{id}"),
+                "status": if n == 0 { "CURRENT" } else { "SUPPORTED" },
+                "links": [{"rel": "self", "href": href}],
+            })
+        })
+        .collect();
     json!({"versions": list})
 }
 
@@ -38,6 +61,19 @@ pub async fn root(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         Json(versions(&state, &headers)),
     )
         .into_response()
+}
+
+/// `/v2` itself: upstream's router redirects it to `/v2/` (302).
+pub async fn v2_root(headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost:9292");
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(location) = header::HeaderValue::from_str(&format!("http://{host}/v2/")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// GET /versions
@@ -61,6 +97,33 @@ pub async fn stores(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
         .info()
         .map(Json)
         .ok_or_else(|| ApiError::not_found("Multi backend is not supported at this site."))
+}
+
+/// GET /v2/info/stores/detail: the stores with their types, properties and weights, to
+/// those the `stores_info_detail` rule admits (upstream: administrators and the service
+/// role); 404 without `enabled_backends`.
+pub async fn stores_detail(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let detail = state
+        .stores
+        .detail()
+        .ok_or_else(|| ApiError::not_found("Multi backend is not supported at this site."))?;
+    authorize(
+        &state,
+        &caller,
+        "stores_info_detail",
+        &proposed_target(caller.project(), None),
+    )?;
+    Ok(Json(detail))
+}
+
+/// GET /v2/info/usage: what upstream answers without Keystone's unified limits
+/// (`use_keystone_limits = False`, its default and the only setting glance-api starts
+/// with): no usage to report.
+pub async fn usage() -> Json<Value> {
+    Json(json!({"usage": {}}))
 }
 
 /// The image schema, as upstream publishes it (python-glanceclient validates with it).

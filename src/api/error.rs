@@ -164,7 +164,22 @@ pub async fn negotiate(request: Request, next: Next) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
-    let response = next.run(request).await;
+    let method = request.method().clone();
+    let mut response = next.run(request).await;
+    // The router's own 405 has no body: upstream's words, and its Allow header kept.
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && response.extensions().get::<ErrorPage>().is_none()
+    {
+        let allow = response.headers().get(header::ALLOW).cloned();
+        response = ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("The method {method} is not allowed for this resource."),
+        }
+        .into_response();
+        if let Some(allow) = allow {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
     if wants_json {
         return response;
     }

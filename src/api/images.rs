@@ -1,12 +1,12 @@
 //! Image metadata: create, list, show, update (JSON patch), delete, tags.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use tracing::warn;
@@ -18,7 +18,7 @@ use super::data::image_to_check;
 use super::error::ApiError;
 use super::state::{AppState, blocking};
 use crate::cache::ImageId;
-use crate::db::{Image, ListQuery, SortDir, SortKey, Viewer, now};
+use crate::db::{Image, StoreRemoval, now};
 
 type Shared = Arc<AppState>;
 
@@ -212,8 +212,9 @@ const HIDDEN: &[&str] = &[
     crate::db::UPLOAD_LEASE,
 ];
 
-/// An image as the API shows it.
-pub fn image_json(image: &Image) -> Value {
+/// An image as the API shows it; its stores listed as upstream lists its locations, by
+/// store weight.
+pub fn image_json(state: &AppState, image: &Image) -> Value {
     let id = image.id.as_str();
     let mut v = json!({
         "id": id,
@@ -241,7 +242,8 @@ pub fn image_json(image: &Image) -> Value {
     });
     if let Value::Object(map) = &mut v {
         if !image.stores.is_empty() {
-            map.insert("stores".to_owned(), json!(image.stores.join(",")));
+            let stores = state.stores.by_weight(&image.stores);
+            map.insert("stores".to_owned(), json!(stores.join(",")));
         }
         for (k, val) in &image.properties {
             if !HIDDEN.contains(&k.as_str()) {
@@ -380,13 +382,39 @@ fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<
     Ok(())
 }
 
-/// POST /v2/images
+/// POST /v2/images: 201 with the image, its address in `Location`, and, as upstream,
+/// the enabled stores in `OpenStack-image-store-ids`.
 pub async fn create(
     State(state): State<Shared>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let fields: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+) -> Result<(StatusCode, HeaderMap, Json<Value>), ApiError> {
+    let image = create_image(&state, &caller, &body).await?;
+    let mut out = HeaderMap::new();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    if let Ok(location) = HeaderValue::from_str(&format!("http://{host}/v2/images/{}", image.id)) {
+        out.insert(header::LOCATION, location);
+    }
+    if state.stores.multi() {
+        let ids = state.stores.names().collect::<Vec<_>>().join(",");
+        if let Ok(ids) = HeaderValue::from_str(&ids) {
+            out.insert(HeaderName::from_static("openstack-image-store-ids"), ids);
+        }
+    }
+    Ok((StatusCode::CREATED, out, Json(image_json(&state, &image))))
+}
+
+/// A new image from the JSON object `body`, as POST /v2/images makes it.
+pub(super) async fn create_image(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
+) -> Result<Image, ApiError> {
+    let fields: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("The request body must be a JSON object: {e}"))
     })?;
     let id = match fields.get("id") {
@@ -403,16 +431,16 @@ pub async fn create(
             set_attribute(&mut image, key, Some(value))?;
         }
     }
-    authorize_create(&state, &caller, &image, fields.contains_key("visibility"))?;
-    check_quotas(&state, None, &image)?;
-    check_4byte(&state, &image)?;
+    authorize_create(state, caller, &image, fields.contains_key("visibility"))?;
+    check_quotas(state, None, &image)?;
+    check_4byte(state, &image)?;
     if !state.db.insert(&image).await? {
         return Err(conflict(format!(
             "Image with identifier {} already exists!",
             image.id
         )));
     }
-    Ok((StatusCode::CREATED, Json(image_json(&image))))
+    Ok(image)
 }
 
 /// upstream's `add_image` check: a refusal for another project's image says so; then
@@ -487,7 +515,7 @@ pub async fn show(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let image = image_for(&state, &caller, &raw, "get_image").await?;
-    Ok(Json(image_json(&image)))
+    Ok(Json(image_json(&state, &image)))
 }
 
 /// One operation of a JSON patch, its pointer decoded.
@@ -495,6 +523,8 @@ struct PatchOp {
     op: Change,
     key: String,
     value: Option<Value>,
+    /// An add of the older media type: 409 when the attribute is already there.
+    exclusive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -504,18 +534,98 @@ enum Change {
     Remove,
 }
 
-/// Reads a JSON patch body: a list of `{"op", "path", "value"}` whose paths name one
-/// attribute each.
-fn parse_patch(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
-    let ops: Vec<Map<String, Value>> = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("A JSON patch is a list of operations: {e}")))?;
+/// The JSON patch media types (upstream's, with the JSON Schema draft each follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatchType {
+    /// `application/openstack-images-v2.1-json-patch`: `{"op": "add", "path": "/a"}`.
+    V21,
+    /// `application/openstack-images-v2.0-json-patch`, the older form:
+    /// `{"add": "/a"}`; adding a property that is already there is a conflict.
+    V20,
+}
+
+const PATCH_TYPES: &str =
+    "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
+
+impl PatchType {
+    /// The media type of a PATCH request, if it is one of the two.
+    fn of(headers: &HeaderMap) -> Option<Self> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match content_type.split(';').next().unwrap_or("").trim() {
+            "application/openstack-images-v2.1-json-patch" => Some(Self::V21),
+            "application/openstack-images-v2.0-json-patch" => Some(Self::V20),
+            _ => None,
+        }
+    }
+
+    /// upstream's 415 for any other media type, with its Accept-Patch header.
+    fn unsupported() -> Response {
+        let mut response = ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!("Image PATCH expects Content-Type one of: {PATCH_TYPES}"),
+        }
+        .into_response();
+        response.headers_mut().insert(
+            HeaderName::from_static("accept-patch"),
+            HeaderValue::from_static(PATCH_TYPES),
+        );
+        response
+    }
+}
+
+/// Reads a JSON patch body: a list of operations whose paths name one attribute each,
+/// in the form of `kind`.
+fn parse_patch(body: &[u8], kind: PatchType) -> Result<Vec<PatchOp>, ApiError> {
+    let ops: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Malformed JSON in request body: {e}")))?;
+    let Value::Array(ops) = ops else {
+        return Err(ApiError::bad_request(
+            "Request body must be a JSON array of operation objects.",
+        ));
+    };
     ops.into_iter()
-        .map(|mut op| {
-            let name = op
-                .get("op")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
+        .map(|op| {
+            let Value::Object(mut op) = op else {
+                return Err(ApiError::bad_request("Operations must be JSON objects."));
+            };
+            let (name, path) = match kind {
+                PatchType::V21 => {
+                    let name = match op.get("op") {
+                        None => {
+                            return Err(ApiError::bad_request(
+                                "Unable to find `op` in JSON Schema change. It must be one of \
+                                 the following: add, remove, replace.",
+                            ));
+                        }
+                        Some(name) => name.as_str().unwrap_or("").to_owned(),
+                    };
+                    let path = op.get("path").ok_or_else(|| {
+                        ApiError::bad_request("Unable to find 'path' in JSON Schema change")
+                    })?;
+                    (name, path.clone())
+                }
+                PatchType::V20 => {
+                    let mut named = ["add", "remove", "replace"]
+                        .into_iter()
+                        .filter(|n| op.contains_key(*n));
+                    let name = named.next().ok_or_else(|| {
+                        ApiError::bad_request(
+                            "Operation objects must contain exactly one member named \"add\", \
+                             \"remove\", or \"replace\".",
+                        )
+                    })?;
+                    if named.next().is_some() {
+                        return Err(ApiError::bad_request(
+                            "Operation objects must contain only one member named \"add\", \
+                             \"remove\", or \"replace\".",
+                        ));
+                    }
+                    (name.to_owned(), op.get(name).cloned().unwrap_or(Value::Null))
+                }
+            };
             let change = match name.as_str() {
                 "add" => Change::Add,
                 "replace" => Change::Replace,
@@ -526,7 +636,9 @@ fn parse_patch(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
                     )));
                 }
             };
-            let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+            let path = path.as_str().ok_or_else(|| {
+                ApiError::bad_request(format!("Pointer `{path}` does not start with \"/\"."))
+            })?;
             let key = decode_pointer(path)?;
             let value = op.remove("value");
             if change != Change::Remove && value.is_none() {
@@ -538,6 +650,7 @@ fn parse_patch(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
                 op: change,
                 key,
                 value,
+                exclusive: kind == PatchType::V20 && change == Change::Add,
             })
         })
         .collect()
@@ -575,7 +688,13 @@ fn apply(
     image: &mut Image,
     ops: &[PatchOp],
 ) -> Result<(), ApiError> {
-    for PatchOp { op, key, value } in ops {
+    for PatchOp {
+        op,
+        key,
+        value,
+        exclusive,
+    } in ops
+    {
         let key = key.as_str();
         if key == "owner" && *op != Change::Remove && !caller.is_admin() {
             return Err(forbidden("Owner can't be updated by non admin.".to_owned()));
@@ -588,6 +707,10 @@ fn apply(
         authorize_image(state, caller, "modify_image", image)?;
         match op {
             Change::Add | Change::Replace => {
+                if *exclusive && (is_core(key) || image.properties.contains_key(key)) {
+                    check_key(key)?;
+                    return Err(conflict(format!("Property {key} already present.")));
+                }
                 if *op == Change::Replace && !is_core(key) && !image.properties.contains_key(key) {
                     check_key(key)?;
                     return Err(conflict(format!("Property {key} does not exist.")));
@@ -617,30 +740,30 @@ pub async fn update(
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/openstack-images-v2.1-json-patch")
-        && !content_type.starts_with("application/openstack-images-v2.0-json-patch")
-    {
-        return Err(ApiError {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: format!(
-                "Unsupported Content-Type {content_type:?}: use application/openstack-images-v2.1-json-patch"
-            ),
-        });
+) -> Response {
+    let Some(kind) = PatchType::of(&headers) else {
+        return PatchType::unsupported();
+    };
+    match parse_patch(&body, kind) {
+        Ok(ops) => update_with(state, caller, raw, ops).await.into_response(),
+        Err(e) => e.into_response(),
     }
-    let ops = parse_patch(&body)?;
+}
+
+async fn update_with(
+    state: Shared,
+    caller: Caller,
+    raw: String,
+    ops: Vec<PatchOp>,
+) -> Result<Json<Value>, ApiError> {
     // As upstream, an empty patch changes nothing, not even updated_at.
     if ops.is_empty() {
         let image = image_for(&state, &caller, &raw, "get_image").await?;
-        return Ok(Json(image_json(&image)));
+        return Ok(Json(image_json(&state, &image)));
     }
     visible_to(&state, &caller, &raw, "get_image").await?;
     let image = edit(&state, &raw, |image| apply(&state, &caller, image, &ops)).await?;
-    Ok(Json(image_json(&image)))
+    Ok(Json(image_json(&state, &image)))
 }
 
 /// Changes image `raw` with `change`, applied under the image's row lock to the image as
@@ -680,6 +803,65 @@ fn is_core(key: &str) -> bool {
             | "owner"
             | "tags"
     ) || READ_ONLY.contains(&key)
+}
+
+/// DELETE /v2/stores/{store}/{id}: the image's data in one store, as upstream's
+/// delete_from_store: never its last copy, only of an active image, under the
+/// `get_image_location` and `delete_image_location` rules.
+pub async fn delete_from_store(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((store, raw)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    if !state.stores.multi() {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
+    if state.stores.named(&store).is_none() {
+        return Err(conflict(format!(
+            "The selected store {store} is not available on this node."
+        )));
+    }
+    let unfound = || ApiError::not_found(format!("Failed to find image {raw}"));
+    let id = path_id(&raw).map_err(|_| unfound())?;
+    let image = image_to_check(&state, &caller, &id)
+        .await
+        .map_err(|_| unfound())?;
+    permit(&state, &caller, "get_image_location", &image)
+        .await
+        .map_err(|e| match e.status {
+            StatusCode::NOT_FOUND => unfound(),
+            _ => e,
+        })?;
+    authorize_image(&state, &caller, "delete_image_location", &image)?;
+    let url = match state.db.remove_store_location(&id, &store).await? {
+        StoreRemoval::Removed(url) => url,
+        StoreRemoval::Gone => return Err(unfound()),
+        StoreRemoval::NotActive => {
+            return Err(conflict(
+                "It's not allowed to remove image data from store if image status is not 'active'"
+                    .to_owned(),
+            ));
+        }
+        StoreRemoval::OnlyOne => {
+            return Err(forbidden(
+                "Cannot delete image data from the only store containing it. Consider deleting the image instead."
+                    .to_owned(),
+            ));
+        }
+        StoreRemoval::NotInStore => {
+            return Err(ApiError::not_found(format!(
+                "Image {id} is not stored in store {store}."
+            )));
+        }
+    };
+    // The location is gone first, so no reader is sent to data that is being removed.
+    blocking(move || {
+        if let Err(e) = state.stores.delete(&url, Some(&store)) {
+            warn!(image = %id, store = %store, error = %e, "image data not deleted from the store");
+        }
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 /// DELETE /v2/images/{id}: the record, its data, and its cached copy.
@@ -794,256 +976,4 @@ async fn edit_tags(
     .await
     .map_err(unfound)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-const FILTER_COLUMNS: &[(&str, &str)] = &[
-    ("name", "name"),
-    ("status", "status"),
-    ("visibility", "visibility"),
-    ("disk_format", "disk_format"),
-    ("container_format", "container_format"),
-    ("owner", "owner"),
-    ("id", "id"),
-];
-const NOT_PROPERTY_FILTERS: &[&str] = &[
-    "limit",
-    "marker",
-    "sort_key",
-    "sort_dir",
-    "sort",
-    "tag",
-    "size_min",
-    "size_max",
-    "os_hidden",
-    "member_status",
-    "protected",
-];
-
-/// GET /v2/images
-pub async fn list(
-    State(state): State<Shared>,
-    Extension(caller): Extension<Caller>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(
-        &state,
-        &caller,
-        "get_images",
-        &proposed_target(caller.project(), None),
-    )?;
-    let mut query = ListQuery::new(state.settings.limit_default);
-    let mut first: HashMap<&str, &str> = HashMap::new();
-    for (k, v) in &params {
-        first.entry(k.as_str()).or_insert(v.as_str());
-    }
-    scope(&mut query, &caller, &params, &first)?;
-    if let Some(limit) = first.get("limit") {
-        let limit: usize = limit.parse().map_err(|_| {
-            ApiError::bad_request(format!("limit: {limit:?} is not a non-negative integer"))
-        })?;
-        query.limit = limit.min(state.settings.limit_max);
-    }
-    query.sort = parse_sort(&params)?;
-    for (k, v) in &params {
-        match k.as_str() {
-            "tag" => query.tags.push(v.clone()),
-            "size_min" | "size_max" => {
-                let n: i64 = v
-                    .parse()
-                    .map_err(|_| ApiError::bad_request(format!("{k}: {v:?} is not an integer")))?;
-                if k == "size_min" {
-                    query.size_min = Some(n)
-                } else {
-                    query.size_max = Some(n)
-                }
-            }
-            "os_hidden" => query.include_hidden = v == "true",
-            "protected" => query.flags.push(("protected", v == "true")),
-            "visibility" if v == "all" => {}
-            key => {
-                if let Some((_, column)) = FILTER_COLUMNS.iter().find(|(name, _)| *name == key) {
-                    query.columns.push((column, v.clone()));
-                } else if !NOT_PROPERTY_FILTERS.contains(&key) {
-                    query.properties.push((key.to_owned(), v.clone()));
-                }
-            }
-        }
-    }
-    if query.include_hidden && first.get("os_hidden") == Some(&"true") {
-        query.flags.push(("os_hidden", true));
-    }
-    let marker = first.get("marker").map(|m| (*m).to_owned());
-    let db = &state.db;
-    let limit = query.limit;
-    let next_params: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| k != "marker")
-        .cloned()
-        .collect();
-    {
-        if let Some(marker) = &marker {
-            let id = ImageId::parse(marker)
-                .map_err(|_| ApiError::bad_request(format!("marker {marker} not found")))?;
-            query.offset = db
-                .offset_after(&query, &id)
-                .await?
-                .ok_or_else(|| ApiError::bad_request(format!("marker {marker} not found")))?;
-        }
-        let (mut images, more) = db.list(&query).await?;
-        // As upstream, a listed image the caller may not get_image is left out.
-        if caller.is_checked() {
-            images.retain(|image| authorize_image(&state, &caller, "get_image", image).is_ok());
-        }
-        let mut body = json!({
-            "images": images.iter().map(image_json).collect::<Vec<_>>(),
-            "schema": "/v2/schemas/images",
-            "first": first_link(&next_params),
-        });
-        if more && let Some(last) = images.last() {
-            let mut q = url_query(&next_params);
-            if !next_params.iter().any(|(k, _)| k == "limit") {
-                q.push_str(&format!(
-                    "{}limit={limit}",
-                    if q.is_empty() { "" } else { "&" }
-                ));
-            }
-            body["next"] = json!(format!(
-                "/v2/images?{q}{}marker={}",
-                if q.is_empty() { "" } else { "&" },
-                last.id
-            ));
-        }
-        Ok(Json(body))
-    }
-}
-
-/// Which images a listing may show the caller (upstream's `image_get_all`): everything
-/// to an administrator; to others public, community, their own, and shared images their
-/// project is a member of (`member_status`, default `accepted`). Without a `visibility`
-/// filter, other projects' community images are left out for everyone with a token.
-fn scope(
-    query: &mut ListQuery,
-    caller: &Caller,
-    params: &[(String, String)],
-    first: &HashMap<&str, &str>,
-) -> Result<(), ApiError> {
-    for (k, v) in params {
-        match (k.as_str(), v.as_str()) {
-            ("visibility", "public" | "private" | "shared" | "community" | "all")
-            | ("member_status", "accepted" | "pending" | "rejected" | "all") => {}
-            ("visibility", v) => {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid visibility value: {v}"
-                )));
-            }
-            ("member_status", v) => {
-                return Err(ApiError::bad_request(format!("Invalid status: {v}")));
-            }
-            _ => {}
-        }
-    }
-    let member_status = match first.get("member_status").copied().unwrap_or("accepted") {
-        "all" => None,
-        s => Some(s.to_owned()),
-    };
-    if !caller.is_checked() {
-        return Ok(());
-    }
-    let viewer = Viewer {
-        project: caller.project().map(str::to_owned),
-        member_status,
-    };
-    if !first.contains_key("visibility") {
-        query.hide_others_community = Some(viewer.clone());
-    }
-    if !caller.is_admin() {
-        query.viewer = Some(viewer);
-    }
-    Ok(())
-}
-
-/// The `first` link as upstream builds it: the request's parameters but the marker, one
-/// value per name (the last given, as Python's `dict(request.params)` keeps).
-fn first_link(params: &[(String, String)]) -> String {
-    let mut once: Vec<(String, String)> = Vec::new();
-    for (k, v) in params {
-        match once.iter_mut().find(|(name, _)| name == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => once.push((k.clone(), v.clone())),
-        }
-    }
-    if once.is_empty() {
-        "/v2/images".to_owned()
-    } else {
-        format!("/v2/images?{}", url_query(&once))
-    }
-}
-
-fn url_query(params: &[(String, String)]) -> String {
-    params
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// `sort=key:dir,key2` or `sort_key=..&sort_dir=..` (repeatable), default created_at desc.
-fn parse_sort(params: &[(String, String)]) -> Result<Vec<(SortKey, SortDir)>, ApiError> {
-    let key = |k: &str| {
-        SortKey::parse(k).ok_or_else(|| ApiError::bad_request(format!("Unsupported sort key: {k}")))
-    };
-    let dir = |d: &str| {
-        SortDir::parse(d)
-            .ok_or_else(|| ApiError::bad_request(format!("Unsupported sort direction: {d}")))
-    };
-    if let Some((_, sort)) = params.iter().find(|(k, _)| k == "sort") {
-        return sort
-            .split(',')
-            .map(|part| match part.split_once(':') {
-                Some((k, d)) => Ok((key(k.trim())?, dir(d.trim())?)),
-                None => Ok((key(part.trim())?, SortDir::Desc)),
-            })
-            .collect();
-    }
-    let keys: Vec<&str> = params
-        .iter()
-        .filter(|(k, _)| k == "sort_key")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    let dirs: Vec<&str> = params
-        .iter()
-        .filter(|(k, _)| k == "sort_dir")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    if keys.is_empty() {
-        let d = dirs
-            .first()
-            .map(|d| dir(d))
-            .transpose()?
-            .unwrap_or(SortDir::Desc);
-        return Ok(vec![(SortKey::CreatedAt, d)]);
-    }
-    keys.iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let d = dirs
-                .get(i)
-                .or(dirs.last())
-                .map(|d| dir(d))
-                .transpose()?
-                .unwrap_or(SortDir::Desc);
-            Ok((key(k)?, d))
-        })
-        .collect()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, put};
+use axum::routing::{any, get, post, put};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -16,7 +16,9 @@ use super::error::ApiError;
 use super::fill::Fills;
 use super::settings::ApiSettings;
 use super::state::{AppState, DbCatalog};
-use super::{access, connection, data, discovery, images, members};
+use super::{
+    access, connection, data, discovery, image_actions, image_list, images, import, members, tasks,
+};
 use crate::cache::{Cache, CacheError, CentralDb, DriverKind, ImageId};
 use crate::conf::{CacheOptions, ConfError};
 use crate::db::{Db, DbError};
@@ -122,12 +124,32 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(discovery::root))
         .route("/versions", get(discovery::list_versions))
         .route("/healthcheck", get(discovery::healthcheck))
+        .route("/v2", any(discovery::v2_root))
         .route("/v2/schemas/image", get(discovery::schema_image))
         .route("/v2/schemas/images", get(discovery::schema_images))
         .route("/v2/schemas/member", get(discovery::schema_member))
         .route("/v2/schemas/members", get(discovery::schema_members))
         .route("/v2/info/stores", get(discovery::stores))
-        .route("/v2/images", get(images::list).post(images::create))
+        .route("/v2/info/stores/detail", get(discovery::stores_detail))
+        .route("/v2/info/usage", get(discovery::usage))
+        .route("/v2/info/import", get(import::info))
+        .route("/v2/images/{id}/stage", put(import::stage))
+        .route("/v2/images/{id}/import", post(import::import))
+        .route("/v2/images/{id}/tasks", get(tasks::of_image))
+        .route("/v2/tasks", get(tasks::list).post(tasks::create))
+        .route(
+            "/v2/stores/{store}/{id}",
+            axum::routing::delete(images::delete_from_store),
+        )
+        .route("/v2/tasks/{id}", get(tasks::show))
+        .route("/v2/schemas/task", get(tasks::schema_task))
+        .route(
+            "/v2/schemas/metadefs/{name}",
+            get(super::metadef_schemas::show),
+        )
+        .merge(metadef_routes())
+        .route("/v2/schemas/tasks", get(tasks::schema_tasks))
+        .route("/v2/images", get(image_list::list).post(images::create))
         .route(
             "/v2/images/{id}",
             get(images::show)
@@ -137,6 +159,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v2/images/{id}/file",
             get(data::download).put(data::upload),
+        )
+        .route(
+            "/v2/images/{id}/actions/deactivate",
+            post(image_actions::deactivate),
+        )
+        .route(
+            "/v2/images/{id}/actions/reactivate",
+            post(image_actions::reactivate),
         )
         .route(
             "/v2/images/{id}/tags/{tag}",
@@ -163,6 +193,70 @@ pub fn router(state: Arc<AppState>) -> Router {
             access::authenticate,
         ))
         .layer(axum::middleware::from_fn(super::error::negotiate))
+        .layer(axum::middleware::from_fn(super::request_id::layer))
+}
+
+/// The metadata definitions API (`super::metadefs`).
+fn metadef_routes() -> Router<Arc<AppState>> {
+    use super::metadefs as m;
+    const NS: &str = "/v2/metadefs/namespaces/{namespace}";
+    Router::new()
+        .route("/v2/metadefs/resource_types", get(m::list_resource_types))
+        .route(
+            "/v2/metadefs/namespaces",
+            get(m::list_namespaces).post(m::create_namespace),
+        )
+        .route(
+            NS,
+            get(m::show_namespace)
+                .put(m::update_namespace)
+                .delete(m::delete_namespace),
+        )
+        .route(
+            &format!("{NS}/resource_types"),
+            get(m::list_associations).post(m::associate),
+        )
+        .route(
+            &format!("{NS}/resource_types/{{resource_type}}"),
+            axum::routing::delete(m::dissociate),
+        )
+        .route(
+            &format!("{NS}/objects"),
+            get(m::list_objects)
+                .post(m::create_object)
+                .delete(m::delete_objects),
+        )
+        .route(
+            &format!("{NS}/objects/{{name}}"),
+            get(m::show_object)
+                .put(m::update_object)
+                .delete(m::delete_object),
+        )
+        .route(
+            &format!("{NS}/properties"),
+            get(m::list_properties)
+                .post(m::create_property)
+                .delete(m::delete_properties),
+        )
+        .route(
+            &format!("{NS}/properties/{{name}}"),
+            get(m::show_property)
+                .put(m::update_property)
+                .delete(m::delete_property),
+        )
+        .route(
+            &format!("{NS}/tags"),
+            get(m::list_tags)
+                .post(m::create_tags)
+                .delete(m::delete_tags),
+        )
+        .route(
+            &format!("{NS}/tags/{{name}}"),
+            get(m::show_tag)
+                .post(m::create_tag)
+                .put(m::update_tag)
+                .delete(m::delete_tag),
+        )
 }
 
 /// The local store as a prefetch source, used from a blocking thread.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::import_settings::ImportSettings;
 use crate::conf::{CacheOptions, ConfError, Config, DEFAULT_SECTION};
 use crate::db::{DbError, DbOptions};
 use crate::keystone::AuthTokenOptions;
@@ -27,6 +28,9 @@ default_backend = default_backend
 
 [default_backend]
 filesystem_store_datadir = glance-data/images
+
+[os_glance_staging_store]
+filesystem_store_datadir = glance-data/staging
 
 [database]
 connection = sqlite:///glance-data/glance.sqlite
@@ -86,6 +90,9 @@ pub enum SettingsError {
         "[paste_deploy] flavor = {0:?} is unknown (use keystone, keystone+caching, keystone+cachemanagement, or without Keystone on a trusted network cachemanagement, caching, or leave it empty)"
     )]
     Flavor(String),
+    /// An upstream option whose feature this glance-api does not provide.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What a `[paste_deploy] flavor` asks for.
@@ -164,6 +171,8 @@ pub struct ApiSettings {
     /// `graceful_shutdown_timeout`: how long a stop lets the requests in flight finish;
     /// None (0) for no limit.
     pub graceful_shutdown_timeout: Option<Duration>,
+    /// Interoperable image import.
+    pub import: ImportSettings,
 }
 
 impl ApiSettings {
@@ -190,6 +199,14 @@ impl ApiSettings {
         } else {
             None
         };
+        // Keystone's unified limits would be ignored without a word: refused instead.
+        if config.get_bool(DEFAULT_SECTION, "use_keystone_limits", false)? {
+            return Err(SettingsError::Unsupported(
+                "[DEFAULT] use_keystone_limits = True: this glance-api does not enforce \
+                 Keystone's unified limits; leave it False (upstream's default)"
+                    .to_owned(),
+            ));
+        }
         let cache_options = CacheOptions::from_config(config)?;
         let cache = (caching && cache_options.image_cache_dir.is_some()).then_some(cache_options);
 
@@ -226,6 +243,7 @@ impl ApiSettings {
                 GRACEFUL_SHUTDOWN_TIMEOUT,
                 GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT,
             )?,
+            import: ImportSettings::from_config(config)?,
         })
     }
 }

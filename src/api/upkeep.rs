@@ -2,6 +2,9 @@
 //! - uploads whose uploader died: an image whose upload lease was not renewed for
 //!   [`LEASE_TTL`] goes back to queued, and its partial data is removed
 //!   (see [`crate::db::Db::claim_upload`]);
+//! - imports whose glance-api died: an image whose import lock was not renewed for
+//!   `import::LOCK_TTL` goes back to queued and its task fails (`import::reclaim`), and
+//!   tasks past their `task_time_to_live` are removed;
 //! - cached copies of images deleted elsewhere (another replica, or upstream Glance)
 //!   are removed from this replica's cache within [`CACHE_SWEEP`].
 //!
@@ -25,7 +28,10 @@ pub async fn run(state: Arc<AppState>) {
     let mut cache = tokio::time::interval(CACHE_SWEEP);
     loop {
         tokio::select! {
-            _ = uploads.tick() => reclaim_uploads(&state).await,
+            _ = uploads.tick() => {
+                reclaim_uploads(&state).await;
+                super::import::reclaim(&state).await;
+            }
             _ = cache.tick() => drop_deleted(&state).await,
         }
     }

@@ -1,6 +1,9 @@
 //! glance-manage: upstream Glance's database commands (`db_sync`, `db_version`,
-//! `db_check`, also as `db sync|version|check`), run before glance-api starts.
+//! `db_check`, also as `db sync|version|check`), run before glance-api starts, and its
+//! metadata definition commands (`db_load_metadefs`, `db_unload_metadefs`,
+//! `db_export_metadefs`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,6 +11,7 @@ use glance_operator::api::settings::{default_backend, store_dir};
 use glance_operator::conf::Config;
 use glance_operator::db::DbOptions;
 use glance_operator::db::manage::{Command, run};
+use glance_operator::db::metadef_files::LoadMode;
 use glance_operator::store::FileStore;
 use glance_operator::tools::ConfigArgs;
 
@@ -21,12 +25,51 @@ use glance_operator::tools::ConfigArgs;
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
-    /// db_sync [VERSION], db_version, db_check, or db sync|version|check.
-    #[arg(required = true, num_args = 1..=3, value_name = "COMMAND")]
+    /// db_sync [VERSION], db_version, db_check (or db sync|version|check),
+    /// db_load_metadefs [PATH] [--merge [--prefer_new|--overwrite]],
+    /// db_unload_metadefs, db_export_metadefs [PATH].
+    #[arg(
+        required = true,
+        num_args = 1..,
+        value_name = "COMMAND",
+        allow_hyphen_values = true,
+        trailing_var_arg = true
+    )]
     command: Vec<String>,
 }
 
-fn command(words: &[String]) -> Result<Command, String> {
+/// The metadefs directory: a PATH given (positional or `--path`), else
+/// `[DEFAULT] metadata_source_path`, upstream's default `/etc/glance/metadefs/`.
+fn metadefs_path(rest: &[&str], config: &Config) -> Result<(PathBuf, Vec<String>), String> {
+    let mut path = None;
+    let mut flags = Vec::new();
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        match *word {
+            "--path" => {
+                path = Some(
+                    words
+                        .next()
+                        .ok_or_else(|| "--path needs a value".to_owned())?
+                        .to_string(),
+                )
+            }
+            w if w.starts_with("--path=") => path = Some(w["--path=".len()..].to_owned()),
+            w if w.starts_with("--") => flags.push(w.to_owned()),
+            w if path.is_none() => path = Some(w.to_owned()),
+            w => return Err(format!("unexpected argument {w:?}")),
+        }
+    }
+    let path = path.unwrap_or_else(|| {
+        config
+            .get("DEFAULT", "metadata_source_path")
+            .unwrap_or("/etc/glance/metadefs/")
+            .to_owned()
+    });
+    Ok((PathBuf::from(path), flags))
+}
+
+fn command(words: &[String], config: &Config) -> Result<Command, String> {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let (name, rest) = match words.as_slice() {
         ["db", name, rest @ ..] => (format!("db_{name}"), rest),
@@ -38,8 +81,29 @@ fn command(words: &[String]) -> Result<Command, String> {
         ("db_sync", [version]) => Ok(Command::Sync(Some((*version).to_owned()))),
         ("db_version", []) => Ok(Command::Version),
         ("db_check", []) => Ok(Command::Check),
+        ("db_load_metadefs", rest) => {
+            let (path, flags) = metadefs_path(rest, config)?;
+            let mut mode = LoadMode::default();
+            for flag in flags {
+                match flag.as_str() {
+                    "--merge" => mode.merge = true,
+                    "--prefer_new" => mode.prefer_new = true,
+                    "--overwrite" => mode.overwrite = true,
+                    other => return Err(format!("unknown option {other:?}")),
+                }
+            }
+            Ok(Command::LoadMetadefs(path, mode))
+        }
+        ("db_unload_metadefs", []) => Ok(Command::UnloadMetadefs),
+        ("db_export_metadefs", rest) => {
+            let (path, flags) = metadefs_path(rest, config)?;
+            match flags.first() {
+                Some(other) => Err(format!("unknown option {other:?}")),
+                None => Ok(Command::ExportMetadefs(path)),
+            }
+        }
         _ => Err(format!(
-            "unknown command {:?}: use db_sync [VERSION], db_version or db_check",
+            "unknown command {:?}: use db_sync [VERSION], db_version, db_check, db_load_metadefs, db_unload_metadefs or db_export_metadefs",
             words.join(" ")
         )),
     }
@@ -48,18 +112,18 @@ fn command(words: &[String]) -> Result<Command, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = match command(&cli.command) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("glance-manage: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let config = match Config::load(&cli.config.sources()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("glance-manage: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let command = match command(&cli.command, &config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("glance-manage: {e}");
+            return ExitCode::from(2);
         }
     };
     if let Err(e) = cli.config.init_logging(&config, "glance-manage") {

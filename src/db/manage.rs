@@ -37,6 +37,12 @@ pub enum Command {
     Version,
     /// Tell whether the schema is current (exit 3 if not).
     Check,
+    /// Load metadata definitions from JSON files (a directory or one file).
+    LoadMetadefs(std::path::PathBuf, super::metadef_files::LoadMode),
+    /// Remove every metadata definition.
+    UnloadMetadefs,
+    /// Write the metadata definitions to JSON files in a directory.
+    ExportMetadefs(std::path::PathBuf),
 }
 
 const NOT_UNDER_CONTROL: &str = "Database is either not under migration control or under legacy migration control, please run \"glance-manage db sync\" to place the database under alembic migration control.";
@@ -77,6 +83,35 @@ pub async fn run(
             State::Revision(v) => Outcome::ok(&v),
             _ => Outcome::ok(NOT_UNDER_CONTROL),
         }),
+        Command::LoadMetadefs(path, mode) => {
+            match super::metadef_files::load(&db, path, *mode).await {
+                Ok(lines) => Ok(Outcome::ok(&lines.join("\n"))),
+                Err(super::metadef_files::LoadError::Db(e)) => Err(e),
+                Err(e) => Ok(Outcome {
+                    stdout: String::new(),
+                    stderr: format!("{e}\n"),
+                    code: 1,
+                }),
+            }
+        }
+        Command::UnloadMetadefs => super::metadef_files::unload(&db)
+            .await
+            .map(|n| Outcome::ok(&format!("Unloaded {n} metadata definition namespaces"))),
+        Command::ExportMetadefs(dir) => match super::metadef_files::export(&db, dir).await {
+            Ok(files) => Ok(Outcome::ok(
+                &files
+                    .iter()
+                    .map(|f| format!("Exported to {}", f.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )),
+            Err(super::metadef_files::LoadError::Db(e)) => Err(e),
+            Err(e) => Ok(Outcome {
+                stdout: String::new(),
+                stderr: format!("{e}\n"),
+                code: 1,
+            }),
+        },
         Command::Check => schema::state(&db).await.map(|state| match state {
             State::Revision(v) if v == HEAD => {
                 Outcome::ok("Database is up to date. No upgrades needed.")

@@ -11,10 +11,13 @@ pub mod cached_images;
 mod dialect;
 pub mod manage;
 pub mod members;
+pub mod metadef_files;
+pub mod metadefs;
 pub mod options;
 mod query;
 mod records;
 pub mod schema;
+mod tasks;
 pub mod url;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,8 +32,11 @@ use thiserror::Error;
 
 pub use dialect::Dialect;
 pub use options::DbOptions;
-pub use query::{ListQuery, SortDir, SortKey, Viewer};
-pub use records::{Activation, ImageEdit, UPLOAD_LEASE};
+pub use query::{Cmp, Condition, ListQuery, SortDir, SortKey, Viewer};
+pub use records::{
+    Activation, IMPORT_LOCK, IMPORTING_TO_STORES, ImageEdit, StoreRemoval, UPLOAD_LEASE,
+};
+pub use tasks::{Task, TaskQuery};
 pub use url::{Backend, DbUrl, UrlError};
 
 use crate::cache::ImageId;

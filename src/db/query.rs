@@ -24,17 +24,21 @@ pub enum SortKey {
     CreatedAt,
     /// updated_at
     UpdatedAt,
-    /// visibility
-    Visibility,
-    /// owner
-    Owner,
-    /// min_disk
-    MinDisk,
-    /// min_ram
-    MinRam,
 }
 
 impl SortKey {
+    /// The API's sort keys, in upstream's order.
+    pub const NAMES: &[&str] = &[
+        "name",
+        "status",
+        "container_format",
+        "disk_format",
+        "size",
+        "id",
+        "created_at",
+        "updated_at",
+    ];
+
     /// Parses an API sort key.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -46,10 +50,6 @@ impl SortKey {
             "id" => Self::Id,
             "created_at" => Self::CreatedAt,
             "updated_at" => Self::UpdatedAt,
-            "visibility" => Self::Visibility,
-            "owner" => Self::Owner,
-            "min_disk" => Self::MinDisk,
-            "min_ram" => Self::MinRam,
             _ => return None,
         })
     }
@@ -64,10 +64,6 @@ impl SortKey {
             Self::Id => "id",
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
-            Self::Visibility => "visibility",
-            Self::Owner => "owner",
-            Self::MinDisk => "min_disk",
-            Self::MinRam => "min_ram",
         }
     }
 }
@@ -101,21 +97,74 @@ impl fmt::Display for SortDir {
     }
 }
 
-/// A listing request. Filters are exact matches; `properties` match extra properties.
+/// A comparison of a listing filter (upstream's `gt:`, `gte:`, … operators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// `eq:` (the default).
+    Eq,
+    /// `neq:`
+    Neq,
+    /// `gt:`
+    Gt,
+    /// `gte:`
+    Gte,
+    /// `lt:`
+    Lt,
+    /// `lte:`
+    Lte,
+}
+
+impl Cmp {
+    /// Parses an API operator.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "eq" => Self::Eq,
+            "neq" => Self::Neq,
+            "gt" => Self::Gt,
+            "gte" => Self::Gte,
+            "lt" => Self::Lt,
+            "lte" => Self::Lte,
+            _ => return None,
+        })
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Eq => "=",
+            Self::Neq => "<>",
+            Self::Gt => ">",
+            Self::Gte => ">=",
+            Self::Lt => "<",
+            Self::Lte => "<=",
+        }
+    }
+}
+
+/// One condition on a column of `images`. Column names come from the API's fixed lists,
+/// never from the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// A text column equal to one of the values (`name=in:a,b`, or one value).
+    Text(&'static str, Vec<String>),
+    /// An integer column compared with a value (`size`, `min_ram`, `size_min`, …).
+    Int(&'static str, Cmp, i64),
+    /// A timestamp column compared with a time written as the columns hold it
+    /// (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC).
+    Time(&'static str, Cmp, String),
+    /// A boolean column.
+    Flag(&'static str, bool),
+}
+
+/// A listing request: `conditions` on the image's columns, `properties` on its extra
+/// properties, and every tag of `tags`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
-    /// Exact-match filters on text columns: (column, value).
-    pub columns: Vec<(&'static str, String)>,
-    /// Exact-match filters on boolean columns: (column, value).
-    pub flags: Vec<(&'static str, bool)>,
+    /// Conditions on the image's columns, all of which must hold.
+    pub conditions: Vec<Condition>,
     /// Every tag must be present.
     pub tags: Vec<String>,
     /// Extra property filters: (name, value).
     pub properties: Vec<(String, String)>,
-    /// Minimum size in bytes.
-    pub size_min: Option<i64>,
-    /// Maximum size in bytes.
-    pub size_max: Option<i64>,
     /// Include images with os_hidden = true.
     pub include_hidden: bool,
     /// Sort keys in order; `id` is always appended so the order is total.
@@ -182,12 +231,9 @@ impl ListQuery {
     /// A query for every image, newest first, `limit` per page.
     pub fn new(limit: usize) -> Self {
         Self {
-            columns: Vec::new(),
-            flags: Vec::new(),
+            conditions: Vec::new(),
             tags: Vec::new(),
             properties: Vec::new(),
-            size_min: None,
-            size_max: None,
             include_hidden: false,
             sort: vec![(SortKey::CreatedAt, SortDir::Desc)],
             limit,
@@ -198,19 +244,37 @@ impl ListQuery {
     }
 
     fn where_clause(&self, dialect: Dialect, values: &mut Vec<Value>) -> String {
-        let mut clauses = vec!["images.deleted = false".to_owned()];
-        for (column, value) in &self.columns {
-            values.push(Value::Text(value.clone()));
-            let placeholder = if *column == "visibility" {
-                dialect.visibility()
-            } else {
-                "?"
-            };
-            clauses.push(format!("images.{column} = {placeholder}"));
-        }
-        for (column, value) in &self.flags {
-            values.push(Value::Bool(*value));
-            clauses.push(format!("images.{column} = ?"));
+        // As upstream's listing (`deleted = False`): killed images are never listed.
+        let mut clauses = vec!["images.deleted = false AND images.status <> 'killed'".to_owned()];
+        for condition in &self.conditions {
+            clauses.push(match condition {
+                Condition::Text(column, list) => {
+                    let placeholder = if *column == "visibility" {
+                        dialect.visibility()
+                    } else {
+                        "?"
+                    };
+                    values.extend(list.iter().cloned().map(Value::Text));
+                    match list.len() {
+                        // `in:` with nothing in it matches nothing, as SQL's IN ().
+                        0 => "1 = 0".to_owned(),
+                        1 => format!("images.{column} = {placeholder}"),
+                        n => format!("images.{column} IN ({})", vec![placeholder; n].join(", ")),
+                    }
+                }
+                Condition::Int(column, cmp, n) => {
+                    values.push(Value::Int(*n));
+                    format!("images.{column} {} ?", cmp.sql())
+                }
+                Condition::Time(column, cmp, time) => {
+                    values.push(Value::Text(time.clone()));
+                    format!("images.{column} {} {}", cmp.sql(), dialect.ts())
+                }
+                Condition::Flag(column, flag) => {
+                    values.push(Value::Bool(*flag));
+                    format!("images.{column} = ?")
+                }
+            });
         }
         for tag in &self.tags {
             values.push(Value::Text(tag.clone()));
@@ -226,14 +290,6 @@ impl ListQuery {
                 "EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = images.id AND p.deleted = false AND p.name = ? AND p.value = ?)"
                     .to_owned(),
             );
-        }
-        if let Some(min) = self.size_min {
-            values.push(Value::Int(min));
-            clauses.push("images.size >= ?".to_owned());
-        }
-        if let Some(max) = self.size_max {
-            values.push(Value::Int(max));
-            clauses.push("images.size <= ?".to_owned());
         }
         if !self.include_hidden {
             clauses.push("images.os_hidden = false".to_owned());

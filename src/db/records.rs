@@ -18,6 +18,41 @@ use crate::cache::ImageId;
 /// The property that holds the lease of an upload in progress (see [`Db::claim_upload`]).
 pub const UPLOAD_LEASE: &str = "os_glance_upload_lease";
 
+/// The property that holds an import's task id while it runs (upstream's import lock).
+pub const IMPORT_LOCK: &str = "os_glance_import_task";
+
+/// The property that lists the stores an import is writing to; it is emptied with the
+/// lock once the data is in.
+pub const IMPORTING_TO_STORES: &str = "os_glance_importing_to_stores";
+
+/// A claim on an image while its data is written: the property that holds the claimant's
+/// token (renewed while it works, so that a dead claimant's claim expires), and the
+/// status the image has meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    property: &'static str,
+    working: &'static str,
+}
+
+impl Claim {
+    /// An upload through PUT /file: `saving` under [`UPLOAD_LEASE`].
+    pub const UPLOAD: Claim = Claim {
+        property: UPLOAD_LEASE,
+        working: "saving",
+    };
+    /// An import: `importing` under [`IMPORT_LOCK`], whose value is the task's id.
+    pub const IMPORT: Claim = Claim {
+        property: IMPORT_LOCK,
+        working: "importing",
+    };
+    /// A copy of an active image's data into more stores: the image stays active under
+    /// [`IMPORT_LOCK`].
+    pub const COPY: Claim = Claim {
+        property: IMPORT_LOCK,
+        working: "active",
+    };
+}
+
 /// An edit of one image in progress ([`Db::edit`]): the row is locked until it is saved
 /// ([`Db::save`]) or dropped (nothing written).
 pub struct ImageEdit {
@@ -42,6 +77,8 @@ pub struct Activation {
     /// The virtual size the format inspection found (`crate::format`); None leaves the
     /// column as it is, as upstream does when the size is unknown.
     pub virtual_size: Option<i64>,
+    /// More copies of the same data in other stores: (location URL, store name).
+    pub also: Vec<(String, String)>,
 }
 
 type AnyQuery<'q> = Query<'q, Any, AnyArguments>;
@@ -503,6 +540,25 @@ impl Db {
         Ok(n > 0)
     }
 
+    /// Records the size of the data staged for image `id` while it is uploading (staged
+    /// for an import); false if it no longer is.
+    pub async fn set_staged_size(&self, id: &ImageId, size: i64) -> Result<bool, DbError> {
+        let d = self.dialect();
+        let now = db_time(&now());
+        let n = statement(d.sql(&format!(
+            "UPDATE images SET size = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = 'uploading'",
+            d.ts()
+        )))
+        .bind(size)
+        .bind(now.as_str())
+        .bind(id.as_str())
+        .execute(&mut *self.conn().await?)
+        .await
+        .map_err(|e| self.error(e))?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Claims image `id` for an upload: queued -> saving in one conditional update (one
     /// replica wins), and the upload's lease, the property [`UPLOAD_LEASE`] holding
     /// `token`, in the same transaction. False if the image was not queued.
@@ -513,14 +569,130 @@ impl Db {
     /// the image back to queued. An upload whose image has no lease (upstream Glance's)
     /// is never touched.
     pub async fn claim_upload(&self, id: &ImageId, token: &str) -> Result<bool, DbError> {
+        self.claim(Claim::UPLOAD, id, "queued", token).await
+    }
+
+    /// Claims image `id` for an import, task `task`: `from` -> importing and the import
+    /// lock ([`IMPORT_LOCK`]) in one transaction, as [`Db::claim_upload`] does.
+    pub async fn claim_import(
+        &self,
+        id: &ImageId,
+        from: &str,
+        task: &str,
+    ) -> Result<bool, DbError> {
+        self.claim(Claim::IMPORT, id, from, task).await
+    }
+
+    async fn claim(
+        &self,
+        claim: Claim,
+        id: &ImageId,
+        from: &str,
+        token: &str,
+    ) -> Result<bool, DbError> {
         let d = self.dialect();
         let now = db_time(&now());
         let mut tx = self.begin().await?;
         let n = statement(d.sql(&format!(
-            "UPDATE images SET status = 'saving', updated_at = {} WHERE id = ? AND deleted = false AND status = 'queued'",
+            "UPDATE images SET status = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = ?",
             d.ts()
         )))
+        .bind(claim.working)
         .bind(now.as_str())
+        .bind(id.as_str())
+        .bind(from)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        self.put_claim(&mut tx, claim, id, token, &now).await?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(true)
+    }
+
+    /// Writes the claim's property holding `token`: its old row revived, else a new one.
+    async fn put_claim(
+        &self,
+        conn: &mut AnyConnection,
+        claim: Claim,
+        id: &ImageId,
+        token: &str,
+        now: &str,
+    ) -> Result<(), DbError> {
+        let d = self.dialect();
+        let n = statement(d.sql(&format!(
+            "UPDATE image_properties SET value = ?, deleted = false, deleted_at = NULL, updated_at = {} WHERE image_id = ? AND name = ?",
+            d.ts()
+        )))
+        .bind(token)
+        .bind(now)
+        .bind(id.as_str())
+        .bind(claim.property)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.error(e))?
+        .rows_affected();
+        if n == 0 {
+            self.add_rows(
+                conn,
+                Child::Properties,
+                id,
+                &[(claim.property, Some(token))],
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Locks active image `id` for copy `task` (the import lock, the image staying
+    /// active), under the image's row lock; false if it is not active or another
+    /// operation holds the lock.
+    pub async fn lock_copy(&self, id: &ImageId, task: &str) -> Result<bool, DbError> {
+        let (mut tx, exists) = self
+            .begin_locked("images", "id", "id", Value::Text(id.to_string()))
+            .await?;
+        if !exists {
+            return Ok(false);
+        }
+        let d = self.dialect();
+        let free = statement(d.sql(
+            "SELECT 1 FROM images i WHERE i.id = ? AND i.deleted = false AND i.status = 'active' AND NOT EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ? AND p.deleted = false)",
+        ))
+        .bind(id.as_str())
+        .bind(IMPORT_LOCK)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        if free.is_none() {
+            return Ok(false);
+        }
+        let now = db_time(&now());
+        self.put_claim(&mut tx, Claim::COPY, id, task, &now).await?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(true)
+    }
+
+    /// Records the copies of active image `id` that copy `task` made, (location URL,
+    /// store name) each, and drops its lock, in one transaction; false (nothing written)
+    /// if the task no longer holds the lock.
+    pub async fn add_copies(
+        &self,
+        id: &ImageId,
+        task: &str,
+        copies: &[(String, String)],
+    ) -> Result<bool, DbError> {
+        let d = self.dialect();
+        let mut tx = self.begin().await?;
+        let n = statement(d.sql(
+            "DELETE FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false AND EXISTS (SELECT 1 FROM images WHERE id = ? AND deleted = false AND status = 'active')",
+        ))
+        .bind(id.as_str())
+        .bind(IMPORT_LOCK)
+        .bind(task)
         .bind(id.as_str())
         .execute(&mut *tx)
         .await
@@ -529,35 +701,90 @@ impl Db {
         if n == 0 {
             return Ok(false);
         }
-        let n = statement(d.sql(&format!(
-            "UPDATE image_properties SET value = ?, deleted = false, deleted_at = NULL, updated_at = {} WHERE image_id = ? AND name = ?",
-            d.ts()
-        )))
-        .bind(token)
-        .bind(now.as_str())
-        .bind(id.as_str())
-        .bind(UPLOAD_LEASE)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?
-        .rows_affected();
-        if n == 0 {
-            self.add_rows(
-                &mut tx,
-                Child::Properties,
-                id,
-                &[(UPLOAD_LEASE, Some(token))],
-                &now,
-            )
+        self.empty_property(&mut tx, id, IMPORTING_TO_STORES)
             .await?;
+        let now = db_time(&now());
+        for (url, store) in copies {
+            self.insert_location(&mut tx, id, url, store, &now).await?;
         }
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
     }
 
+    /// Drops the import lock of `id` if `task` holds it (and, with `stale_for`, has not
+    /// renewed it for that many seconds); whether it did.
+    pub async fn drop_import_lock(
+        &self,
+        id: &ImageId,
+        task: &str,
+        stale_for: Option<i64>,
+    ) -> Result<bool, DbError> {
+        let d = self.dialect();
+        let stale = match stale_for {
+            Some(_) => format!(" AND updated_at < {}", d.ts()),
+            None => String::new(),
+        };
+        let mut q = statement(d.sql(&format!(
+            "DELETE FROM image_properties WHERE image_id = ? AND name = ? AND value = ?{stale}"
+        )))
+        .bind(id.as_str())
+        .bind(IMPORT_LOCK)
+        .bind(task);
+        let cutoff = stale_for.map(db_time_ago);
+        if let Some(cutoff) = &cutoff {
+            q = q.bind(cutoff.as_str());
+        }
+        let n = q
+            .execute(&mut *self.conn().await?)
+            .await
+            .map_err(|e| self.error(e))?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// The copies whose lock was last renewed more than `ttl_secs` ago: (image, task).
+    pub async fn expired_copies(&self, ttl_secs: i64) -> Result<Vec<(ImageId, String)>, DbError> {
+        self.expired(Claim::COPY, ttl_secs).await
+    }
+
+    /// One location row of image `id`.
+    async fn insert_location(
+        &self,
+        conn: &mut AnyConnection,
+        id: &ImageId,
+        url: &str,
+        store: &str,
+        now: &str,
+    ) -> Result<(), DbError> {
+        let d = self.dialect();
+        let meta = location_meta(store);
+        statement(d.sql(&format!(
+            "INSERT INTO image_locations (image_id, value, created_at, updated_at, deleted, meta_data, status) VALUES (?, ?, {ts}, {ts}, false, ?, 'active')",
+            ts = d.ts()
+        )))
+        .bind(id.as_str())
+        .bind(url)
+        .bind(now)
+        .bind(now)
+        .bind(meta.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     /// Renews the lease `token` of an upload of `id`; false if the lease is gone (it
     /// expired and was reclaimed, or the image was deleted): the upload must stop.
     pub async fn renew_upload(&self, id: &ImageId, token: &str) -> Result<bool, DbError> {
+        self.renew(Claim::UPLOAD, id, token).await
+    }
+
+    /// Renews the import lock of task `task` on `id` ([`Db::renew_upload`]'s rules).
+    pub async fn renew_import(&self, id: &ImageId, task: &str) -> Result<bool, DbError> {
+        self.renew(Claim::IMPORT, id, task).await
+    }
+
+    async fn renew(&self, claim: Claim, id: &ImageId, token: &str) -> Result<bool, DbError> {
         let d = self.dialect();
         let now = db_time(&now());
         let n = statement(d.sql(&format!(
@@ -566,7 +793,7 @@ impl Db {
         )))
         .bind(now.as_str())
         .bind(id.as_str())
-        .bind(UPLOAD_LEASE)
+        .bind(claim.property)
         .bind(token)
         .execute(&mut *self.conn().await?)
         .await
@@ -580,7 +807,7 @@ impl Db {
             "SELECT 1 FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false",
         ))
         .bind(id.as_str())
-        .bind(UPLOAD_LEASE)
+        .bind(claim.property)
         .bind(token)
         .fetch_optional(&mut *self.conn().await?)
         .await
@@ -591,18 +818,44 @@ impl Db {
     /// Ends the upload `token` of `id` without data: saving -> queued and the lease
     /// dropped, if the lease is still this upload's.
     pub async fn release_upload(&self, id: &ImageId, token: &str) -> Result<bool, DbError> {
-        self.end_lease(id, token, None).await
+        self.end_lease(Claim::UPLOAD, id, token, None, "queued")
+            .await
+    }
+
+    /// Ends import `task` of `id` without data: importing -> `back_to` and the lock
+    /// dropped, if the lock is still the task's.
+    pub async fn release_import(
+        &self,
+        id: &ImageId,
+        task: &str,
+        back_to: &str,
+    ) -> Result<bool, DbError> {
+        self.end_lease(Claim::IMPORT, id, task, None, back_to).await
     }
 
     /// The uploads whose lease was last renewed more than `ttl_secs` ago: (image, token).
     pub async fn expired_uploads(&self, ttl_secs: i64) -> Result<Vec<(ImageId, String)>, DbError> {
+        self.expired(Claim::UPLOAD, ttl_secs).await
+    }
+
+    /// The imports whose lock was last renewed more than `ttl_secs` ago: (image, task).
+    pub async fn expired_imports(&self, ttl_secs: i64) -> Result<Vec<(ImageId, String)>, DbError> {
+        self.expired(Claim::IMPORT, ttl_secs).await
+    }
+
+    async fn expired(
+        &self,
+        claim: Claim,
+        ttl_secs: i64,
+    ) -> Result<Vec<(ImageId, String)>, DbError> {
         let d = self.dialect();
         let cutoff = db_time_ago(ttl_secs);
         let rows = statement(d.sql(&format!(
-            "SELECT p.image_id, p.value FROM image_properties p JOIN images i ON i.id = p.image_id WHERE p.name = ? AND p.deleted = false AND i.deleted = false AND i.status = 'saving' AND p.updated_at < {}",
+            "SELECT p.image_id, p.value FROM image_properties p JOIN images i ON i.id = p.image_id WHERE p.name = ? AND p.deleted = false AND i.deleted = false AND i.status = ? AND p.updated_at < {}",
             d.ts()
         )))
-        .bind(UPLOAD_LEASE)
+        .bind(claim.property)
+        .bind(claim.working)
         .bind(cutoff.as_str())
         .fetch_all(&mut *self.conn().await?)
         .await
@@ -626,16 +879,32 @@ impl Db {
         token: &str,
         ttl_secs: i64,
     ) -> Result<bool, DbError> {
-        self.end_lease(id, token, Some(ttl_secs)).await
+        self.end_lease(Claim::UPLOAD, id, token, Some(ttl_secs), "queued")
+            .await
+    }
+
+    /// Moves image `id` back to `back_to` if import `task` still holds its lock, not
+    /// renewed for `ttl_secs` ([`Db::reclaim_upload`]'s rules).
+    pub async fn reclaim_import(
+        &self,
+        id: &ImageId,
+        task: &str,
+        ttl_secs: i64,
+        back_to: &str,
+    ) -> Result<bool, DbError> {
+        self.end_lease(Claim::IMPORT, id, task, Some(ttl_secs), back_to)
+            .await
     }
 
     /// saving -> queued, and the lease soft-deleted, in one transaction, if the lease of
     /// `id` is `token` (and, with `expired_for`, not renewed for that many seconds).
     async fn end_lease(
         &self,
+        claim: Claim,
         id: &ImageId,
         token: &str,
         expired_for: Option<i64>,
+        back_to: &str,
     ) -> Result<bool, DbError> {
         let d = self.dialect();
         let now = db_time(&now());
@@ -645,13 +914,15 @@ impl Db {
             None => String::new(),
         };
         let mut update = statement(d.sql(&format!(
-            "UPDATE images SET status = 'queued', updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving' AND EXISTS (SELECT 1 FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false{stale})",
+            "UPDATE images SET status = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = ? AND EXISTS (SELECT 1 FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false{stale})",
             d.ts()
         )))
+        .bind(back_to)
         .bind(now.as_str())
         .bind(id.as_str())
+        .bind(claim.working)
         .bind(id.as_str())
-        .bind(UPLOAD_LEASE)
+        .bind(claim.property)
         .bind(token);
         let cutoff = expired_for.map(db_time_ago);
         if let Some(cutoff) = &cutoff {
@@ -665,20 +936,54 @@ impl Db {
         if n == 0 {
             return Ok(false);
         }
-        self.drop_lease(&mut tx, id).await?;
+        self.drop_lease(&mut tx, claim, id).await?;
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
     }
 
     /// Removes the upload lease of `id`: its row goes (not soft-deleted), so that the
     /// image's rows are upstream's own once the upload ends.
-    async fn drop_lease(&self, conn: &mut AnyConnection, id: &ImageId) -> Result<(), DbError> {
+    async fn drop_lease(
+        &self,
+        conn: &mut AnyConnection,
+        claim: Claim,
+        id: &ImageId,
+    ) -> Result<(), DbError> {
+        self.delete_property(conn, id, claim.property).await
+    }
+
+    /// Empties property `name` of image `id`, if it has it (upstream leaves an import's
+    /// `os_glance_importing_to_stores` empty, not removed, when the import is done).
+    async fn empty_property(
+        &self,
+        conn: &mut AnyConnection,
+        id: &ImageId,
+        name: &str,
+    ) -> Result<(), DbError> {
+        statement(self.dialect().sql(
+            "UPDATE image_properties SET value = '' WHERE image_id = ? AND name = ? AND deleted = false",
+        ))
+        .bind(id.as_str())
+        .bind(name)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Deletes property `name` of image `id` (its row goes, as the import's own rows).
+    async fn delete_property(
+        &self,
+        conn: &mut AnyConnection,
+        id: &ImageId,
+        name: &str,
+    ) -> Result<(), DbError> {
         statement(
             self.dialect()
                 .sql("DELETE FROM image_properties WHERE image_id = ? AND name = ?"),
         )
         .bind(id.as_str())
-        .bind(UPLOAD_LEASE)
+        .bind(name)
         .execute(&mut *conn)
         .await
         .map_err(|e| self.error(e))?;
@@ -695,6 +1000,27 @@ impl Db {
         token: &str,
         data: &Activation,
     ) -> Result<bool, DbError> {
+        self.activate_claimed(Claim::UPLOAD, id, token, data).await
+    }
+
+    /// importing -> active with the data, for import `task` while it holds the lock
+    /// ([`Db::activate`]'s rules); the lock is dropped.
+    pub async fn activate_import(
+        &self,
+        id: &ImageId,
+        task: &str,
+        data: &Activation,
+    ) -> Result<bool, DbError> {
+        self.activate_claimed(Claim::IMPORT, id, task, data).await
+    }
+
+    async fn activate_claimed(
+        &self,
+        claim: Claim,
+        id: &ImageId,
+        token: &str,
+        data: &Activation,
+    ) -> Result<bool, DbError> {
         let d = self.dialect();
         let now = db_time(&now());
         let mut tx = self.begin().await?;
@@ -705,8 +1031,9 @@ impl Db {
             ""
         };
         let mut update = statement(d.sql(&format!(
-            "UPDATE images SET status = 'active', size = ?, {virtual_size}checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = 'saving' AND EXISTS (SELECT 1 FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false)",
-            d.ts()
+            "UPDATE images SET status = 'active', size = ?, {virtual_size}checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = {} WHERE id = ? AND deleted = false AND status = '{working}' AND EXISTS (SELECT 1 FROM image_properties WHERE image_id = ? AND name = ? AND value = ? AND deleted = false)",
+            d.ts(),
+            working = claim.working,
         )))
         .bind(data.size);
         if let Some(v) = data.virtual_size {
@@ -718,7 +1045,7 @@ impl Db {
             .bind(now.as_str())
             .bind(id.as_str())
             .bind(id.as_str())
-            .bind(UPLOAD_LEASE)
+            .bind(claim.property)
             .bind(token)
             .execute(&mut *tx)
             .await
@@ -727,20 +1054,16 @@ impl Db {
         if n == 0 {
             return Ok(false);
         }
-        self.drop_lease(&mut tx, id).await?;
-        let meta = location_meta(&data.store);
-        statement(d.sql(&format!(
-            "INSERT INTO image_locations (image_id, value, created_at, updated_at, deleted, meta_data, status) VALUES (?, ?, {ts}, {ts}, false, ?, 'active')",
-            ts = d.ts()
-        )))
-        .bind(id.as_str())
-        .bind(data.location.as_str())
-        .bind(now.as_str())
-        .bind(now.as_str())
-        .bind(meta.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
+        self.drop_lease(&mut tx, claim, id).await?;
+        if claim.property == IMPORT_LOCK {
+            self.empty_property(&mut tx, id, IMPORTING_TO_STORES)
+                .await?;
+        }
+        self.insert_location(&mut tx, id, &data.location, &data.store, &now)
+            .await?;
+        for (url, store) in &data.also {
+            self.insert_location(&mut tx, id, url, store, &now).await?;
+        }
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
     }
@@ -848,6 +1171,69 @@ impl Db {
         Ok(live)
     }
 
+    /// Removes the first location of active image `id` in `store`, under the image's row
+    /// lock, unless it is the image's only one (upstream's delete_from_store).
+    pub async fn remove_store_location(
+        &self,
+        id: &ImageId,
+        store: &str,
+    ) -> Result<StoreRemoval, DbError> {
+        let (mut tx, exists) = self
+            .begin_locked("images", "id", "id", Value::Text(id.to_string()))
+            .await?;
+        if !exists {
+            return Ok(StoreRemoval::Gone);
+        }
+        let d = self.dialect();
+        let status = statement(d.sql("SELECT status FROM images WHERE id = ? AND deleted = false"))
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+        match status.as_ref().map(|r| text(r, 0)).transpose()? {
+            None => return Ok(StoreRemoval::Gone),
+            Some(s) if s != "active" => return Ok(StoreRemoval::NotActive),
+            Some(_) => {}
+        }
+        let rows = statement(d.sql(
+            "SELECT value, meta_data FROM image_locations WHERE image_id = ? AND deleted = false AND status = 'active' ORDER BY id",
+        ))
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        let mut found = None;
+        for row in &rows {
+            let in_store = opt_text(row, 1)?
+                .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+                .is_some_and(|m| m.get("store").and_then(|s| s.as_str()) == Some(store));
+            if in_store {
+                found = Some(text(row, 0)?);
+                break;
+            }
+        }
+        let Some(url) = found else {
+            return Ok(StoreRemoval::NotInStore);
+        };
+        if rows.len() == 1 {
+            return Ok(StoreRemoval::OnlyOne);
+        }
+        let now = db_time(&now());
+        statement(d.sql(&format!(
+            "UPDATE image_locations SET deleted = true, deleted_at = {ts}, updated_at = {ts}, status = 'deleted' WHERE image_id = ? AND value = ? AND deleted = false",
+            ts = d.ts()
+        )))
+        .bind(now.as_str())
+        .bind(now.as_str())
+        .bind(id.as_str())
+        .bind(url.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(StoreRemoval::Removed(url))
+    }
+
     /// The live locations of an image: (URL, store).
     pub async fn locations(&self, id: &ImageId) -> Result<Vec<(String, Option<String>)>, DbError> {
         let rows = statement(self.dialect().sql(
@@ -866,6 +1252,21 @@ impl Db {
             })
             .collect()
     }
+}
+
+/// What removing an image's data from one store came to ([`Db::remove_store_location`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRemoval {
+    /// The location is gone from the catalogue: its data at this URL is to be deleted.
+    Removed(String),
+    /// The image is not active.
+    NotActive,
+    /// The image has no other location.
+    OnlyOne,
+    /// The image has no location in that store.
+    NotInStore,
+    /// No such image.
+    Gone,
 }
 
 /// A location's `meta_data` as upstream writes it (Python's json.dumps): `{"store": "…"}`.

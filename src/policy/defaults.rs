@@ -1,5 +1,5 @@
 //! The policy rules Glance 33.0.0 registers in code (`glance/policies/base.py`,
-//! `image.py`, `cache.py`, `discovery.py` and `tasks.py`), with the check strings in
+//! `image.py`, `cache.py`, `discovery.py`, `tasks.py` and `metadef.py`), with the check strings in
 //! effect by default.
 //!
 //! Most rules carry a deprecated check string (mostly `rule:default`). oslo.policy ORs
@@ -7,8 +7,8 @@
 //! option defaults to true in oslo.policy 6 (which Glance 33 requires) and Glance does
 //! not change it, so the new ("secure RBAC") strings below are the effective ones, and
 //! `default` is `""`.
-//! Every image, member, cache, task and store rule has `scope_types = ['project']`; the
-//! base rules have none. Metadata definition (`metadef_*`) rules are not included.
+//! Every image, member, cache, task, store and metadata definition rule has
+//! `scope_types = ['project']`; the base rules have none.
 
 /// One rule registered in code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,12 @@ const ADMIN_OR_PROJECT_READER_GET_IMAGE: &str = "rule:context_is_admin or (role:
 const ADMIN_OR_PROJECT_MEMBER_DOWNLOAD_IMAGE: &str = "rule:context_is_admin or (role:member and \
      (project_id:%(project_id)s or project_id:%(member_id)s or 'community':%(visibility)s \
      or 'public':%(visibility)s or 'shared':%(visibility)s))";
+/// `ADMIN_OR_PROJECT_READER_GET_NAMESPACE`: a reader of the namespace's project, or any
+/// reader for a public one.
+const ADMIN_OR_PROJECT_READER_GET_NAMESPACE: &str = "rule:context_is_admin or (role:reader and \
+     (project_id:%(project_id)s or 'public':%(visibility)s))";
+/// `METADEF_ADMIN`.
+const METADEF_ADMIN: &str = "rule:metadef_admin";
 /// `ADMIN_OR_PROJECT_MEMBER_CREATE_IMAGE`.
 const ADMIN_OR_PROJECT_MEMBER_CREATE_IMAGE: &str = "rule:context_is_admin or (role:member and \
      project_id:%(project_id)s and project_id:%(owner)s)";
@@ -215,6 +221,131 @@ pub(super) const RULES: &[RuleDefault] = &[
         "tasks_api_access",
         ADMIN,
         "This is a generic blanket policy for protecting all task APIs.",
+    ),
+    // metadef.py
+    rule("metadef_default", "", ""),
+    rule("metadef_admin", ADMIN, ""),
+    rule(
+        "get_metadef_namespace",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "Get a specific namespace.",
+    ),
+    rule(
+        "get_metadef_namespaces",
+        ADMIN_OR_PROJECT_READER,
+        "List namespace.",
+    ),
+    rule(
+        "modify_metadef_namespace",
+        METADEF_ADMIN,
+        "Modify an existing namespace.",
+    ),
+    rule(
+        "add_metadef_namespace",
+        METADEF_ADMIN,
+        "Create a namespace.",
+    ),
+    rule(
+        "delete_metadef_namespace",
+        METADEF_ADMIN,
+        "Delete a namespace.",
+    ),
+    rule(
+        "get_metadef_object",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "Get a specific object from a namespace.",
+    ),
+    rule(
+        "get_metadef_objects",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "Get objects from a namespace.",
+    ),
+    rule(
+        "modify_metadef_object",
+        METADEF_ADMIN,
+        "Update an object within a namespace.",
+    ),
+    rule(
+        "add_metadef_object",
+        METADEF_ADMIN,
+        "Create an object within a namespace.",
+    ),
+    rule(
+        "delete_metadef_object",
+        METADEF_ADMIN,
+        "Delete an object within a namespace.",
+    ),
+    rule(
+        "list_metadef_resource_types",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "List meta definition resource types.",
+    ),
+    rule(
+        "get_metadef_resource_type",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "Get meta definition resource types associations.",
+    ),
+    rule(
+        "add_metadef_resource_type_association",
+        METADEF_ADMIN,
+        "Create meta definition resource types association.",
+    ),
+    rule(
+        "remove_metadef_resource_type_association",
+        METADEF_ADMIN,
+        "Delete meta definition resource type association.",
+    ),
+    rule(
+        "get_metadef_property",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "Get a specific meta definition property.",
+    ),
+    rule(
+        "get_metadef_properties",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "List meta definition properties.",
+    ),
+    rule(
+        "modify_metadef_property",
+        METADEF_ADMIN,
+        "Update meta definition property.",
+    ),
+    rule(
+        "add_metadef_property",
+        METADEF_ADMIN,
+        "Create meta definition property.",
+    ),
+    rule(
+        "remove_metadef_property",
+        METADEF_ADMIN,
+        "Delete meta definition property.",
+    ),
+    rule(
+        "get_metadef_tag",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "Get tag definition.",
+    ),
+    rule(
+        "get_metadef_tags",
+        ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+        "List tag definitions.",
+    ),
+    rule(
+        "modify_metadef_tag",
+        METADEF_ADMIN,
+        "Update tag definition.",
+    ),
+    rule("add_metadef_tag", METADEF_ADMIN, "Add tag definition."),
+    rule("add_metadef_tags", METADEF_ADMIN, "Create tag definitions."),
+    rule(
+        "delete_metadef_tag",
+        METADEF_ADMIN,
+        "Delete tag definition.",
+    ),
+    rule(
+        "delete_metadef_tags",
+        METADEF_ADMIN,
+        "Delete tag definitions.",
     ),
 ];
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::meta::{Component, child_meta};
 use crate::api::settings::{GRACEFUL_SHUTDOWN_TIMEOUT, GRACEFUL_SHUTDOWN_TIMEOUT_DEFAULT};
-use crate::crd::validate::{KeystoneSettings, ValidGlance};
+use crate::crd::validate::{KeystoneSettings, StorageUse, ValidGlance};
 use crate::keystone::options::SECTION as KEYSTONE_SECTION;
 
 /// Key of the rendered configuration.
@@ -26,6 +26,12 @@ pub const STORAGE_DIR: &str = "/var/lib/glance";
 pub const CACHE_DIR: &str = "/var/lib/glance/image-cache";
 /// filesystem_store_datadir.
 pub const IMAGES_DIR: &str = "/var/lib/glance/images";
+/// The import staging directory (`[os_glance_staging_store]`), on the storage volume: an
+/// image staged through one replica is imported by any of them.
+pub const STAGING_DIR: &str = "/var/lib/glance/os_glance_staging_store";
+/// The staging directory of pods that mount no storage volume (several replicas on
+/// remote stores only): their own `/tmp` (an emptyDir).
+pub const POD_STAGING_DIR: &str = "/tmp/os_glance_staging_store";
 /// glance-api's port.
 pub const API_PORT: i32 = 9292;
 /// Name of the file store backend in enabled_backends.
@@ -71,6 +77,16 @@ pub fn render_config(glance: &ValidGlance, database_connection: Option<&str>) ->
         String::new(),
         format!("[{BACKEND}]"),
         format!("filesystem_store_datadir = {IMAGES_DIR}"),
+        String::new(),
+        "[os_glance_staging_store]".to_owned(),
+        format!(
+            "filesystem_store_datadir = {}",
+            if glance.storage_use == StorageUse::Unmounted {
+                POD_STAGING_DIR
+            } else {
+                STAGING_DIR
+            }
+        ),
         String::new(),
         "[database]".to_owned(),
         format!("connection = {connection}"),

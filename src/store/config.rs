@@ -31,6 +31,8 @@ pub struct BackendConfig {
     pub name: String,
     /// `store_description`.
     pub description: Option<String>,
+    /// `weight`: locations in heavier stores are listed, and read, first.
+    pub weight: i64,
     /// What it is.
     pub kind: BackendKind,
 }
@@ -260,12 +262,19 @@ impl StoreConfig {
                     ),
                 )
             })??;
+            let weight = match config.get(name, "weight").map(str::trim) {
+                None | Some("") => 0,
+                Some(w) => w
+                    .parse()
+                    .map_err(|_| config.invalid(name, "weight", "expected a whole number"))?,
+            };
             backends.push(BackendConfig {
                 name: name.to_owned(),
                 description: config
                     .get(name, "store_description")
                     .map(str::to_owned)
                     .filter(|d| !d.is_empty()),
+                weight,
                 kind,
             });
         }
@@ -311,6 +320,7 @@ impl StoreConfig {
             backends: vec![BackendConfig {
                 name: kind.to_owned(),
                 description: None,
+                weight: 0,
                 kind: backend,
             }],
             multi: false,

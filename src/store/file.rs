@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::Stored;
+
+/// glance_store's `filesystem_store_chunk_size` default, which `/v2/info/stores/detail`
+/// reports for a file store.
+pub const CHUNK_SIZE: u64 = 64 << 10;
 use crate::cache::ImageId;
 use crate::digest::{Algorithm, BackgroundDigest};
 

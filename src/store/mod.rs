@@ -259,7 +259,7 @@ impl Upload {
 #[derive(Debug, Clone)]
 pub struct Stores {
     stores: Vec<Store>,
-    descriptions: Vec<Option<String>>,
+    configs: Vec<BackendConfig>,
     default: usize,
     multi: bool,
 }
@@ -296,11 +296,7 @@ impl Stores {
             })?;
         Ok(Self {
             stores,
-            descriptions: config
-                .backends
-                .iter()
-                .map(|b| b.description.clone())
-                .collect(),
+            configs: config.backends.clone(),
             default,
             multi: config.multi,
         })
@@ -316,6 +312,26 @@ impl Stores {
         self.stores.iter().find(|s| s.name() == name)
     }
 
+    /// The `weight` of store `name` (0 for a store not enabled).
+    pub fn weight(&self, name: &str) -> i64 {
+        self.configs
+            .iter()
+            .find(|b| b.name == name)
+            .map_or(0, |b| b.weight)
+    }
+
+    /// `names` in upstream's order of locations: heavier stores first, ties as given.
+    pub fn by_weight(&self, names: &[String]) -> Vec<String> {
+        let mut sorted = names.to_vec();
+        sorted.sort_by_key(|name| std::cmp::Reverse(self.weight(name)));
+        sorted
+    }
+
+    /// The enabled stores' names, in `enabled_backends`' order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.stores.iter().map(Store::name)
+    }
+
     /// Whether `enabled_backends` is set.
     pub fn multi(&self) -> bool {
         self.multi
@@ -325,13 +341,12 @@ impl Stores {
     pub fn info(&self) -> Option<Value> {
         self.multi.then(|| {
             let stores: Vec<Value> = self
-                .stores
+                .configs
                 .iter()
-                .zip(&self.descriptions)
                 .enumerate()
-                .map(|(n, (store, description))| {
-                    let mut entry = json!({"id": store.name()});
-                    if let Some(description) = description {
+                .map(|(n, backend)| {
+                    let mut entry = json!({"id": backend.name});
+                    if let Some(description) = &backend.description {
                         entry["description"] = json!(description);
                     }
                     if n == self.default {
@@ -342,6 +357,38 @@ impl Stores {
                 .collect();
             json!({ "stores": stores })
         })
+    }
+
+    /// `GET /v2/info/stores/detail`: each store with its type, its properties as
+    /// glance_store reports them, and its weight; None without `enabled_backends`.
+    pub fn detail(&self) -> Option<Value> {
+        let mut info = self.info()?;
+        if let Some(stores) = info["stores"].as_array_mut() {
+            for (entry, backend) in stores.iter_mut().zip(&self.configs) {
+                let (kind, properties) = match &backend.kind {
+                    BackendKind::File { dir } => (
+                        "file",
+                        json!({
+                            "data_dir": dir.display().to_string(),
+                            "chunk_size": file::CHUNK_SIZE,
+                            "thin_provisioning": false,
+                        }),
+                    ),
+                    BackendKind::S3(options) => (
+                        "s3",
+                        json!({
+                            "s3_store_large_object_size": options.large_object_size,
+                            "s3_store_large_object_chunk_size": options.chunk_size,
+                            "s3_store_thread_pools": options.thread_pools,
+                        }),
+                    ),
+                };
+                entry["type"] = json!(kind);
+                entry["properties"] = properties;
+                entry["weight"] = json!(backend.weight);
+            }
+        }
+        Some(info)
     }
 
     /// The store that reads `url`: the one its metadata names, else the first that

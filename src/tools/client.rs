@@ -132,18 +132,23 @@ impl ApiClient {
         if let Some((name, value)) = header {
             request = request.header(name, value);
         }
-        let request = request.body(()).map_err(|e| ClientError::Decode {
+        let invalid = |e: ureq::http::Error| ClientError::Decode {
             url: url.clone(),
             message: e.to_string(),
+        };
+        // A PUT, POST or DELETE says its body is empty (Content-Length: 0): upstream reads
+        // a request that has Transfer-Encoding as JSON, and an empty chunked body is
+        // "Malformed JSON" to it.
+        let sent = if matches!(method, "PUT" | "POST" | "DELETE") {
+            self.agent.run(request.body(&[][..]).map_err(invalid)?)
+        } else {
+            self.agent.run(request.body(()).map_err(invalid)?)
+        };
+        let mut response = sent.map_err(|e| ClientError::Transport {
+            method,
+            url: url.clone(),
+            source: Box::new(e),
         })?;
-        let mut response = self
-            .agent
-            .run(request)
-            .map_err(|e| ClientError::Transport {
-                method,
-                url: url.clone(),
-                source: Box::new(e),
-            })?;
         let status = response.status().as_u16();
         if status >= 400 {
             let body = response

@@ -9,6 +9,7 @@ pub mod process;
 pub mod proxy;
 pub mod schema;
 pub mod server;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 

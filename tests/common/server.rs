@@ -50,7 +50,7 @@ pub fn conf_with_database(
         ));
     }
     text.push_str(&format!(
-        "[glance_store]\ndefault_backend = default_backend\n[default_backend]\nfilesystem_store_datadir = {d}/images\n[database]\nconnection = {connection}\n[paste_deploy]\nflavor = {flavor}\nlimit_param_default = 3\n"
+        "[glance_store]\ndefault_backend = default_backend\n[default_backend]\nfilesystem_store_datadir = {d}/images\n[os_glance_staging_store]\nfilesystem_store_datadir = {d}/staging\n[database]\nconnection = {connection}\n[paste_deploy]\nflavor = {flavor}\nlimit_param_default = 3\n"
     ));
     text
 }

@@ -55,7 +55,8 @@ for impl in "${impl_list[@]}"; do
       args+=(--upstream-venv "${venv}")
       ;;
     ours)
-      cargo build --quiet --bin glance-api || fail "setup: cargo build --bin glance-api failed"
+      cargo build --quiet --bin glance-api --bin glance-cache-manage \
+        || fail "setup: cargo build --bin glance-api --bin glance-cache-manage failed"
       bin="${CARGO_TARGET_DIR:-${root}/target}/debug/glance-api"
       [[ -x "${bin}" ]] || fail "setup: no ${bin}"
       args+=(--ours "${bin}")

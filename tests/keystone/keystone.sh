@@ -36,7 +36,8 @@
 #   ALPHA_MEMBER_USER, ALPHA_MEMBER_PASSWORD, the same with BETA_,
 #   KEYSTONE_VENV (the venv: its bin/ holds openstack, glance and python).
 # Users and projects are all in domain Default. The uWSGI log is DIR/uwsgi.log,
-# its master's pid DIR/uwsgi.pid.
+# its master's pid DIR/uwsgi.pid. Environment: KEYSTONE_PROCESSES, the number
+# of uWSGI workers of a new DIR (default 2).
 set -euo pipefail
 # shellcheck source=tests/lib/daemons.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/../lib/daemons.sh"
@@ -54,7 +55,12 @@ readonly PINS=(
 readonly REGION="RegionOne"
 readonly START_TIMEOUT=90
 readonly STOP_TIMEOUT=30
-readonly PROCESSES=2
+# uWSGI worker processes (KEYSTONE_PROCESSES, read when DIR is new). Several
+# workers write the one SQLite catalogue concurrently and some of their writes
+# then fail (`database is locked`, answered with 500 or a dropped connection);
+# callers that make many users and projects at once (Tempest's dynamic
+# credentials) use 1.
+readonly PROCESSES="${KEYSTONE_PROCESSES:-2}"
 
 root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)"
 readonly VENV="${CARGO_TARGET_DIR:-${root}/target}/keystone-venv"
