@@ -126,6 +126,34 @@ pub async fn usage() -> Json<Value> {
     Json(json!({"usage": {}}))
 }
 
+/// The `locations` attribute of the image schema, as upstream's.
+fn locations_schema() -> Value {
+    json!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "url": {"type": "string", "maxLength": 255},
+                "metadata": {"type": "object"},
+                "validation_data": {
+                    "description": "Values to be used to populate the corresponding image properties. If the image status is not 'queued', values must exactly match those already contained in the image properties.",
+                    "type": "object",
+                    "writeOnly": true,
+                    "additionalProperties": false,
+                    "properties": {
+                        "checksum": {"type": "string", "minLength": 32, "maxLength": 32},
+                        "os_hash_algo": {"type": "string", "maxLength": 64},
+                        "os_hash_value": {"type": "string", "maxLength": 128},
+                    },
+                    "required": ["os_hash_algo", "os_hash_value"],
+                },
+            },
+            "required": ["url", "metadata"],
+        },
+        "description": "A set of URLs to access the image file kept in external store",
+    })
+}
+
 /// The image schema, as upstream publishes it (python-glanceclient validates with it).
 pub fn image_schema() -> Value {
     let nullable_enum = |values: &[&str]| {
@@ -161,6 +189,8 @@ pub fn image_schema() -> Value {
             "stores": {"type": "string", "readOnly": true, "description": "Store in which image data resides."},
             "min_ram": {"type": "integer", "description": "Amount of ram (in MB) required to boot image."},
             "min_disk": {"type": "integer", "description": "Amount of disk space (in GB) required to boot image."},
+            "direct_url": {"type": "string", "readOnly": true, "description": "URL to access the image file kept in external store"},
+            "locations": locations_schema(),
         },
         "additionalProperties": {"type": "string"},
         "links": [

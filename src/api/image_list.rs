@@ -83,7 +83,10 @@ pub async fn list(
         "schema": "/v2/schemas/images",
         "first": links.first(),
     });
-    if more && let Some(last) = images.last() {
+    // As upstream, a full page links to the next one, which may be empty.
+    if (more || images.len() == query.limit)
+        && let Some(last) = images.last()
+    {
         body["next"] = json!(links.next(&last.id.to_string()));
     }
     Ok(Json(body))

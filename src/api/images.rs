@@ -383,7 +383,8 @@ fn set_attribute(image: &mut Image, key: &str, value: Option<&Value>) -> Result<
 }
 
 /// POST /v2/images: 201 with the image, its address in `Location`, and, as upstream,
-/// the enabled stores in `OpenStack-image-store-ids`.
+/// the enabled import methods in `OpenStack-image-import-methods` and the enabled
+/// stores in `OpenStack-image-store-ids`.
 pub async fn create(
     State(state): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -398,6 +399,15 @@ pub async fn create(
         .unwrap_or("localhost");
     if let Ok(location) = HeaderValue::from_str(&format!("http://{host}/v2/images/{}", image.id)) {
         out.insert(header::LOCATION, location);
+    }
+    let methods = state.settings.import.methods.join(",");
+    if !methods.is_empty()
+        && let Ok(methods) = HeaderValue::from_str(&methods)
+    {
+        out.insert(
+            HeaderName::from_static("openstack-image-import-methods"),
+            methods,
+        );
     }
     if state.stores.multi() {
         let ids = state.stores.names().collect::<Vec<_>>().join(",");

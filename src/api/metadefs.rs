@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use super::access::{Caller, authorize, proposed_target};
@@ -143,10 +143,13 @@ fn object_json(ns: &str, o: &Child) -> Value {
     if let Some(d) = &o.description {
         view["description"] = json!(d);
     }
+    // As upstream, `required` is always there, empty when nothing is.
     let required = parse_json(o.required.as_deref());
-    if !required.is_null() {
-        view["required"] = required;
-    }
+    view["required"] = if required.is_null() {
+        json!([])
+    } else {
+        required
+    };
     let properties = parse_json(o.schema.as_deref());
     if properties.as_object().is_some_and(|p| !p.is_empty()) {
         view["properties"] = properties;
@@ -287,7 +290,7 @@ pub async fn create_namespace(
     State(state): State<Shared>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Json<Value>), ApiError> {
     let body = body_of(&body)?;
     let mut ns = Namespace {
         id: 0,
@@ -360,8 +363,15 @@ pub async fn create_namespace(
             ));
         }
     }
+    let mut headers = HeaderMap::new();
+    if let Ok(location) =
+        HeaderValue::from_str(&format!("/v2/metadefs/namespaces/{}", created.namespace))
+    {
+        headers.insert(header::LOCATION, location);
+    }
     Ok((
         StatusCode::CREATED,
+        headers,
         Json(namespace_detail(&state, &created).await?),
     ))
 }
@@ -542,7 +552,21 @@ fn child_json(kind: Kind, ns: &str, child: &Child) -> Value {
 fn child_of_body(kind: Kind, body: &Map<String, Value>) -> Result<Child, ApiError> {
     match kind {
         Kind::Object => object_of(body),
-        Kind::Property => property_of(body),
+        // Upstream keeps the name in the definition of a property made or changed
+        // through this API (not in those of a namespace's body or of a file), and
+        // lists it from there.
+        Kind::Property => {
+            let mut child = property_of(body)?;
+            if let Some(Value::Object(mut def)) = child
+                .schema
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            {
+                def.insert("name".to_owned(), json!(child.name));
+                child.schema = Some(Value::Object(def).to_string());
+            }
+            Ok(child)
+        }
         Kind::Tag => tag_of(body),
     }
 }
@@ -567,7 +591,10 @@ async fn list_children(
                 .collect();
             json!({"properties": map})
         }
-        Kind::Tag => json!({"tags": children.iter().map(tag_json).collect::<Vec<_>>()}),
+        // As upstream, a list of tags names them only; a tag alone has its times too.
+        Kind::Tag => {
+            json!({"tags": children.iter().map(|t| json!({"name": t.name})).collect::<Vec<_>>()})
+        }
     })
 }
 
@@ -596,10 +623,15 @@ async fn create_child(
         .child(kind, ns.id, &child.name)
         .await?
         .ok_or_else(|| ApiError::internal("the new definition is gone"))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(child_json(kind, &ns.namespace, &made)),
-    ))
+    let mut view = child_json(kind, &ns.namespace, &made);
+    // As upstream, a new object shows `required` only when its body gave it.
+    if kind == Kind::Object
+        && made.required.is_none()
+        && let Value::Object(map) = &mut view
+    {
+        map.remove("required");
+    }
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn show_child(
@@ -774,7 +806,7 @@ pub async fn create_property(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let property = property_of(&body_of(&body)?)?;
+    let property = child_of_body(Kind::Property, &body_of(&body)?)?;
     create_child(&state, &caller, Kind::Property, &name, property).await
 }
 

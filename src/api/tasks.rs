@@ -271,8 +271,25 @@ pub async fn of_image(
         .map_err(|_| ApiError::not_found(format!("No image found with ID {id}")))?;
     let tasks = state.db.image_tasks(id.as_str()).await?;
     Ok(Json(json!({
-        "tasks": tasks.iter().map(|t| task_json(t, true)).collect::<Vec<_>>(),
+        "tasks": tasks.iter().map(image_task_json).collect::<Vec<_>>(),
     })))
+}
+
+/// A task as upstream lists an image's tasks: its row's columns (live rows, so never
+/// deleted), with no links.
+fn image_task_json(task: &Task) -> Value {
+    let mut view = task_json(task, true);
+    if let Value::Object(map) = &mut view {
+        map.remove("self");
+        map.remove("schema");
+        map.insert("expires_at".to_owned(), json!(task.expires_at));
+        map.insert("deleted_at".to_owned(), Value::Null);
+        map.insert("deleted".to_owned(), json!(false));
+        for key in ["image_id", "request_id", "user_id"] {
+            map.entry(key).or_insert(Value::Null);
+        }
+    }
+    view
 }
 
 /// The task schema's properties; `full` with input, result and message.
@@ -311,12 +328,8 @@ pub async fn schema_tasks() -> Json<Value> {
         "properties": {
             "tasks": {"type": "array", "items": {"name": "task", "properties": task_properties(false)}},
             "schema": {"type": "string"},
-            "first": {"type": "string"},
-            "next": {"type": "string"},
         },
         "links": [
-            {"rel": "first", "href": "{first}"},
-            {"rel": "next", "href": "{next}"},
             {"rel": "describedby", "href": "{schema}"},
         ],
     }))
