@@ -39,9 +39,9 @@ async fn versions_healthcheck_and_schemas() {
         .iter()
         .map(|v| v["id"].as_str().unwrap_or("").to_owned())
         .collect();
-    // 2.17 and 2.18 need the location API, which is not served.
-    assert_eq!(ids.first().map(String::as_str), Some("v2.16"));
-    assert!(!ids.contains(&"v2.17".to_owned()) && !ids.contains(&"v2.18".to_owned()));
+    // 2.17 is the location API; 2.18 is not served.
+    assert_eq!(ids.first().map(String::as_str), Some("v2.17"));
+    assert!(ids.contains(&"v2.16".to_owned()) && !ids.contains(&"v2.18".to_owned()));
     assert_eq!(versions.json()["versions"][0]["status"], json!("CURRENT"));
     assert!(ids.contains(&"v2.14".to_owned()) && ids.contains(&"v2.0".to_owned()));
     assert_eq!(

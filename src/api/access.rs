@@ -79,6 +79,13 @@ impl Caller {
         self.is_admin
     }
 
+    /// Whether the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.context
+            .as_deref()
+            .is_some_and(|c| c.roles.iter().any(|r| r.eq_ignore_ascii_case(role)))
+    }
+
     fn credentials(&self) -> Credentials<'_> {
         let context = self.context.as_deref();
         Credentials {

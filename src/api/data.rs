@@ -101,9 +101,15 @@ fn target_store(state: &Shared, headers: &HeaderMap) -> Result<Store, ApiError> 
     match named {
         None => Ok(state.stores.default_store().clone()),
         Some(name) => {
-            state.stores.named(name).cloned().ok_or_else(|| {
+            let store = state.stores.named(name).cloned().ok_or_else(|| {
                 ApiError::bad_request(format!("Unknown scheme '{name}' found in URI"))
-            })
+            })?;
+            if !store.writable() {
+                return Err(ApiError::bad_request(format!(
+                    "Store {name} is read-only: X-Image-Meta-Store must name a store that takes data"
+                )));
+            }
+            Ok(store)
         }
     }
 }

@@ -13,16 +13,15 @@ use super::error::ApiError;
 use super::images::{CONTAINER_FORMATS, DISK_FORMATS};
 use super::state::AppState;
 
-/// The Image API versions served, newest first, in upstream's choice of them: the cache
-/// API's (2.14, 2.16) with the cache, the multi-store ones (2.8, 2.10 to 2.13) with
-/// `enabled_backends`. Upstream's 2.17 (the location API, POST /v2/images/{id}/locations)
-/// and 2.18, which includes it, are not served, so not listed: clients that need them
-/// (Tempest's location tests among them) see so and skip.
+/// The Image API versions served, newest first, in upstream's choice of them: the
+/// location API's (2.17), the cache API's (2.14, 2.16) with the cache, the multi-store
+/// ones (2.8, 2.10 to 2.13) with `enabled_backends`. Upstream's 2.18 is not served, so
+/// not listed.
 fn served(cache: bool, multi: bool) -> Vec<&'static str> {
     let mut ids = if cache {
-        vec!["2.16", "2.15", "2.14"]
+        vec!["2.17", "2.16", "2.15", "2.14"]
     } else {
-        vec!["2.15"]
+        vec!["2.17", "2.15"]
     };
     if multi {
         ids.extend(["2.13", "2.12", "2.11", "2.10", "2.9", "2.8"]);

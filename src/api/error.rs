@@ -103,6 +103,7 @@ impl From<StoreError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             StoreError::Remote { .. } => StatusCode::BAD_GATEWAY,
+            StoreError::ReadOnly { .. } => StatusCode::BAD_REQUEST,
             _ => return Self::internal(e),
         };
         Self {

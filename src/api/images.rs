@@ -16,6 +16,7 @@ use super::access::{
 };
 use super::data::image_to_check;
 use super::error::ApiError;
+use super::image_locations;
 use super::state::{AppState, blocking};
 use crate::cache::ImageId;
 use crate::db::{Image, StoreRemoval, now};
@@ -244,6 +245,24 @@ pub fn image_json(state: &AppState, image: &Image) -> Value {
         if !image.stores.is_empty() {
             let stores = state.stores.by_weight(&image.stores);
             map.insert("stores".to_owned(), json!(stores.join(",")));
+        }
+        if state.settings.show_multiple_locations {
+            let locations: Vec<Value> = image
+                .locations
+                .iter()
+                .map(|l| json!({"url": l.url, "metadata": l.metadata}))
+                .collect();
+            map.insert("locations".to_owned(), json!(locations));
+        }
+        // As upstream, the first location by store weight (ties: the oldest first).
+        if state.settings.show_image_direct_url
+            // max_by_key keeps the last of equal keys: reversed, that is the oldest.
+            && let Some(first) = image.locations.iter().rev().max_by_key(|l| {
+                let store = l.metadata.get("store").and_then(Value::as_str);
+                store.map_or(0, |s| state.stores.weight(s))
+            })
+        {
+            map.insert("direct_url".to_owned(), json!(first.url));
         }
         for (k, val) in &image.properties {
             if !HIDDEN.contains(&k.as_str()) {
@@ -544,6 +563,16 @@ enum Change {
     Remove,
 }
 
+impl Change {
+    fn name(self) -> &'static str {
+        match self {
+            Change::Add => "add",
+            Change::Replace => "replace",
+            Change::Remove => "remove",
+        }
+    }
+}
+
 /// The JSON patch media types (upstream's, with the JSON Schema draft each follows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PatchType {
@@ -681,10 +710,17 @@ fn decode_pointer(path: &str) -> Result<String, ApiError> {
             ));
         }
     }
-    if key.is_empty() || key.contains('/') {
+    // `locations/N` and `locations/-` are the one deeper path (image_locations).
+    let deeper = key
+        .split_once('/')
+        .is_some_and(|(root, rest)| root == "locations" && !rest.contains('/'));
+    if key.is_empty() || (key.contains('/') && !deeper) {
         return Err(ApiError::bad_request(format!(
             "Invalid JSON pointer for this resource: '{path}'"
         )));
+    }
+    if deeper {
+        return Ok(key.to_owned());
     }
     Ok(key.replace("~1", "/").replace("~0", "~"))
 }
@@ -697,6 +733,8 @@ fn apply(
     caller: &Caller,
     image: &mut Image,
     ops: &[PatchOp],
+    locations: &Checked,
+    removed: &mut Vec<crate::db::Location>,
 ) -> Result<(), ApiError> {
     for PatchOp {
         op,
@@ -706,6 +744,23 @@ fn apply(
     } in ops
     {
         let key = key.as_str();
+        if let Some(location_op) = image_locations::parse(op.name(), key, value.as_ref())? {
+            authorize_image(state, caller, "modify_image", image)?;
+            let rule = match location_op {
+                image_locations::LocationOp::Remove(_) => "delete_image_location",
+                _ => "set_image_location",
+            };
+            authorize_image(state, caller, rule, image)?;
+            image_locations::apply(
+                state,
+                image,
+                &location_op,
+                &locations.urls,
+                locations.size,
+                removed,
+            )?;
+            continue;
+        }
         if key == "owner" && *op != Change::Remove && !caller.is_admin() {
             return Err(forbidden("Owner can't be updated by non admin.".to_owned()));
         }
@@ -772,8 +827,48 @@ async fn update_with(
         return Ok(Json(image_json(&state, &image)));
     }
     visible_to(&state, &caller, &raw, "get_image").await?;
-    let image = edit(&state, &raw, |image| apply(&state, &caller, image, &ops)).await?;
+    // New location URLs are checked (over the network) before the row is locked.
+    let location_ops = ops
+        .iter()
+        .filter_map(|o| image_locations::parse(o.op.name(), &o.key, o.value.as_ref()).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let locations = if location_ops.is_empty() {
+        Checked::default()
+    } else {
+        let seen = image_for(&state, &caller, &raw, "get_image").await?;
+        let (urls, size) = image_locations::check_new(&state, &seen, &location_ops).await?;
+        Checked { urls, size }
+    };
+    let mut removed = Vec::new();
+    let image = edit(&state, &raw, |image| {
+        apply(&state, &caller, image, &ops, &locations, &mut removed)
+    })
+    .await?;
+    // As upstream, a removed location's data goes (an http store's stays where it is).
+    for location in removed {
+        let store = location
+            .metadata
+            .get("store")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let stores = state.stores.clone();
+        let url = location.url.clone();
+        match blocking(move || Ok(stores.delete(&url, store.as_deref()))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(image = %image.id, error = %e, "the removed location's data stays"),
+            Err(e) => {
+                warn!(image = %image.id, error = %e.message, "the removed location's data stays")
+            }
+        }
+    }
     Ok(Json(image_json(&state, &image)))
+}
+
+/// The new location URLs of a patch that passed their checks, and the size they report.
+#[derive(Debug, Default)]
+struct Checked {
+    urls: std::collections::BTreeSet<String>,
+    size: Option<u64>,
 }
 
 /// Changes image `raw` with `change`, applied under the image's row lock to the image as

@@ -37,7 +37,7 @@ use super::images::path_id;
 use super::request_id::RequestId;
 use super::state::AppState;
 use crate::cache::ImageId;
-use crate::db::{Activation, IMPORT_LOCK, Image, Task, now};
+use crate::db::{Activation, IMPORT_LOCK, Image};
 use crate::store::Store;
 
 type Shared = Arc<AppState>;
@@ -295,7 +295,13 @@ fn stores_of(
     all_stores: bool,
 ) -> Result<Vec<String>, ApiError> {
     if all_stores {
-        return Ok(state.stores.names().map(str::to_owned).collect());
+        // As upstream, read-only (http) stores are not among "all".
+        return Ok(state
+            .stores
+            .names()
+            .filter(|name| state.stores.named(name).is_some_and(|s| s.writable()))
+            .map(str::to_owned)
+            .collect());
     }
     match fields.get("stores") {
         None | Some(Value::Null) => Ok(vec![state.stores.default_store().name().to_owned()]),
@@ -428,28 +434,14 @@ pub async fn import(
     } else {
         "queued"
     };
-    let task = Task {
-        id: ImageId::random().to_string(),
-        kind: "api_image_import".to_owned(),
-        status: "pending".to_owned(),
-        owner: caller
-            .project()
-            .map(str::to_owned)
-            .or_else(|| image.owner.clone())
-            .unwrap_or_default(),
-        expires_at: None,
-        created_at: now(),
-        updated_at: now(),
-        image_id: Some(id.to_string()),
-        request_id: request_id.map(|Extension(RequestId(r))| r),
-        user_id: caller.user_id().map(str::to_owned),
-        input: Some(
-            json!({"image_id": id.to_string(), "import_req": request.body, "backend": request.stores})
-                .to_string(),
-        ),
-        result: None,
-        message: String::new(),
-    };
+    let task = super::tasks::image_task(
+        "api_image_import",
+        "pending",
+        &caller,
+        &image,
+        request_id.map(|Extension(RequestId(r))| r),
+        &json!({"image_id": id.to_string(), "import_req": request.body, "backend": request.stores}),
+    );
     state.db.insert_task(&task).await?;
     let claimed = if copy {
         state.db.lock_copy(&id, &task.id).await?

@@ -17,7 +17,8 @@ use super::fill::Fills;
 use super::settings::ApiSettings;
 use super::state::{AppState, DbCatalog};
 use super::{
-    access, connection, data, discovery, image_actions, image_list, images, import, members, tasks,
+    access, connection, data, discovery, image_actions, image_list, images, import, location_api,
+    members, tasks,
 };
 use crate::cache::{Cache, CacheError, CentralDb, DriverKind, ImageId};
 use crate::conf::{CacheOptions, ConfError};
@@ -136,6 +137,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/images/{id}/stage", put(import::stage))
         .route("/v2/images/{id}/import", post(import::import))
         .route("/v2/images/{id}/tasks", get(tasks::of_image))
+        .route(
+            "/v2/images/{id}/locations",
+            get(location_api::list).post(location_api::add),
+        )
         .route("/v2/tasks", get(tasks::list).post(tasks::create))
         .route(
             "/v2/stores/{store}/{id}",

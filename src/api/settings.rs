@@ -173,6 +173,12 @@ pub struct ApiSettings {
     pub graceful_shutdown_timeout: Option<Duration>,
     /// Interoperable image import.
     pub import: ImportSettings,
+    /// `show_multiple_locations`: images show their `locations`.
+    pub show_multiple_locations: bool,
+    /// `show_image_direct_url`: images show their first location as `direct_url`.
+    pub show_image_direct_url: bool,
+    /// `do_secure_hash`: the location API hashes a new location's data.
+    pub do_secure_hash: bool,
 }
 
 impl ApiSettings {
@@ -233,6 +239,17 @@ impl ApiSettings {
             image_property_quota: quota(config, "image_property_quota")?,
             image_tag_quota: quota(config, "image_tag_quota")?,
             image_location_quota: quota(config, "image_location_quota")?,
+            show_multiple_locations: config.get_bool(
+                DEFAULT_SECTION,
+                "show_multiple_locations",
+                false,
+            )?,
+            show_image_direct_url: config.get_bool(
+                DEFAULT_SECTION,
+                "show_image_direct_url",
+                false,
+            )?,
+            do_secure_hash: config.get_bool(DEFAULT_SECTION, "do_secure_hash", true)?,
             client_socket_timeout: timeout(
                 config,
                 CLIENT_SOCKET_TIMEOUT,

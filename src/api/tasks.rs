@@ -65,6 +65,37 @@ fn task_json(task: &Task, full: bool) -> Value {
     view
 }
 
+/// A new task of `kind` on `image`, made by `caller`'s request `request_id` with `input`:
+/// owned by the caller's project (else the image's owner), as upstream's task factory.
+pub(super) fn image_task(
+    kind: &str,
+    status: &str,
+    caller: &Caller,
+    image: &crate::db::Image,
+    request_id: Option<String>,
+    input: &Value,
+) -> Task {
+    Task {
+        id: crate::cache::ImageId::random().to_string(),
+        kind: kind.to_owned(),
+        status: status.to_owned(),
+        owner: caller
+            .project()
+            .map(str::to_owned)
+            .or_else(|| image.owner.clone())
+            .unwrap_or_default(),
+        expires_at: None,
+        created_at: crate::db::now(),
+        updated_at: crate::db::now(),
+        image_id: Some(image.id.to_string()),
+        request_id,
+        user_id: caller.user_id().map(str::to_owned),
+        input: Some(input.to_string()),
+        result: None,
+        message: String::new(),
+    }
+}
+
 /// `tasks_api_access`, then `rule`.
 fn access(state: &AppState, caller: &Caller, rule: &str) -> Result<(), ApiError> {
     let target = proposed_target(caller.project(), None);

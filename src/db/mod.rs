@@ -205,6 +205,17 @@ pub struct Image {
     pub properties: BTreeMap<String, String>,
     /// The stores holding the data (from the locations' `store`).
     pub stores: Vec<String>,
+    /// The live locations, oldest first.
+    pub locations: Vec<Location>,
+}
+
+/// One row of `image_locations`, as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    /// Where the data is (`value`).
+    pub url: String,
+    /// `meta_data`, a JSON object (`{"store": "…"}` for data glance wrote).
+    pub metadata: serde_json::Value,
 }
 
 impl Image {
@@ -232,6 +243,7 @@ impl Image {
             tags: BTreeSet::new(),
             properties: BTreeMap::new(),
             stores: Vec::new(),
+            locations: Vec::new(),
         }
     }
 }

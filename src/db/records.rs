@@ -12,7 +12,7 @@ use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
 use super::url::Backend;
 
 use super::query::Value;
-use super::{Db, DbError, Image, ListQuery, db_time, db_time_ago, now};
+use super::{Db, DbError, Image, ListQuery, Location, db_time, db_time_ago, now};
 use crate::cache::ImageId;
 
 /// The property that holds the lease of an upload in progress (see [`Db::claim_upload`]).
@@ -236,26 +236,31 @@ impl Db {
                 images[n].properties.insert(text(&row, 1)?, value);
             }
         }
-        if images.iter().any(|i| i.status == "active") {
-            let locations_sql = d.sql(&format!(
-                "SELECT image_id, meta_data FROM image_locations WHERE deleted = false AND status = 'active' AND image_id IN ({marks}) ORDER BY id"
-            ));
-            for row in bind_all(statement(locations_sql), &ids)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| self.error(e))?
+        let locations_sql = d.sql(&format!(
+            "SELECT image_id, value, meta_data FROM image_locations WHERE deleted = false AND status = 'active' AND image_id IN ({marks}) ORDER BY id"
+        ));
+        for row in bind_all(statement(locations_sql), &ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| self.error(e))?
+        {
+            let Some(&n) = index.get(&text(&row, 0)?) else {
+                continue;
+            };
+            let meta = opt_text(&row, 2)?.unwrap_or_default();
+            let metadata = serde_json::from_str::<serde_json::Value>(&meta)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            if let Some(store) = metadata.get("store").and_then(|s| s.as_str())
+                && !images[n].stores.iter().any(|s| s == store)
             {
-                let image = text(&row, 0)?;
-                let meta = opt_text(&row, 1)?.unwrap_or_default();
-                let store = serde_json::from_str::<serde_json::Value>(&meta)
-                    .ok()
-                    .and_then(|m| m.get("store").and_then(|s| s.as_str()).map(str::to_owned));
-                if let (Some(&n), Some(store)) = (index.get(&image), store)
-                    && !images[n].stores.contains(&store)
-                {
-                    images[n].stores.push(store);
-                }
+                images[n].stores.push(store.to_owned());
             }
+            images[n].locations.push(Location {
+                url: opt_text(&row, 1)?.unwrap_or_default(),
+                metadata,
+            });
         }
         Ok(())
     }
@@ -404,6 +409,18 @@ impl Db {
             &new.container_format,
         );
         text("owner", &old.owner, &new.owner);
+        // What a location with validation data fills in on a queued image.
+        text("checksum", &old.checksum, &new.checksum);
+        text("os_hash_algo", &old.os_hash_algo, &new.os_hash_algo);
+        text("os_hash_value", &old.os_hash_value, &new.os_hash_value);
+        if old.status != new.status {
+            sets.push("status = ?".to_owned());
+            values.push(Value::Text(new.status.clone()));
+        }
+        if old.size != new.size {
+            sets.push("size = ?".to_owned());
+            values.push(new.size.map_or(Value::Null, Value::Int));
+        }
         if old.visibility != new.visibility {
             sets.push(format!("visibility = {}", d.visibility()));
             values.push(Value::Text(new.visibility.clone()));
@@ -483,8 +500,62 @@ impl Db {
         }
         self.add_rows(&mut tx, Child::Properties, &new.id, &added, &now)
             .await?;
+        self.save_locations(&mut tx, &old, new, &now).await?;
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
+    }
+
+    /// Writes what changed in an image's locations, by URL: rows of removed URLs
+    /// soft-deleted, new ones inserted, and changed metadata rewritten.
+    async fn save_locations(
+        &self,
+        conn: &mut AnyConnection,
+        old: &Image,
+        new: &Image,
+        now: &str,
+    ) -> Result<(), DbError> {
+        let d = self.dialect();
+        for gone in old
+            .locations
+            .iter()
+            .filter(|o| !new.locations.iter().any(|n| n.url == o.url))
+        {
+            statement(d.sql(&format!(
+                "UPDATE image_locations SET deleted = true, deleted_at = {ts}, updated_at = {ts}, status = 'deleted' WHERE image_id = ? AND value = ? AND deleted = false",
+                ts = d.ts()
+            )))
+            .bind(now)
+            .bind(now)
+            .bind(new.id.as_str())
+            .bind(gone.url.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        }
+        for location in &new.locations {
+            let meta = location.metadata.to_string();
+            match old.locations.iter().find(|o| o.url == location.url) {
+                Some(o) if o.metadata == location.metadata => {}
+                Some(_) => {
+                    statement(d.sql(&format!(
+                        "UPDATE image_locations SET meta_data = ?, updated_at = {} WHERE image_id = ? AND value = ? AND deleted = false",
+                        d.ts()
+                    )))
+                    .bind(meta.as_str())
+                    .bind(now)
+                    .bind(new.id.as_str())
+                    .bind(location.url.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                }
+                None => {
+                    self.insert_location_meta(conn, &new.id, &location.url, &meta, now)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Soft-deletes the live tag rows (`Child::Tags`, by value) or property rows (by
@@ -756,8 +827,20 @@ impl Db {
         store: &str,
         now: &str,
     ) -> Result<(), DbError> {
+        self.insert_location_meta(conn, id, url, &location_meta(store), now)
+            .await
+    }
+
+    /// One location row of image `id` with the metadata `meta` (JSON text).
+    async fn insert_location_meta(
+        &self,
+        conn: &mut AnyConnection,
+        id: &ImageId,
+        url: &str,
+        meta: &str,
+        now: &str,
+    ) -> Result<(), DbError> {
         let d = self.dialect();
-        let meta = location_meta(store);
         statement(d.sql(&format!(
             "INSERT INTO image_locations (image_id, value, created_at, updated_at, deleted, meta_data, status) VALUES (?, ?, {ts}, {ts}, false, ?, 'active')",
             ts = d.ts()
@@ -766,7 +849,7 @@ impl Db {
         .bind(url)
         .bind(now)
         .bind(now)
-        .bind(meta.as_str())
+        .bind(meta)
         .execute(&mut *conn)
         .await
         .map_err(|e| self.error(e))?;
@@ -1329,5 +1412,6 @@ fn image_of(row: &AnyRow) -> Result<Image, DbError> {
         tags: BTreeSet::new(),
         properties: BTreeMap::new(),
         stores: Vec::new(),
+        locations: Vec::new(),
     })
 }

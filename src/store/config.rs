@@ -47,6 +47,8 @@ pub enum BackendKind {
     },
     /// glance_store's `s3` store.
     S3(Box<S3Options>),
+    /// glance_store's read-only `http` store: it reads http(s) locations.
+    Http,
 }
 
 /// `s3_store_bucket_url_format`.
@@ -258,7 +260,7 @@ impl StoreConfig {
                     DEFAULT_SECTION,
                     "enabled_backends",
                     &format!(
-                        "backend {name:?} has store type {kind:?}; this glance-api provides file and s3"
+                        "backend {name:?} has store type {kind:?}; this glance-api provides file, s3 and http (read-only)"
                     ),
                 )
             })??;
@@ -290,12 +292,22 @@ impl StoreConfig {
                 key: "default_backend".to_owned(),
                 why: "enabled_backends is set, so one of its names must be the default".to_owned(),
             })?;
-        if !backends.iter().any(|b| b.name == default) {
-            return Err(config.invalid(
-                "glance_store",
-                "default_backend",
-                "must be one of the names in [DEFAULT] enabled_backends",
-            ));
+        match backends.iter().find(|b| b.name == default) {
+            None => {
+                return Err(config.invalid(
+                    "glance_store",
+                    "default_backend",
+                    "must be one of the names in [DEFAULT] enabled_backends",
+                ));
+            }
+            Some(b) if b.kind == BackendKind::Http => {
+                return Err(config.invalid(
+                    "glance_store",
+                    "default_backend",
+                    "names an http store, which is read-only: new images need a file or s3 store",
+                ));
+            }
+            Some(_) => {}
         }
         Ok(Self {
             default: default.to_owned(),
@@ -308,13 +320,15 @@ impl StoreConfig {
         let kind = config
             .get_str("glance_store", "default_store", "file")
             .trim();
-        let backend = backend_kind(config, "glance_store", kind).ok_or_else(|| {
-            config.invalid(
-                "glance_store",
-                "default_store",
-                "this glance-api provides the file and s3 stores",
-            )
-        })??;
+        let backend = backend_kind(config, "glance_store", kind)
+            .filter(|b| !matches!(b, Ok(BackendKind::Http)))
+            .ok_or_else(|| {
+                config.invalid(
+                    "glance_store",
+                    "default_store",
+                    "new images need the file or the s3 store",
+                )
+            })??;
         Ok(Self {
             default: kind.to_owned(),
             backends: vec![BackendConfig {
@@ -337,7 +351,7 @@ impl StoreConfig {
     pub fn legacy_store(&self) -> FileStore {
         let file = |b: &BackendConfig| match &b.kind {
             BackendKind::File { dir } => Some(FileStore::new(dir, &b.name)),
-            BackendKind::S3(_) => None,
+            BackendKind::S3(_) | BackendKind::Http => None,
         };
         self.default_backend()
             .and_then(file)
@@ -393,6 +407,7 @@ fn backend_kind(
             S3Options::from_config(config, section)
                 .map(|options| BackendKind::S3(Box::new(options))),
         ),
+        "http" => Some(Ok(BackendKind::Http)),
         _ => None,
     }
 }

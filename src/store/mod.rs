@@ -1,9 +1,11 @@
-//! Image data stores: glance_store's `file` and `s3` drivers, one or several at once
-//! (`enabled_backends`). [`config`] reads their options, [`file`] and [`s3`] are the
-//! drivers, and [`Stores`] picks one by name or by an image's location.
+//! Image data stores: glance_store's `file`, `s3` and read-only `http` drivers, one or
+//! several at once (`enabled_backends`). [`config`] reads their options, [`file`], [`s3`]
+//! and [`http`] are the drivers, and [`Stores`] picks one by name or by an image's
+//! location.
 
 pub mod config;
 pub mod file;
+pub mod http;
 pub mod s3;
 
 use std::fs::File;
@@ -16,6 +18,7 @@ use tokio::runtime::Handle;
 
 pub use config::{BackendConfig, BackendKind, S3Options, StoreConfig};
 pub use file::FileStore;
+pub use http::HttpStore;
 pub use s3::S3Store;
 
 use crate::cache::ImageId;
@@ -88,6 +91,12 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// The store takes no data (an `http` store).
+    #[error("store {store:?} is read-only")]
+    ReadOnly {
+        /// The store's name.
+        store: String,
+    },
     /// No configured store reads a location.
     #[error("no configured store reads the location {url} (store {store:?})")]
     NoStore {
@@ -118,6 +127,8 @@ pub enum Store {
     File(FileStore),
     /// An S3 bucket.
     S3(S3Store),
+    /// Data at http(s) URLs, read-only.
+    Http(HttpStore),
 }
 
 /// An upload in progress to one store.
@@ -137,15 +148,22 @@ impl Store {
         match self {
             Store::File(store) => store.backend(),
             Store::S3(store) => store.name(),
+            Store::Http(store) => store.name(),
         }
     }
 
-    /// The location an image's data gets in this store.
+    /// The location an image's data gets in this store (none in a read-only store).
     pub fn location(&self, id: &ImageId) -> String {
         match self {
             Store::File(store) => store.location(id),
             Store::S3(store) => store.location(id.as_str()),
+            Store::Http(_) => String::new(),
         }
+    }
+
+    /// Whether it takes data.
+    pub fn writable(&self) -> bool {
+        !matches!(self, Store::Http(_))
     }
 
     /// Starts storing image `id`, of `size` bytes when the client said so.
@@ -158,6 +176,9 @@ impl Store {
             Store::S3(store) => store
                 .begin_upload(id.as_str(), size)
                 .map(|upload| Upload::S3(Box::new(upload))),
+            Store::Http(store) => Err(StoreError::ReadOnly {
+                store: store.name().to_owned(),
+            }),
         }
     }
 
@@ -173,6 +194,7 @@ impl Store {
         match self {
             Store::File(_) => FileStore::parse_location(url).is_some(),
             Store::S3(_) => S3Store::parse_location(url).is_some(),
+            Store::Http(_) => HttpStore::reads(url),
         }
     }
 
@@ -190,6 +212,7 @@ impl Store {
                     S3Store::parse_location(url).ok_or_else(|| no_store(url, None))?;
                 Ok(Box::new(store.open(&bucket, &key, span)?))
             }
+            Store::Http(store) => Ok(Box::new(store.open(url, span).map_err(|e| self.io(e))?)),
         }
     }
 
@@ -199,6 +222,7 @@ impl Store {
         match self {
             Store::File(store) => store.remove_partial(id).map(drop).map_err(|e| self.io(e)),
             Store::S3(store) => store.abort_partial(id.as_str()),
+            Store::Http(_) => Ok(()),
         }
     }
 
@@ -213,6 +237,8 @@ impl Store {
                     S3Store::parse_location(url).ok_or_else(|| no_store(url, None))?;
                 store.delete(&bucket, &key)
             }
+            // As upstream's http store: the data is not glance's to delete.
+            Store::Http(_) => Ok(()),
         }
     }
 }
@@ -285,6 +311,7 @@ impl Stores {
                 BackendKind::S3(options) => {
                     Store::S3(S3Store::new(&backend.name, options, runtime.clone())?)
                 }
+                BackendKind::Http => Store::Http(HttpStore::new(&backend.name)),
             });
         }
         let default = stores
@@ -305,6 +332,14 @@ impl Stores {
     /// The store new images go to.
     pub fn default_store(&self) -> &Store {
         &self.stores[self.default]
+    }
+
+    /// The first enabled `http` store, which reads http(s) locations.
+    pub fn http_store(&self) -> Option<&HttpStore> {
+        self.stores.iter().find_map(|s| match s {
+            Store::Http(store) => Some(store),
+            _ => None,
+        })
     }
 
     /// The store called `name`.
@@ -352,6 +387,9 @@ impl Stores {
                     if n == self.default {
                         entry["default"] = json!("true");
                     }
+                    if backend.kind == BackendKind::Http {
+                        entry["read-only"] = json!("true");
+                    }
                     entry
                 })
                 .collect();
@@ -382,6 +420,7 @@ impl Stores {
                             "s3_store_thread_pools": options.thread_pools,
                         }),
                     ),
+                    BackendKind::Http => ("http", json!({})),
                 };
                 entry["type"] = json!(kind);
                 entry["properties"] = properties;
