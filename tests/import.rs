@@ -614,3 +614,58 @@ async fn the_older_import_task_downloads_into_a_new_image() {
     );
     assert_eq!(shown["checksum"], md5_hex(&bytes).as_str());
 }
+
+/// Two replicas on one catalogue and one store, each with its own staging directory and
+/// its own `worker_self_reference_url`: an import through the replica that did not stage
+/// the data is sent to the one that did, as upstream's os_glance_stage_host proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn glance_direct_through_another_replica_goes_to_the_stage_host() {
+    let dir = Arc::new(tempfile::tempdir().expect("tmp"));
+    let connection = common::db::fresh_catalogue(dir.path()).await;
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let staging = dir.path().join(format!("staging-{name}"));
+        let text = conf_with_database(dir.path(), 0, None, "", &connection)
+            .replace(
+                "[DEFAULT]\n",
+                &format!("[DEFAULT]\nworker_self_reference_url = http://127.0.0.1:{port}\n"),
+            )
+            .replace(
+                &format!("{}/staging", dir.path().display()),
+                &staging.display().to_string(),
+            );
+        servers.push(
+            common::server::start_listening(listener, dir.clone(), connection.clone(), &text).await,
+        );
+    }
+    let (a, b) = (servers[0].addr, servers[1].addr);
+    let bytes = data(300_000, 4);
+    let id = new_image(a).await;
+    stage(a, &id, &bytes).await;
+    assert!(
+        !dir.path().join("staging-b").join(&id).exists(),
+        "staged on a only"
+    );
+    // The stage host is upstream's hidden property: not shown.
+    assert!(image(b, &id).await.get("os_glance_stage_host").is_none());
+    let r = import(b, &id, json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(r.status, 202, "{}", text(&r));
+    let done = settled(b, &id).await;
+    assert_eq!(done["status"], "active", "{done}");
+    assert_eq!(done["checksum"], md5_hex(&bytes).as_str());
+    let got = call(b, "GET", &format!("/v2/images/{id}/file"), &[], Vec::new()).await;
+    assert!(got.body == bytes, "the staged bytes");
+
+    // A stage host that is gone: 504, and the image stays staged.
+    let id = new_image(a).await;
+    stage(a, &id, &bytes).await;
+    drop(servers.remove(0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = import(b, &id, json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(r.status, 504, "{}", text(&r));
+    assert_eq!(image(b, &id).await["status"], "uploading");
+}

@@ -37,7 +37,7 @@ use super::images::path_id;
 use super::request_id::RequestId;
 use super::state::AppState;
 use crate::cache::ImageId;
-use crate::db::{Activation, IMPORT_LOCK, Image};
+use crate::db::{Activation, IMPORT_LOCK, Image, now};
 use crate::store::Store;
 
 type Shared = Arc<AppState>;
@@ -170,6 +170,7 @@ async fn finish_stage(
         Ok(n) => {
             let size = i64::try_from(n).unwrap_or(i64::MAX);
             if state.db.set_staged_size(id, size).await? {
+                record_stage_host(state, id).await?;
                 return Ok(StatusCode::NO_CONTENT);
             }
             ApiError::not_found(format!("No image found with ID {id}"))
@@ -179,6 +180,75 @@ async fn finish_stage(
     let _ = fs::remove_file(&path);
     let _ = state.db.transition(id, &["uploading"], "queued").await;
     Err(failure)
+}
+
+/// As upstream, `os_glance_stage_host` names the replica that holds the staged data
+/// (when it knows its own URL), so that an import through another one is sent there.
+async fn record_stage_host(state: &AppState, id: &ImageId) -> Result<(), ApiError> {
+    let Some(url) = &state.settings.self_url else {
+        return Ok(());
+    };
+    let Some(edit) = state.db.edit(id).await? else {
+        return Ok(());
+    };
+    let mut image = edit.image.clone();
+    image.properties.insert(STAGE_HOST.to_owned(), url.clone());
+    image.updated_at = now();
+    state.db.save(edit, &image).await?;
+    Ok(())
+}
+
+/// Sends a glance-direct import to the replica that staged the data, with the caller's
+/// token, as upstream's `_proxy_request_to_host`: its error status comes back as it is;
+/// a replica that cannot be reached is 504, any other failure to ask it 502.
+async fn import_on(
+    host: &str,
+    id: &ImageId,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let url = format!("{host}/v2/images/{id}/import");
+    info!(image = %id, host, "proxying the import to the replica that staged the data");
+    let token = headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answer = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut request = agent.post(&url).header("Content-Type", "application/json");
+        if let Some(token) = &token {
+            request = request.header("X-Auth-Token", token);
+        }
+        request.send(&body[..]).map(|r| r.status().as_u16())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match answer {
+        Ok(code) if (200..300).contains(&code) => Ok(StatusCode::ACCEPTED),
+        Ok(code) => Err(ApiError {
+            status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            message: format!("The replica that staged the data answered {code}"),
+        }),
+        // As upstream: a replica that cannot be reached (refused, unresolved, timed out).
+        Err(
+            ureq::Error::ConnectionFailed
+            | ureq::Error::Timeout(_)
+            | ureq::Error::HostNotFound
+            | ureq::Error::Io(_),
+        ) => Err(ApiError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            message: "Stage host is unavailable".to_owned(),
+        }),
+        Err(e) => Err(ApiError {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("Stage host is unavailable: {e}"),
+        }),
+    }
 }
 
 fn too_large(cap: u64) -> ApiError {
@@ -391,11 +461,23 @@ pub async fn import(
     Extension(caller): Extension<Caller>,
     request_id: Option<Extension<RequestId>>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let mut request = parse_request(&state, &body)?;
     let id = path_id(&raw)?;
     let image = image_to_check(&state, &caller, &id).await?;
+    if request.method == "glance-direct" {
+        permit(&state, &caller, "modify_image", &image).await?;
+        let stage_host = state
+            .db
+            .get(&id)
+            .await?
+            .and_then(|i| i.properties.get(STAGE_HOST).cloned());
+        if let Some(host) = stage_host.filter(|h| Some(h) != state.settings.self_url.as_ref()) {
+            return import_on(&host, &id, &headers, body).await;
+        }
+    }
     check_image(&image, &request.method)?;
     let copy = request.method == "copy-image";
     // upstream: a copy is the copy_image rule's; any other import the owner's.

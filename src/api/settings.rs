@@ -179,6 +179,9 @@ pub struct ApiSettings {
     pub show_image_direct_url: bool,
     /// `do_secure_hash`: the location API hashes a new location's data.
     pub do_secure_hash: bool,
+    /// This replica's URL for the others (`worker_self_reference_url`, else
+    /// `public_endpoint`): where an image staged here is imported from.
+    pub self_url: Option<String>,
 }
 
 impl ApiSettings {
@@ -250,6 +253,12 @@ impl ApiSettings {
                 false,
             )?,
             do_secure_hash: config.get_bool(DEFAULT_SECTION, "do_secure_hash", true)?,
+            self_url: ["worker_self_reference_url", "public_endpoint"]
+                .iter()
+                .filter_map(|key| config.get(DEFAULT_SECTION, key))
+                .map(str::trim)
+                .find(|url| !url.is_empty())
+                .map(|url| url.trim_end_matches('/').to_owned()),
             client_socket_timeout: timeout(
                 config,
                 CLIENT_SOCKET_TIMEOUT,

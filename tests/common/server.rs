@@ -96,14 +96,25 @@ pub async fn start_on(
 /// glance-api on port 0 in `dir` with the configuration `text` (whose catalogue is
 /// `connection`).
 pub async fn start_conf(dir: Arc<tempfile::TempDir>, connection: String, text: &str) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    start_listening(listener, dir, connection, text).await
+}
+
+/// glance-api on `listener` (bound beforehand, so that its configuration may name its
+/// own address) in `dir` with the configuration `text`.
+pub async fn start_listening(
+    listener: tokio::net::TcpListener,
+    dir: Arc<tempfile::TempDir>,
+    connection: String,
+    text: &str,
+) -> Server {
     log();
     let config = Config::from_str("test.conf", text).expect("conf");
     let state = build_state(ApiSettings::from_config(&config).expect("settings"))
         .await
         .expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let task_state = state.clone();
