@@ -875,7 +875,6 @@ async fn reserved_and_read_only_attributes() {
         "location",
         "deleted",
         "deleted_at",
-        "locations",
         "os_glance_import_task",
         "os_glance_stage_host",
         "os_glance_foo",

@@ -47,6 +47,7 @@ fn conflict(message: String) -> ApiError {
 /// `locations/…`), None when the key is another attribute. Paths deeper than upstream's
 /// limits (add and remove: `/locations/X`; replace: `/locations`) are 400.
 pub(super) fn parse(
+    shown: bool,
     op: &str,
     key: &str,
     value: Option<&Value>,
@@ -58,6 +59,7 @@ pub(super) fn parse(
     if root != "locations" {
         return Ok(None);
     }
+
     let bad_path =
         || ApiError::bad_request(format!("Invalid JSON pointer for this resource: '/{key}'"));
     let position = |rest: &str| -> Result<Option<usize>, ApiError> {
@@ -73,7 +75,7 @@ pub(super) fn parse(
         )))
     };
     let value = value.cloned().unwrap_or(Value::Null);
-    Ok(Some(match (op, rest) {
+    let parsed = match (op, rest) {
         ("add", Some(rest)) => LocationOp::Add(position(rest)?, value),
         ("remove", Some(rest)) => match position(rest)? {
             Some(n) => LocationOp::Remove(n),
@@ -95,7 +97,15 @@ pub(super) fn parse(
             }
         },
         _ => return Err(bad_path()),
-    }))
+    };
+    // As upstream: the path and value are checked first (400), then whether locations
+    // are shown at all (403).
+    if !shown {
+        return Err(forbidden(&format!(
+            "It's not allowed to {op} locations if locations are invisible."
+        )));
+    }
+    Ok(Some(parsed))
 }
 
 /// A location object of a request: `url` (a string of at most 255 characters) and
@@ -450,18 +460,18 @@ mod tests {
     fn paths_as_upstream_limits_them() {
         let loc = json!({"url": "http://x/y", "metadata": {}});
         assert_eq!(
-            parse("add", "locations/-", Some(&loc)).expect("add"),
+            parse(true, "add", "locations/-", Some(&loc)).expect("add"),
             Some(LocationOp::Add(None, loc.clone()))
         );
         assert_eq!(
-            parse("add", "locations/2", Some(&loc)).expect("add"),
+            parse(true, "add", "locations/2", Some(&loc)).expect("add"),
             Some(LocationOp::Add(Some(2), loc.clone()))
         );
         assert_eq!(
-            parse("remove", "locations/0", None).expect("remove"),
+            parse(true, "remove", "locations/0", None).expect("remove"),
             Some(LocationOp::Remove(0))
         );
-        assert_eq!(parse("replace", "name", None).expect("other"), None);
+        assert_eq!(parse(true, "replace", "name", None).expect("other"), None);
         for (op, key, value) in [
             ("replace", "locations/0", Some(loc.clone())),
             ("add", "locations", Some(loc.clone())),
@@ -470,9 +480,16 @@ mod tests {
             ("replace", "locations", Some(json!([]))),
             ("replace", "locations", Some(json!({"url": "x"}))),
         ] {
-            let err = parse(op, key, value.as_ref()).expect_err(key);
+            let err = parse(true, op, key, value.as_ref()).expect_err(key);
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{op} {key}");
+            // Without show_multiple_locations too: the path is checked first.
+            let err = parse(false, op, key, value.as_ref()).expect_err(key);
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{op} {key}");
         }
+        // A well-formed operation is 403 when locations are not shown.
+        let err = parse(false, "add", "locations/-", Some(&loc)).expect_err("invisible");
+        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert_eq!(parse(false, "replace", "name", None).expect("other"), None);
     }
 
     #[test]

@@ -744,7 +744,12 @@ fn apply(
     } in ops
     {
         let key = key.as_str();
-        if let Some(location_op) = image_locations::parse(op.name(), key, value.as_ref())? {
+        if let Some(location_op) = image_locations::parse(
+            state.settings.show_multiple_locations,
+            op.name(),
+            key,
+            value.as_ref(),
+        )? {
             authorize_image(state, caller, "modify_image", image)?;
             let rule = match location_op {
                 image_locations::LocationOp::Remove(_) => "delete_image_location",
@@ -830,7 +835,15 @@ async fn update_with(
     // New location URLs are checked (over the network) before the row is locked.
     let location_ops = ops
         .iter()
-        .filter_map(|o| image_locations::parse(o.op.name(), &o.key, o.value.as_ref()).transpose())
+        .filter_map(|o| {
+            image_locations::parse(
+                state.settings.show_multiple_locations,
+                o.op.name(),
+                &o.key,
+                o.value.as_ref(),
+            )
+            .transpose()
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let locations = if location_ops.is_empty() {
         Checked::default()
