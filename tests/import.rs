@@ -669,3 +669,27 @@ async fn glance_direct_through_another_replica_goes_to_the_stage_host() {
     assert_eq!(r.status, 504, "{}", text(&r));
     assert_eq!(image(b, &id).await["status"], "uploading");
 }
+
+/// `[task] task_time_to_live`: an ended task expires that many hours after it ended, and
+/// an expired task is gone (as upstream's task listing soft-deletes expired ones).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ended_task_expires_after_task_time_to_live() {
+    let server = start_with("[task]\ntask_time_to_live = 0\n").await;
+    let addr = server.addr;
+    let bytes = data(10_000, 6);
+    let id = new_image(addr).await;
+    stage(addr, &id, &bytes).await;
+    let r = import(addr, &id, json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(r.status, 202, "{}", text(&r));
+    assert_eq!(settled(addr, &id).await["status"], "active");
+    // The task ended with no time to live: it expired at once, and the next purge (the
+    // upkeep's, or this one) takes it away. With the default 48 hours it stays, as
+    // glance_direct_stages_then_imports_and_its_task_records_the_request shows.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.state.db.purge_expired_tasks().await.expect("purge");
+    let left = call(addr, "GET", &format!("/v2/images/{id}/tasks"), &[], vec![]).await;
+    assert_eq!(left.status, 200);
+    assert_eq!(left.json()["tasks"], json!([]), "the expired task is gone");
+    let listed = call(addr, "GET", "/v2/tasks", &[], vec![]).await;
+    assert_eq!(listed.json()["tasks"], json!([]), "nor listed");
+}
